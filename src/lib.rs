@@ -1,0 +1,10 @@
+//! tally — an embedded time-series cost store with a Prometheus-compatible query server.
+//!
+//! Data flows bottom-up: [`model`] defines series and exact money; [`encoding`] packs
+//! sample columns; [`wal`] makes appends durable; [`segment`] holds immutable columnar
+//! files; [`index`] resolves label matchers to series via postings and tenant bitmaps;
+//! [`store`] ties them into an embeddable handle that queries read from.
+
+pub mod index;
+pub mod model;
+pub mod store;

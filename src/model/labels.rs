@@ -1,0 +1,331 @@
+//! Series identity: a metric name plus a sorted label set.
+//!
+//! Invariants of [`Labels`]: sorted by name, names unique, no empty values (an
+//! empty value means "label absent", as in Prometheus), `__name__` present when
+//! built through [`LabelsBuilder::build`] with a metric name.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The reserved label holding the metric name.
+pub const METRIC_NAME: &str = "__name__";
+/// The first-class tenant label: every series belongs to exactly one tenant.
+pub const TENANT: &str = "tenant";
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ModelError {
+    #[error("invalid metric name {0:?}: must match [a-zA-Z_:][a-zA-Z0-9_:]*")]
+    InvalidMetricName(String),
+    #[error("invalid label name {0:?}: must match [a-zA-Z_][a-zA-Z0-9_]* and not start with \"__\"")]
+    InvalidLabelName(String),
+    #[error("duplicate label name {0:?}")]
+    DuplicateLabel(String),
+    #[error("too many labels: {count} (limit {limit})")]
+    TooManyLabels { count: usize, limit: usize },
+    #[error("label name {name:?} is {len} bytes long (limit {limit})")]
+    LabelNameTooLong { name: String, len: usize, limit: usize },
+    #[error("value of label {name:?} is {len} bytes long (limit {limit})")]
+    LabelValueTooLong { name: String, len: usize, limit: usize },
+    #[error("series has no metric name (__name__)")]
+    MissingMetricName,
+}
+
+/// Limits on label sets; enforced on every write path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct LabelLimits {
+    pub max_labels: usize,
+    pub max_name_len: usize,
+    pub max_value_len: usize,
+}
+
+impl Default for LabelLimits {
+    fn default() -> Self {
+        LabelLimits {
+            max_labels: 64,
+            max_name_len: 128,
+            max_value_len: 2048,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+/// An immutable, sorted label set. Cheap to clone (shared).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels(Arc<[Label]>);
+
+impl Labels {
+    /// An empty label set.
+    pub fn empty() -> Labels {
+        Labels(Arc::from(Vec::new()))
+    }
+
+    /// Builds from pairs, validating names, limits and uniqueness. Empty values are dropped.
+    pub fn from_pairs<N: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+        limits: &LabelLimits,
+    ) -> Result<Labels, ModelError> {
+        let mut b = LabelsBuilder::new();
+        for (n, v) in pairs {
+            b.push(n, v);
+        }
+        b.build(limits)
+    }
+
+    /// Builds from already-validated, sorted, unique labels (e.g. decoded from our own
+    /// checksummed files). Sorting is re-established defensively; no other validation.
+    pub fn from_sorted_unchecked(mut labels: Vec<Label>) -> Labels {
+        labels.sort();
+        labels.dedup_by(|a, b| a.name == b.name);
+        labels.retain(|l| !l.value.is_empty());
+        Labels(Arc::from(labels))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|l| l.name.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].value.as_str())
+    }
+
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    pub fn tenant(&self) -> Option<&str> {
+        self.get(TENANT)
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[Label] {
+        &self.0
+    }
+
+    /// A copy without the metric name (PromQL drops it from most function results).
+    pub fn without_metric_name(&self) -> Labels {
+        self.without(&[METRIC_NAME])
+    }
+
+    pub fn without(&self, names: &[&str]) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| !names.contains(&l.name.as_str()))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    pub fn only(&self, names: &[&str]) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| names.contains(&l.name.as_str()))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Returns a copy with `name` set to `value` (removed when `value` is empty).
+    pub fn with(&self, name: &str, value: &str) -> Labels {
+        let mut v: Vec<Label> = self.0.iter().filter(|l| l.name != name).cloned().collect();
+        if !value.is_empty() {
+            v.push(Label {
+                name: name.to_string(),
+                value: value.to_string(),
+            });
+            v.sort();
+        }
+        Labels(Arc::from(v))
+    }
+
+    /// Approximate heap bytes, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.0
+            .iter()
+            .map(|l| l.name.len() + l.value.len() + 2 * std::mem::size_of::<String>())
+            .sum()
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Prometheus text form: `name{a="b", c="d"}`.
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(n) = self.metric_name() {
+            f.write_str(n)?;
+        }
+        f.write_str("{")?;
+        let mut first = true;
+        for l in self.0.iter().filter(|l| l.name != METRIC_NAME) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{}={:?}", l.name, l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// Collects labels, then validates once in [`LabelsBuilder::build`].
+#[derive(Debug, Default, Clone)]
+pub struct LabelsBuilder {
+    labels: Vec<Label>,
+}
+
+impl LabelsBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn metric(&mut self, name: impl Into<String>) -> &mut Self {
+        self.push(METRIC_NAME, name)
+    }
+
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.labels.push(Label {
+            name: name.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    pub fn build(mut self, limits: &LabelLimits) -> Result<Labels, ModelError> {
+        self.labels.retain(|l| !l.value.is_empty());
+        self.labels.sort();
+        for w in self.labels.windows(2) {
+            if w[0].name == w[1].name {
+                return Err(ModelError::DuplicateLabel(w[0].name.clone()));
+            }
+        }
+        if self.labels.len() > limits.max_labels {
+            return Err(ModelError::TooManyLabels {
+                count: self.labels.len(),
+                limit: limits.max_labels,
+            });
+        }
+        for l in &self.labels {
+            if l.name.len() > limits.max_name_len {
+                return Err(ModelError::LabelNameTooLong {
+                    name: l.name.clone(),
+                    len: l.name.len(),
+                    limit: limits.max_name_len,
+                });
+            }
+            if l.value.len() > limits.max_value_len {
+                return Err(ModelError::LabelValueTooLong {
+                    name: l.name.clone(),
+                    len: l.value.len(),
+                    limit: limits.max_value_len,
+                });
+            }
+            if l.name == METRIC_NAME {
+                if !is_valid_metric_name(&l.value) {
+                    return Err(ModelError::InvalidMetricName(l.value.clone()));
+                }
+            } else if !is_valid_label_name(&l.name) {
+                return Err(ModelError::InvalidLabelName(l.name.clone()));
+            }
+        }
+        Ok(Labels(Arc::from(self.labels)))
+    }
+}
+
+/// Prometheus metric-name rule: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    match bytes.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {}
+        _ => return false,
+    }
+    bytes.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+}
+
+/// Prometheus label-name rule `[a-zA-Z_][a-zA-Z0-9_]*`; names starting with `__` are reserved.
+pub fn is_valid_label_name(s: &str) -> bool {
+    if s.starts_with("__") {
+        return false;
+    }
+    let mut bytes = s.bytes();
+    match bytes.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == b'_' => {}
+        _ => return false,
+    }
+    bytes.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_and_validated() {
+        let l = Labels::from_pairs(
+            [("__name__", "cpu"), ("tenant", "a"), ("az", "x")],
+            &LabelLimits::default(),
+        )
+        .unwrap();
+        let names: Vec<_> = l.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["__name__", "az", "tenant"]);
+        assert_eq!(l.tenant(), Some("a"));
+        assert_eq!(l.to_string(), "cpu{az=\"x\", tenant=\"a\"}");
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let lim = LabelLimits::default();
+        assert!(matches!(
+            Labels::from_pairs([("__name__", "1cpu")], &lim),
+            Err(ModelError::InvalidMetricName(_))
+        ));
+        assert!(matches!(
+            Labels::from_pairs([("a-b", "x")], &lim),
+            Err(ModelError::InvalidLabelName(_))
+        ));
+        assert!(matches!(
+            Labels::from_pairs([("a", "x"), ("a", "y")], &lim),
+            Err(ModelError::DuplicateLabel(_))
+        ));
+        let small = LabelLimits { max_labels: 1, ..lim };
+        assert!(matches!(
+            Labels::from_pairs([("a", "x"), ("b", "y")], &small),
+            Err(ModelError::TooManyLabels { count: 2, limit: 1 })
+        ));
+        let short = LabelLimits {
+            max_value_len: 2,
+            ..lim
+        };
+        assert!(matches!(
+            Labels::from_pairs([("a", "xyz")], &short),
+            Err(ModelError::LabelValueTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_values_mean_absent() {
+        let l = Labels::from_pairs([("a", ""), ("b", "1")], &LabelLimits::default()).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.get("a"), None);
+    }
+}

@@ -1,0 +1,10 @@
+//! The data model shared by every layer: series identity (labels), sample values
+//! (floats and exact money), and the rules that make input acceptable.
+
+mod labels;
+mod money;
+mod sample;
+
+pub use labels::{Label, LabelLimits, Labels, LabelsBuilder, ModelError, METRIC_NAME, TENANT};
+pub use money::{Money, MoneyError, MoneySum, NANOS_PER_UNIT};
+pub use sample::{DupPolicy, Sample, SeriesKind, Value, ValueKind};

@@ -1,0 +1,5 @@
+//! The store: WAL + head + time-partitioned segments behind one embeddable handle.
+
+pub mod read;
+
+pub use read::{ReadError, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream};

@@ -1,0 +1,105 @@
+//! The read contract between storage and the query engines (PromQL, SQL).
+//!
+//! Timestamps are UTC nanoseconds, ranges are closed `[start, end]`. Series arrive one
+//! at a time, sorted by labels, each with its samples in the range sorted by time and
+//! with duplicates already resolved by the series' [`DupPolicy`](crate::model::DupPolicy).
+
+use crate::index::Matcher;
+use crate::model::{Labels, SeriesKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("corrupt data in {file}: {reason}")]
+    Corrupt { file: String, reason: String },
+    #[error("I/O error reading {file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Values of one series, columnar.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SampleValues {
+    Float(Vec<f64>),
+    /// Exact nano-units ([`Money`](crate::model::Money)).
+    Money(Vec<i64>),
+}
+
+impl SampleValues {
+    pub fn len(&self) -> usize {
+        match self {
+            SampleValues::Float(v) => v.len(),
+            SampleValues::Money(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The f64 rendering of value `i` (money → units as f64).
+    pub fn f64_at(&self, i: usize) -> f64 {
+        match self {
+            SampleValues::Float(v) => v[i],
+            SampleValues::Money(v) => v[i] as f64 / crate::model::NANOS_PER_UNIT as f64,
+        }
+    }
+
+    /// All values as f64 (PromQL's view).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            SampleValues::Float(v) => v.clone(),
+            SampleValues::Money(v) => (0..v.len()).map(|i| self.f64_at(i)).collect(),
+        }
+    }
+}
+
+/// One series and its samples within the requested range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    pub labels: Labels,
+    pub kind: SeriesKind,
+    pub ts: Vec<i64>,
+    pub values: SampleValues,
+}
+
+/// What to read: series of `tenant` (all tenants when `None`) matching every matcher,
+/// with samples in `[start, end]` (nanoseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct SelectRequest<'a> {
+    pub tenant: Option<&'a str>,
+    pub matchers: &'a [Matcher],
+    pub start: i64,
+    pub end: i64,
+}
+
+pub type SeriesStream<'a> = Box<dyn Iterator<Item = Result<SeriesSamples, ReadError>> + 'a>;
+
+/// Anything queries can read series from. The store's snapshot implements it.
+pub trait SeriesSource: Send + Sync {
+    /// Streams matching series that have at least one sample in range.
+    fn select<'a>(&'a self, req: &SelectRequest<'a>) -> Result<SeriesStream<'a>, ReadError>;
+
+    /// Sorted label names of series matching `matchers` with data in `[start, end]`.
+    fn label_names(
+        &self,
+        tenant: Option<&str>,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, ReadError>;
+
+    /// Sorted distinct values of label `name` over matching series with data in `[start, end]`.
+    fn label_values(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, ReadError>;
+}

@@ -5,6 +5,7 @@
 //! files; [`index`] resolves label matchers to series via postings and tenant bitmaps;
 //! [`store`] ties them into an embeddable handle that queries read from.
 
+pub mod encoding;
 pub mod index;
 pub mod model;
 pub mod store;

@@ -1,5 +1,6 @@
 //! The store: WAL + head + time-partitioned segments behind one embeddable handle.
 
+pub mod fsutil;
 pub mod read;
 
 pub use read::{ReadError, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream};

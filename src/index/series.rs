@@ -1,0 +1,196 @@
+//! The series dictionary: label set ↔ [`SeriesId`], plus each series' kind, tenant and
+//! the time range it has data in (for pruning label queries by time).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use roaring::RoaringBitmap;
+
+use super::matcher::Matcher;
+use super::postings::Postings;
+use crate::model::{Labels, SeriesKind};
+
+/// Dense id of a series within one open store (index into the dictionary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesId(pub u32);
+
+#[derive(Debug)]
+pub struct SeriesEntry {
+    pub labels: Labels,
+    pub kind: SeriesKind,
+    min_t: AtomicI64,
+    max_t: AtomicI64,
+}
+
+impl SeriesEntry {
+    /// Widens the known data range; lock-free so appends only need a read lock on the index.
+    pub fn observe(&self, min_t: i64, max_t: i64) {
+        self.min_t.fetch_min(min_t, Ordering::Relaxed);
+        self.max_t.fetch_max(max_t, Ordering::Relaxed);
+    }
+
+    pub fn overlaps(&self, start: i64, end: i64) -> bool {
+        self.min_t.load(Ordering::Relaxed) <= end && self.max_t.load(Ordering::Relaxed) >= start
+    }
+}
+
+/// Dictionary + postings. Guarded by one `RwLock` in the store; writers hold it only to
+/// insert new series (never across I/O).
+#[derive(Debug)]
+pub struct SeriesIndex {
+    series: Vec<SeriesEntry>,
+    by_labels: HashMap<Labels, SeriesId>,
+    postings: Postings,
+    default_tenant: String,
+}
+
+/// Returned when a label set is already known with a different kind.
+#[derive(Debug, thiserror::Error)]
+#[error("series {labels} exists as {existing:?}, cannot append {requested:?} samples")]
+pub struct KindMismatch {
+    pub labels: Labels,
+    pub existing: SeriesKind,
+    pub requested: SeriesKind,
+}
+
+impl SeriesIndex {
+    /// `default_tenant` owns series that carry no `tenant` label.
+    pub fn new(default_tenant: impl Into<String>) -> Self {
+        SeriesIndex {
+            series: Vec::new(),
+            by_labels: HashMap::new(),
+            postings: Postings::default(),
+            default_tenant: default_tenant.into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    pub fn lookup(&self, labels: &Labels) -> Option<SeriesId> {
+        self.by_labels.get(labels).copied()
+    }
+
+    pub fn get(&self, id: SeriesId) -> Option<&SeriesEntry> {
+        self.series.get(id.0 as usize)
+    }
+
+    /// Checks `kind` against an existing series without inserting.
+    pub fn check_kind(&self, labels: &Labels, kind: SeriesKind) -> Result<Option<SeriesId>, KindMismatch> {
+        match self.by_labels.get(labels) {
+            Some(&id) => {
+                let existing = self.series[id.0 as usize].kind;
+                if existing != kind {
+                    return Err(KindMismatch { labels: labels.clone(), existing, requested: kind });
+                }
+                Ok(Some(id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Returns the id for `labels`, creating the series if needed. The bool is true when created.
+    pub fn get_or_create(&mut self, labels: &Labels, kind: SeriesKind) -> Result<(SeriesId, bool), KindMismatch> {
+        if let Some(id) = self.check_kind(labels, kind)? {
+            return Ok((id, false));
+        }
+        let id = SeriesId(self.series.len() as u32);
+        let tenant = labels.tenant().unwrap_or(&self.default_tenant).to_string();
+        self.postings.add(id, labels, &tenant);
+        self.series.push(SeriesEntry {
+            labels: labels.clone(),
+            kind,
+            min_t: AtomicI64::new(i64::MAX),
+            max_t: AtomicI64::new(i64::MIN),
+        });
+        self.by_labels.insert(labels.clone(), id);
+        Ok((id, true))
+    }
+
+    /// Series of `tenant` (all when `None`) matching every matcher. The tenant bitmap is
+    /// applied first so that later set operations work on the smallest set.
+    pub fn select(&self, tenant: Option<&str>, matchers: &[Matcher]) -> RoaringBitmap {
+        self.postings.select(tenant, matchers)
+    }
+
+    /// Sorts ids by their label sets (the order series are returned in).
+    pub fn sorted_by_labels(&self, ids: &RoaringBitmap) -> Vec<SeriesId> {
+        let mut v: Vec<SeriesId> = ids.iter().map(SeriesId).collect();
+        v.sort_by(|a, b| self.series[a.0 as usize].labels.cmp(&self.series[b.0 as usize].labels));
+        v
+    }
+
+    pub fn postings(&self) -> &Postings {
+        &self.postings
+    }
+
+    /// Label names over the selected series with data in `[start, end]`.
+    pub fn label_names(&self, ids: &RoaringBitmap, start: i64, end: i64) -> Vec<String> {
+        let mut names = std::collections::BTreeSet::new();
+        for id in ids.iter() {
+            let e = &self.series[id as usize];
+            if e.overlaps(start, end) {
+                for l in e.labels.iter() {
+                    if !names.contains(l.name.as_str()) {
+                        names.insert(l.name.clone());
+                    }
+                }
+            }
+        }
+        names.into_iter().collect()
+    }
+
+    /// Distinct values of `name` over the selected series with data in `[start, end]`.
+    pub fn label_values(&self, name: &str, ids: &RoaringBitmap, start: i64, end: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(values) = self.postings.values_of(name) {
+            for (value, bm) in values {
+                if bm.iter().any(|id| ids.contains(id) && self.series[id as usize].overlaps(start, end)) {
+                    out.push(value.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::MatchOp;
+    use crate::model::LabelLimits;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied(), &LabelLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn kinds_are_fixed_at_creation() {
+        let mut ix = SeriesIndex::new("default");
+        let l = labels(&[("__name__", "cost"), ("tenant", "a")]);
+        let (id, created) = ix.get_or_create(&l, SeriesKind::MONEY).unwrap();
+        assert!(created);
+        assert_eq!(ix.get_or_create(&l, SeriesKind::MONEY).unwrap(), (id, false));
+        assert!(ix.get_or_create(&l, SeriesKind::GAUGE).is_err());
+    }
+
+    #[test]
+    fn label_values_respect_time_and_tenant() {
+        let mut ix = SeriesIndex::new("default");
+        let (a, _) = ix.get_or_create(&labels(&[("__name__", "m"), ("tenant", "a"), ("x", "1")]), SeriesKind::GAUGE).unwrap();
+        let (b, _) = ix.get_or_create(&labels(&[("__name__", "m"), ("tenant", "b"), ("x", "2")]), SeriesKind::GAUGE).unwrap();
+        ix.get(a).unwrap().observe(0, 10);
+        ix.get(b).unwrap().observe(100, 200);
+        let all = ix.select(None, &[]);
+        assert_eq!(ix.label_values("x", &all, 0, 1000), ["1", "2"]);
+        assert_eq!(ix.label_values("x", &all, 50, 1000), ["2"]);
+        let only_a = ix.select(Some("a"), &[Matcher::new(MatchOp::Regex, "x", ".*").unwrap()]);
+        assert_eq!(ix.label_values("x", &only_a, 0, 1000), ["1"]);
+        assert_eq!(ix.label_names(&only_a, 0, 1000), ["__name__", "tenant", "x"]);
+    }
+}

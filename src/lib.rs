@@ -8,5 +8,6 @@
 pub mod encoding;
 pub mod index;
 pub mod model;
+pub mod segment;
 pub mod store;
 pub mod wal;

@@ -86,7 +86,11 @@ impl SeriesIndex {
             Some(&id) => {
                 let existing = self.series[id.0 as usize].kind;
                 if existing != kind {
-                    return Err(KindMismatch { labels: labels.clone(), existing, requested: kind });
+                    return Err(KindMismatch {
+                        labels: labels.clone(),
+                        existing,
+                        requested: kind,
+                    });
                 }
                 Ok(Some(id))
             }
@@ -150,7 +154,10 @@ impl SeriesIndex {
         let mut out = Vec::new();
         if let Some(values) = self.postings.values_of(name) {
             for (value, bm) in values {
-                if bm.iter().any(|id| ids.contains(id) && self.series[id as usize].overlaps(start, end)) {
+                if bm
+                    .iter()
+                    .any(|id| ids.contains(id) && self.series[id as usize].overlaps(start, end))
+                {
                     out.push(value.clone());
                 }
             }
@@ -182,8 +189,18 @@ mod tests {
     #[test]
     fn label_values_respect_time_and_tenant() {
         let mut ix = SeriesIndex::new("default");
-        let (a, _) = ix.get_or_create(&labels(&[("__name__", "m"), ("tenant", "a"), ("x", "1")]), SeriesKind::GAUGE).unwrap();
-        let (b, _) = ix.get_or_create(&labels(&[("__name__", "m"), ("tenant", "b"), ("x", "2")]), SeriesKind::GAUGE).unwrap();
+        let (a, _) = ix
+            .get_or_create(
+                &labels(&[("__name__", "m"), ("tenant", "a"), ("x", "1")]),
+                SeriesKind::GAUGE,
+            )
+            .unwrap();
+        let (b, _) = ix
+            .get_or_create(
+                &labels(&[("__name__", "m"), ("tenant", "b"), ("x", "2")]),
+                SeriesKind::GAUGE,
+            )
+            .unwrap();
         ix.get(a).unwrap().observe(0, 10);
         ix.get(b).unwrap().observe(100, 200);
         let all = ix.select(None, &[]);

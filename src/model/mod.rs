@@ -3,7 +3,7 @@
 
 mod labels;
 mod money;
-mod sample;
+pub(crate) mod sample;
 
 pub use labels::{Label, LabelLimits, Labels, LabelsBuilder, ModelError, METRIC_NAME, TENANT};
 pub use money::{Money, MoneyError, MoneySum, NANOS_PER_UNIT};

@@ -34,7 +34,10 @@ pub enum WalError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_path_buf(), source }
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// When an append counts as durable.
@@ -57,7 +60,12 @@ pub fn list_generations(dir: &Path) -> Result<Vec<u64>, WalError> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(gens),
-        Err(e) => return Err(WalError::Io { path: dir.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(WalError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        }
     };
     for ent in rd {
         let ent = ent.map_err(io_err(dir))?;
@@ -89,7 +97,11 @@ impl WalWriter {
     pub fn create(dir: &Path, gen: u64, policy: FsyncPolicy) -> Result<WalWriter, WalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(file_name(gen));
-        let mut file = OpenOptions::new().create_new(true).write(true).open(&path).map_err(io_err(&path))?;
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         let mut header = [0u8; HEADER_LEN];
         header[..8].copy_from_slice(MAGIC);
         header[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -119,7 +131,10 @@ impl WalWriter {
     /// Writes one record and makes it durable according to the policy before returning.
     pub fn append(&mut self, payload: &[u8]) -> Result<(), WalError> {
         if payload.len() > MAX_RECORD_LEN {
-            return Err(WalError::RecordTooLarge { len: payload.len(), max: MAX_RECORD_LEN });
+            return Err(WalError::RecordTooLarge {
+                len: payload.len(),
+                max: MAX_RECORD_LEN,
+            });
         }
         let mut head = [0u8; RECORD_HEADER_LEN];
         head[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -180,7 +195,9 @@ pub fn replay(
         }
         let path = dir.join(file_name(gen));
         let mut buf = Vec::new();
-        File::open(&path).and_then(|mut f| f.read_to_end(&mut buf)).map_err(io_err(&path))?;
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .map_err(io_err(&path))?;
         stats.files += 1;
         if buf.len() < HEADER_LEN {
             // Created but the header never made it to disk: nothing was acknowledged here.
@@ -246,7 +263,12 @@ mod tests {
         let mut out = Vec::new();
         let ts = vec![i];
         let vals = vec![i as u64];
-        encode_batch(&[], std::iter::once((1u32, &ts, &vals)), &[("src".to_string(), i)], &mut out);
+        encode_batch(
+            &[],
+            std::iter::once((1u32, &ts, &vals)),
+            &[("src".to_string(), i)],
+            &mut out,
+        );
         out
     }
 

@@ -94,7 +94,8 @@ pub fn decode_batch(payload: &[u8]) -> Result<WalBatch, DecodeError> {
     for _ in 0..n_defs {
         let series_ref = ref_of(r.uvarint()?)?;
         let kb = r.u8()?;
-        let kind = SeriesKind::from_byte(kb).ok_or_else(|| DecodeError::Invalid(format!("unknown series kind {kb}")))?;
+        let kind =
+            SeriesKind::from_byte(kb).ok_or_else(|| DecodeError::Invalid(format!("unknown series kind {kb}")))?;
         let n = r.len_prefix(MAX_LABELS)?;
         let mut labels = Vec::with_capacity(n);
         for _ in 0..n {
@@ -102,7 +103,11 @@ pub fn decode_batch(payload: &[u8]) -> Result<WalBatch, DecodeError> {
             let value = r.prefixed_str()?.to_string();
             labels.push(Label { name, value });
         }
-        b.defs.push(WalSeries { series_ref, kind, labels: Labels::from_sorted_unchecked(labels) });
+        b.defs.push(WalSeries {
+            series_ref,
+            kind,
+            labels: Labels::from_sorted_unchecked(labels),
+        });
     }
     let n_groups = r.len_prefix(r.remaining())?;
     for _ in 0..n_groups {
@@ -117,7 +122,10 @@ pub fn decode_batch(payload: &[u8]) -> Result<WalBatch, DecodeError> {
             ts.push(prev);
         }
         let raw = r.bytes(n * 8)?;
-        let values = raw.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect();
+        let values = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
         b.groups.push(WalSeriesSamples { series_ref, ts, values });
     }
     let n_pos = r.len_prefix(r.remaining())?;
@@ -127,7 +135,10 @@ pub fn decode_batch(payload: &[u8]) -> Result<WalBatch, DecodeError> {
         b.positions.push((s, p));
     }
     if !r.is_empty() {
-        return Err(DecodeError::Invalid(format!("{} trailing bytes in WAL record", r.remaining())));
+        return Err(DecodeError::Invalid(format!(
+            "{} trailing bytes in WAL record",
+            r.remaining()
+        )));
     }
     Ok(b)
 }

@@ -10,4 +10,4 @@ mod series;
 
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use postings::{Postings, TenantBitmap};
-pub use series::{SeriesEntry, SeriesId, SeriesIndex};
+pub use series::{KindMismatch, SeriesEntry, SeriesId, SeriesIndex};

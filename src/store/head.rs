@@ -263,10 +263,6 @@ impl Head {
         self.active
     }
 
-    pub fn time_range(&self) -> Option<(i64, i64)> {
-        (self.samples > 0).then_some((self.min_t, self.max_t))
-    }
-
     /// Approximate resident bytes (sample storage and per-series structures).
     pub fn bytes(&self) -> usize {
         self.series.capacity() * std::mem::size_of::<Option<Box<HeadSeries>>>()

@@ -1,7 +1,260 @@
 //! The store: WAL + head + time-partitioned segments behind one embeddable handle.
+//!
+//! Write path: [`Store::append`] resolves series in the index, writes one WAL record
+//! (samples and source positions together), then applies the batch to the head.
+//! Maintenance (flush, compaction, retention) runs on a background thread and swaps
+//! in a new [`View`](view::View) atomically; readers hold a [`Snapshot`] and never
+//! block writers for longer than copying one series out of the head.
 
+mod append;
+mod batch;
+mod compaction;
+mod error;
+mod flush;
 pub mod fsutil;
 mod head;
+mod lock;
+pub mod manifest;
+mod merge;
+mod metrics;
+mod open;
+mod options;
 pub mod read;
+mod retention;
+mod snapshot;
+mod view;
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use parking_lot::{Condvar, Mutex, RwLock};
+use roaring::RoaringBitmap;
+
+pub use batch::{SeriesWrite, WriteBatch};
+pub use error::StoreError;
+pub use metrics::StoreMetrics;
+pub use options::StoreOptions;
 pub use read::{ReadError, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream};
+pub use snapshot::Snapshot;
+
+use crate::index::SeriesIndex;
+use crate::wal::WalWriter;
+use head::Head;
+use lock::DirLock;
+use manifest::Manifest;
+use view::View;
+
+/// What one append did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub samples: u64,
+    pub series_created: u64,
+    /// Samples that replaced a conflicting value (Replace series only).
+    pub replaced: u64,
+}
+
+/// An open data directory. Cheap to share across threads (`&Store` is `Sync`).
+pub struct Store {
+    inner: Arc<Inner>,
+    maintenance: Option<JoinHandle<()>>,
+}
+
+pub(crate) struct Inner {
+    dir: PathBuf,
+    opts: StoreOptions,
+    partition_width: i64,
+    _lock: DirLock,
+    index: RwLock<SeriesIndex>,
+    writer: Mutex<Writer>,
+    view: ArcSwap<View>,
+    /// Serialises view edits (head swap, flush, compaction, retention).
+    view_edit: Mutex<()>,
+    /// Serialises maintenance and owns the manifest.
+    maint: Mutex<Manifest>,
+    metrics: StoreMetrics,
+    wake: (Mutex<bool>, Condvar),
+}
+
+struct Writer {
+    wal: WalWriter,
+    head: Arc<RwLock<Head>>,
+    head_started: Instant,
+    /// Series already defined in the current WAL generation.
+    declared: RoaringBitmap,
+    positions: BTreeMap<String, i64>,
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory, replaying the WAL.
+    pub fn open(dir: impl AsRef<Path>, opts: StoreOptions) -> Result<Store, StoreError> {
+        let inner = Arc::new(open::open(dir.as_ref(), opts)?);
+        let maintenance = if inner.opts.background {
+            let bg = inner.clone();
+            let handle = std::thread::Builder::new()
+                .name("tally-maintenance".into())
+                .spawn(move || bg.maintenance_loop())
+                .map_err(|source| StoreError::Io {
+                    path: inner.dir.clone(),
+                    source,
+                })?;
+            Some(handle)
+        } else {
+            None
+        };
+        Ok(Store { inner, maintenance })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.opts
+    }
+
+    /// Appends a batch atomically: once this returns `Ok`, every sample and source
+    /// position in it is durable under the configured fsync policy and visible to reads.
+    pub fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, StoreError> {
+        self.inner.append(batch)
+    }
+
+    /// The last durable position recorded for `source` (e.g. `"cost.compute/3"`).
+    pub fn source_position(&self, source: &str) -> Option<i64> {
+        self.inner.writer.lock().positions.get(source).copied()
+    }
+
+    pub fn source_positions(&self) -> BTreeMap<String, i64> {
+        self.inner.writer.lock().positions.clone()
+    }
+
+    /// A consistent read view: the segments and heads as of now (the live head keeps
+    /// receiving appends, which become visible immediately).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::new(self.inner.clone())
+    }
+
+    /// Writes the head into segments and checkpoints the WAL.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+
+    /// Merges small segments of each partition; returns how many partitions were compacted.
+    pub fn compact(&self) -> Result<usize, StoreError> {
+        self.inner.compact(false)
+    }
+
+    /// Merges every partition that has more than one segment.
+    pub fn compact_all(&self) -> Result<usize, StoreError> {
+        self.inner.compact(true)
+    }
+
+    /// Drops partitions that ended before `now_ns - retention`; returns how many.
+    pub fn apply_retention(&self, now_ns: i64) -> Result<usize, StoreError> {
+        self.inner.apply_retention(now_ns)
+    }
+
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.inner.metrics
+    }
+
+    /// Point-in-time figures for `/metrics` and benchmarks.
+    pub fn stats(&self) -> metrics::StoreStats {
+        self.inner.stats()
+    }
+
+    /// Flushes the head, fsyncs and stops background work. Dropping a store does the
+    /// same best-effort; call `close` to see errors.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), StoreError> {
+        {
+            let mut stop = self.inner.wake.0.lock();
+            *stop = true;
+            self.inner.wake.1.notify_all();
+        }
+        if let Some(h) = self.maintenance.take() {
+            let _ = h.join();
+        }
+        let mut w = self.inner.writer.lock();
+        if w.closed {
+            return Ok(());
+        }
+        w.wal.sync()?;
+        drop(w);
+        let r = if self.inner.opts.flush_on_close {
+            self.inner.flush()
+        } else {
+            Ok(())
+        };
+        self.inner.writer.lock().closed = true;
+        r
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "error while closing store");
+        }
+    }
+}
+
+impl Inner {
+    /// Partition start for a timestamp (floor to the partition width).
+    pub(crate) fn partition_of(&self, ts: i64) -> i64 {
+        ts.div_euclid(self.partition_width) * self.partition_width
+    }
+
+    fn maintenance_loop(self: Arc<Self>) {
+        loop {
+            {
+                let mut stop = self.wake.0.lock();
+                if !*stop {
+                    self.wake.1.wait_for(&mut stop, self.opts.maintenance_interval);
+                }
+                if *stop {
+                    return;
+                }
+            }
+            if let Err(e) = self.maintain() {
+                tracing::error!(error = %e, "store maintenance failed; will retry");
+            }
+        }
+    }
+
+    fn maintain(&self) -> Result<(), StoreError> {
+        let (samples, age) = {
+            let w = self.writer.lock();
+            let s = w.head.read().samples();
+            (s, w.head_started.elapsed())
+        };
+        if samples >= self.opts.head_max_samples || (samples > 0 && age >= self.opts.flush_interval) {
+            self.flush()?;
+        }
+        self.compact(false)?;
+        if self.opts.retention.is_some() {
+            self.apply_retention(now_ns())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wake_maintenance(&self) {
+        self.wake.1.notify_all();
+    }
+}
+
+/// Wall-clock now in UTC nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -8,5 +8,5 @@
 mod log;
 mod record;
 
-pub use log::{list_generations, replay, FsyncPolicy, ReplayStats, WalError, WalWriter};
+pub use log::{file_name as log_file_name, list_generations, replay, FsyncPolicy, ReplayStats, WalError, WalWriter};
 pub use record::{decode_batch, encode_batch, WalBatch, WalSeries, WalSeriesSamples};

@@ -1,0 +1,204 @@
+//! Opening a data directory: lock, manifest, segments (quarantining damaged ones),
+//! index rebuild, WAL replay, and a fresh WAL generation for new appends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use parking_lot::{Condvar, Mutex, RwLock};
+use roaring::RoaringBitmap;
+
+use super::head::Head;
+use super::lock::DirLock;
+use super::manifest::{Manifest, SegmentEntry};
+use super::metrics::StoreMetrics;
+use super::view::{LiveSegment, Quarantined, View};
+use super::{Inner, StoreError, StoreOptions, Writer};
+use crate::index::{SeriesId, SeriesIndex};
+use crate::segment::Segment;
+use crate::wal::{self, WalWriter};
+
+pub(crate) const WAL_DIR: &str = "wal";
+pub(crate) const SEGMENTS_DIR: &str = "segments";
+
+pub(crate) fn open(dir: &Path, opts: StoreOptions) -> Result<Inner, StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let lock = DirLock::acquire(dir)?;
+    let width = i64::try_from(opts.partition_width.as_nanos()).unwrap_or(0);
+    if width <= 0 {
+        return Err(StoreError::Options {
+            name: "partition_width",
+            reason: "must be positive".into(),
+        });
+    }
+    let manifest = match Manifest::load(dir)? {
+        Some(m) => {
+            if m.partition_width_ns != width {
+                tracing::warn!(
+                    stored = m.partition_width_ns,
+                    requested = width,
+                    "partition width differs from the one this directory was created with; keeping the stored width"
+                );
+            }
+            m
+        }
+        None => {
+            let m = Manifest::new(width);
+            m.store(dir)?;
+            m
+        }
+    };
+    let width = manifest.partition_width_ns;
+    remove_unreferenced(dir, &manifest)?;
+
+    let metrics = StoreMetrics::default();
+    let mut index = SeriesIndex::new(opts.default_tenant.clone());
+    let mut segments = Vec::new();
+    let mut quarantined = Vec::new();
+    for entry in &manifest.segments {
+        match Segment::open(&dir.join(&entry.file)) {
+            Ok(seg) => segments.push(Arc::new(register(&mut index, Arc::new(seg), entry.clone()))),
+            Err(e) => {
+                tracing::error!(file = %entry.file, error = %e, "segment failed verification; its partition is unreadable until repaired");
+                quarantined.push(Quarantined {
+                    file: dir.join(&entry.file).display().to_string(),
+                    reason: e.to_string(),
+                    partition_start: entry.partition_start,
+                    partition_end: entry.partition_start.saturating_add(width),
+                });
+            }
+        }
+    }
+
+    // Replay the WAL into a fresh head. Refs are the old writer's ids, scoped per generation.
+    let wal_dir = dir.join(WAL_DIR);
+    let mut head = Head::new();
+    let mut positions: BTreeMap<String, i64> = manifest.source_positions.clone();
+    let mut refs: HashMap<(u64, u32), SeriesId> = HashMap::new();
+    let started = Instant::now();
+    let mut replay_err = None;
+    let stats = wal::replay(&wal_dir, manifest.wal_checkpoint, |gen, batch| {
+        for d in batch.defs {
+            match index.get_or_create(&d.labels, d.kind) {
+                Ok((id, _)) => {
+                    refs.insert((gen, d.series_ref), id);
+                }
+                Err(e) => replay_err = Some(e.to_string()),
+            }
+        }
+        for g in batch.groups {
+            let Some(&id) = refs.get(&(gen, g.series_ref)) else {
+                replay_err = Some(format!(
+                    "WAL generation {gen} uses undefined series ref {}",
+                    g.series_ref
+                ));
+                continue;
+            };
+            if let (Some(entry), Some(lo), Some(hi)) = (index.get(id), g.ts.iter().min(), g.ts.iter().max()) {
+                entry.observe(*lo, *hi);
+                head.append(id, entry.kind, &g.ts, &g.values);
+            }
+        }
+        for (s, p) in batch.positions {
+            positions.insert(s, p);
+        }
+    })?;
+    if let Some(e) = replay_err {
+        tracing::warn!(error = %e, "inconsistent WAL content skipped during replay");
+    }
+    if stats.records > 0 {
+        tracing::info!(
+            records = stats.records,
+            files = stats.files,
+            secs = started.elapsed().as_secs_f64(),
+            "WAL replayed"
+        );
+    }
+    metrics.wal_trimmed_bytes.add(stats.trimmed.iter().map(|t| t.1).sum());
+
+    let last_gen = wal::list_generations(&wal_dir)?
+        .last()
+        .copied()
+        .max(manifest.wal_checkpoint)
+        .unwrap_or(0);
+    let mut wal = WalWriter::create(&wal_dir, last_gen + 1, opts.fsync)?;
+    let fsync_hist = metrics.wal_fsync_seconds.clone();
+    wal.on_fsync = Some(Arc::new(move |s| fsync_hist.observe(s)));
+
+    let head = Arc::new(RwLock::new(head));
+    let mut view = View {
+        segments,
+        frozen: Vec::new(),
+        head: head.clone(),
+        quarantined,
+    };
+    view.sort_segments();
+    Ok(Inner {
+        dir: dir.to_path_buf(),
+        partition_width: width,
+        _lock: lock,
+        index: RwLock::new(index),
+        writer: Mutex::new(Writer {
+            wal,
+            head,
+            head_started: Instant::now(),
+            declared: RoaringBitmap::new(),
+            positions,
+            buf: Vec::new(),
+            closed: false,
+        }),
+        view: ArcSwap::from_pointee(view),
+        view_edit: Mutex::new(()),
+        maint: Mutex::new(manifest),
+        metrics,
+        wake: (Mutex::new(false), Condvar::new()),
+        opts,
+    })
+}
+
+/// Adds a segment's series to the index and builds its id mapping.
+pub(crate) fn register(index: &mut SeriesIndex, seg: Arc<Segment>, entry: SegmentEntry) -> LiveSegment {
+    let mut local_of = HashMap::with_capacity(seg.series().len());
+    for (i, s) in seg.series().iter().enumerate() {
+        match index.get_or_create(&s.labels, s.kind) {
+            Ok((id, _)) => {
+                if let Some(e) = index.get(id) {
+                    e.observe(s.min_t(), s.max_t());
+                }
+                local_of.insert(id, i as u32);
+            }
+            Err(e) => tracing::error!(file = %entry.file, error = %e, "series skipped"),
+        }
+    }
+    LiveSegment { seg, entry, local_of }
+}
+
+/// Deletes segment files not named by the manifest (left by a crash mid-flush or
+/// mid-compaction) and stray temp files. Only files tally itself names are touched.
+fn remove_unreferenced(dir: &Path, manifest: &Manifest) -> Result<(), StoreError> {
+    let live: std::collections::HashSet<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
+    let seg_root = dir.join(SEGMENTS_DIR);
+    let Ok(parts) = std::fs::read_dir(&seg_root) else {
+        return Ok(());
+    };
+    for part in parts.flatten() {
+        let Ok(files) = std::fs::read_dir(part.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().to_string();
+            let rel = format!("{SEGMENTS_DIR}/{}/{name}", part.file_name().to_string_lossy());
+            if (name.ends_with(".seg") || name.ends_with(".tmp")) && !live.contains(rel.as_str()) {
+                tracing::info!(file = %rel, "removing segment not referenced by the manifest");
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+    Ok(())
+}

@@ -5,6 +5,8 @@
 //! files; [`index`] resolves label matchers to series via postings and tenant bitmaps;
 //! [`store`] ties them into an embeddable handle that queries read from.
 
+pub mod api;
+pub mod cli;
 pub mod encoding;
 pub mod index;
 pub mod model;

@@ -16,7 +16,7 @@ mod head;
 mod lock;
 pub mod manifest;
 mod merge;
-mod metrics;
+pub mod metrics;
 mod open;
 mod options;
 pub mod read;

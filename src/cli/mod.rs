@@ -1,0 +1,28 @@
+//! Command-line interface: `tally <subcommand>`.
+
+pub mod config;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about = "Embedded time-series cost store with a Prometheus-compatible query server")]
+pub struct Cli {
+    /// Log filter (e.g. `info`, `tally=debug`); also read from RUST_LOG.
+    #[arg(long, global = true, env = "TALLY_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: store + HTTP API on a local data directory.
+    Serve(serve::ServeArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+    }
+}

@@ -183,3 +183,309 @@ fn decode_payload(
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::floats::tests::float_column;
+    use crate::encoding::ints::tests::int_column;
+    use proptest::prelude::*;
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+    const NO_ZSTD: BlockEncodeOptions = BlockEncodeOptions { zstd_level: None };
+    const ZSTD: BlockEncodeOptions = BlockEncodeOptions { zstd_level: Some(3) };
+
+    fn encode(ts: &[i64], vals: &[u64], kind: ValueKind, opts: &BlockEncodeOptions) -> Vec<u8> {
+        let mut out = vec![0xAA]; // encode_block appends
+        encode_block(ts, vals, kind, opts, &mut out);
+        out.remove(0);
+        out
+    }
+
+    fn roundtrip(ts: &[i64], vals: &[u64], kind: ValueKind, opts: &BlockEncodeOptions) -> Vec<u8> {
+        let b = encode(ts, vals, kind, opts);
+        let (mut dt, mut dv) = (vec![-5i64], vec![5u64]);
+        assert_eq!(decode_block(&b, kind, &mut dt, &mut dv), Ok(ts.len()));
+        assert_eq!(&dt[1..], ts);
+        assert_eq!(&dv[1..], vals);
+        b
+    }
+
+    /// Strictly increasing timestamps of length n: arbitrary or jittery-regular.
+    fn ts_column(n: usize) -> impl Strategy<Value = Vec<i64>> {
+        prop_oneof![
+            proptest::collection::btree_set(any::<i64>(), n..=n).prop_map(|s| s.into_iter().collect::<Vec<_>>()),
+            (i64::MIN..i64::MAX / 2, 1i64..1_000_000_000_000)
+                .prop_map(move |(s, step)| (0..n as i64).map(|i| s + i * step).collect()),
+            (-(1i64 << 60)..(1i64 << 60), proptest::collection::vec(0i64..40, n..=n)).prop_map(|(s, gaps)| {
+                let mut t = s;
+                gaps.iter()
+                    .map(|g| {
+                        t += 14_980_000_000 + g * 1_000_000;
+                        t
+                    })
+                    .collect()
+            }),
+            Just((0..n as i64).map(|i| i64::MAX - (n as i64 - 1) + i).collect()),
+            Just((0..n as i64).map(|i| i64::MIN + i).collect()),
+        ]
+    }
+
+    fn float_block() -> impl Strategy<Value = (Vec<i64>, Vec<u64>)> {
+        float_column().prop_flat_map(|v| {
+            let n = v.len();
+            (ts_column(n), Just(v))
+        })
+    }
+
+    fn money_block() -> impl Strategy<Value = (Vec<i64>, Vec<u64>)> {
+        int_column().prop_flat_map(|v| {
+            let n = v.len();
+            (ts_column(n), Just(v.into_iter().map(|x| x as u64).collect::<Vec<_>>()))
+        })
+    }
+
+    fn any_block() -> impl Strategy<Value = (ValueKind, Vec<i64>, Vec<u64>)> {
+        prop_oneof![
+            float_block().prop_map(|(t, v)| (ValueKind::Float, t, v)),
+            money_block().prop_map(|(t, v)| (ValueKind::Money, t, v)),
+        ]
+    }
+
+    fn check_garbage(bytes: &[u8], kind: ValueKind) {
+        let (mut dt, mut dv) = (vec![1i64], vec![2u64]);
+        match decode_block(bytes, kind, &mut dt, &mut dv) {
+            Ok(n) => {
+                assert!(n <= MAX_BLOCK_SAMPLES);
+                assert_eq!(dt.len(), n + 1);
+                assert_eq!(dv.len(), n + 1);
+            }
+            Err(_) => assert_eq!((dt, dv), (vec![1], vec![2])),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn float_block_roundtrip((ts, vals) in float_block(), z in any::<bool>()) {
+            roundtrip(&ts, &vals, ValueKind::Float, if z { &ZSTD } else { &NO_ZSTD });
+        }
+
+        #[test]
+        fn money_block_roundtrip((ts, vals) in money_block(), z in any::<bool>()) {
+            roundtrip(&ts, &vals, ValueKind::Money, if z { &ZSTD } else { &NO_ZSTD });
+        }
+
+        #[test]
+        fn single_sample_block(t in any::<i64>(), v in any::<u64>(), money in any::<bool>(), z in any::<bool>()) {
+            let kind = if money { ValueKind::Money } else { ValueKind::Float };
+            roundtrip(&[t], &[v], kind, if z { &ZSTD } else { &NO_ZSTD });
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), money in any::<bool>()) {
+            let kind = if money { ValueKind::Money } else { ValueKind::Float };
+            check_garbage(&bytes, kind);
+            // Also as an uncompressed and as a "compressed" block.
+            let mut b = bytes.clone();
+            if let Some(f) = b.first_mut() { *f &= FLAG_ZSTD; }
+            check_garbage(&b, kind);
+        }
+
+        #[test]
+        fn corrupted_blocks_never_panic((kind, ts, vals) in any_block(), z in any::<bool>(),
+                                        pos in any::<prop::sample::Index>(), flip in 1u8..=255,
+                                        cut in any::<prop::sample::Index>()) {
+            let b = encode(&ts, &vals, kind, if z { &ZSTD } else { &NO_ZSTD });
+            let mut flipped = b.clone();
+            flipped[pos.index(b.len())] ^= flip;
+            check_garbage(&flipped, kind);
+            check_garbage(&b[..cut.index(b.len())], kind);
+            // The other kind must not panic either.
+            let other = if kind == ValueKind::Money { ValueKind::Float } else { ValueKind::Money };
+            check_garbage(&b, other);
+        }
+    }
+
+    #[test]
+    fn caps_are_enforced() {
+        // A sample count above the cap.
+        let mut b = vec![0u8];
+        put_uvarint(&mut b, (MAX_BLOCK_SAMPLES + 1) as u64);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        assert!(decode_block(&b, ValueKind::Float, &mut Vec::new(), &mut Vec::new()).is_err());
+        // A zstd payload length above the cap.
+        let mut b = vec![FLAG_ZSTD];
+        put_uvarint(&mut b, (MAX_BLOCK_PAYLOAD + 1) as u64);
+        assert!(decode_block(&b, ValueKind::Float, &mut Vec::new(), &mut Vec::new()).is_err());
+        // A zstd frame that decompresses to more than the declared length.
+        let payload = vec![0u8; 100_000];
+        let frame = zstd::bulk::compress(&payload, 1).unwrap();
+        let mut b = vec![FLAG_ZSTD];
+        put_uvarint(&mut b, 10);
+        b.extend_from_slice(&frame);
+        assert!(decode_block(&b, ValueKind::Float, &mut Vec::new(), &mut Vec::new()).is_err());
+        // The largest count decodes.
+        let ts: Vec<i64> = (0..MAX_BLOCK_SAMPLES as i64).collect();
+        let vals: Vec<u64> = (0..MAX_BLOCK_SAMPLES as u64)
+            .map(|i| i.wrapping_mul(0x9e3779b97f4a7c15))
+            .collect();
+        roundtrip(&ts, &vals, ValueKind::Float, &ZSTD);
+        roundtrip(&ts, &vals, ValueKind::Money, &NO_ZSTD);
+        // Worst-case payloads fit the payload cap.
+        let ts: Vec<i64> = (0..MAX_BLOCK_SAMPLES as i64)
+            .map(|i| i64::MIN + i * (i64::MAX / MAX_BLOCK_SAMPLES as i64) + (i * i) % 977)
+            .collect();
+        let b = encode(&ts, &vals, ValueKind::Float, &NO_ZSTD);
+        assert!(b.len() <= MAX_BLOCK_PAYLOAD, "{}", b.len());
+    }
+
+    #[test]
+    fn special_floats_roundtrip() {
+        let vals = [
+            0x7ff0000000000002u64,
+            (-0.0f64).to_bits(),
+            f64::INFINITY.to_bits(),
+            f64::NEG_INFINITY.to_bits(),
+            f64::NAN.to_bits(),
+            0xfff8_0000_0000_0001,
+            0.0f64.to_bits(),
+        ];
+        let ts: Vec<i64> = (0..vals.len() as i64).map(|i| i * 15).collect();
+        for opts in [&NO_ZSTD, &ZSTD] {
+            roundtrip(&ts, &vals, ValueKind::Float, opts);
+        }
+        let ext = [i64::MIN as u64, i64::MAX as u64, 0, u64::MAX];
+        roundtrip(&[i64::MIN, -1, 0, i64::MAX], &ext, ValueKind::Money, &NO_ZSTD);
+    }
+
+    /// Realistic shapes: 2048 samples every 15 s (nanosecond timestamps).
+    fn regular_ts(n: usize) -> Vec<i64> {
+        (0..n as i64)
+            .map(|i| 1_700_000_000_000_000_000 + i * 15_000_000_000)
+            .collect()
+    }
+
+    fn counter(rng: &mut SmallRng, n: usize) -> Vec<u64> {
+        let mut c = 0.0f64;
+        (0..n)
+            .map(|_| {
+                c += rng.gen_range(0..10) as f64;
+                c.to_bits()
+            })
+            .collect()
+    }
+
+    fn gauge_2dp(rng: &mut SmallRng, n: usize) -> Vec<u64> {
+        let mut m: i64 = 5_000;
+        (0..n)
+            .map(|_| {
+                m += rng.gen_range(-50..=50);
+                (m as f64 / 100.0).to_bits()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sizes_on_realistic_data() {
+        const N: usize = 2048;
+        let mut rng = SmallRng::seed_from_u64(7);
+        let ts = regular_ts(N);
+        let mut report = |name: &str, ts: &[i64], vals: &[u64], kind: ValueKind, limit: f64| {
+            for (oname, opts) in [("plain", &NO_ZSTD), ("zstd3", &ZSTD)] {
+                let b = roundtrip(ts, vals, kind, opts);
+                let bps = b.len() as f64 / ts.len() as f64;
+                eprintln!("{name:<36} {oname}: {:>6} bytes, {bps:.4} B/sample", b.len());
+                assert!(bps < limit, "{name} {oname}: {bps} >= {limit}");
+            }
+        };
+        report(
+            "counter +0..10, regular 15s",
+            &ts,
+            &counter(&mut rng, N),
+            ValueKind::Float,
+            0.7,
+        );
+        report(
+            "gauge 2dp walk +-0.50, regular",
+            &ts,
+            &gauge_2dp(&mut rng, N),
+            ValueKind::Float,
+            1.2,
+        );
+        report(
+            "constant 42.0, regular",
+            &ts,
+            &vec![42.0f64.to_bits(); N],
+            ValueKind::Float,
+            0.05,
+        );
+        let money: Vec<u64> = {
+            let mut c = 0i64;
+            (0..N)
+                .map(|_| {
+                    c += rng.gen_range(0..2_000i64) * 10_000_000; // cents, in nanos
+                    c as u64
+                })
+                .collect()
+        };
+        report("money +0..20.00 in cents, regular", &ts, &money, ValueKind::Money, 1.5);
+        // Jittery ms-aligned timestamps (+-5 ms) with a counter.
+        let jts: Vec<i64> = (0..N as i64)
+            .map(|i| 1_700_000_000_000_000_000 + i * 15_000_000_000 + rng.gen_range(-5..=5) * 1_000_000)
+            .collect();
+        report(
+            "counter, ts jitter +-5ms",
+            &jts,
+            &counter(&mut rng, N),
+            ValueKind::Float,
+            1.5,
+        );
+        // A non-decimal gauge (Gorilla path), for reference.
+        let mut g = 0.5f64;
+        let noisy: Vec<u64> = (0..N)
+            .map(|_| {
+                g += rng.gen_range(-0.01..0.01);
+                g.to_bits()
+            })
+            .collect();
+        report("float gauge random walk (XOR)", &ts, &noisy, ValueKind::Float, 9.0);
+    }
+
+    /// Decode throughput; run with
+    /// `cargo test --release --lib encoding::block::tests::decode_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn decode_throughput() {
+        const N: usize = 2048;
+        let mut rng = SmallRng::seed_from_u64(9);
+        let ts = regular_ts(N);
+        let cases: Vec<(&str, Vec<u64>)> = vec![
+            ("counter", counter(&mut rng, N)),
+            ("gauge 2dp", gauge_2dp(&mut rng, N)),
+            ("constant", vec![1.0f64.to_bits(); N]),
+            ("xor", (0..N).map(|i| (i as f64).sqrt().to_bits()).collect()),
+        ];
+        for (name, vals) in &cases {
+            for (oname, opts) in [("plain", &NO_ZSTD), ("zstd3", &ZSTD)] {
+                let b = encode(&ts, vals, ValueKind::Float, opts);
+                let (mut dt, mut dv) = (Vec::with_capacity(N), Vec::with_capacity(N));
+                let iters = 20_000;
+                let t = std::time::Instant::now();
+                for _ in 0..iters {
+                    dt.clear();
+                    dv.clear();
+                    let n = decode_block(std::hint::black_box(&b), ValueKind::Float, &mut dt, &mut dv);
+                    assert_eq!(n, Ok(N));
+                }
+                let secs = t.elapsed().as_secs_f64();
+                eprintln!(
+                    "{name:<10} {oname}: {:.4} B/sample, {:.0} M samples/s",
+                    b.len() as f64 / N as f64,
+                    (iters * N) as f64 / secs / 1e6
+                );
+            }
+        }
+    }
+}

@@ -392,7 +392,7 @@ mod tests {
         const N: usize = 2048;
         let mut rng = SmallRng::seed_from_u64(7);
         let ts = regular_ts(N);
-        let mut report = |name: &str, ts: &[i64], vals: &[u64], kind: ValueKind, limit: f64| {
+        let report = |name: &str, ts: &[i64], vals: &[u64], kind: ValueKind, limit: f64| {
             for (oname, opts) in [("plain", &NO_ZSTD), ("zstd3", &ZSTD)] {
                 let b = roundtrip(ts, vals, kind, opts);
                 let bps = b.len() as f64 / ts.len() as f64;

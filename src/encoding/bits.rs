@@ -101,6 +101,15 @@ impl<'a> BitReader<'a> {
         self.pos
     }
 
+    /// Reads `width <= 56` bits without a bounds check of its own (the caller checked
+    /// that `width` bits remain; `load_le_u64` never reads out of bounds anyway).
+    #[inline(always)]
+    fn read_upto56(&mut self, width: u32) -> u64 {
+        let w = load_le_u64(self.buf, self.pos >> 3) >> (self.pos & 7);
+        self.pos += width as usize;
+        w & ((1u64 << width) - 1)
+    }
+
     /// Reads `width <= 64` bits.
     #[inline]
     pub fn read(&mut self, width: u32) -> Result<u64, DecodeError> {
@@ -111,13 +120,11 @@ impl<'a> BitReader<'a> {
             return Err(DecodeError::Truncated(self.pos / 8));
         }
         if width <= 56 {
-            let w = load_le_u64(self.buf, self.pos >> 3) >> (self.pos & 7);
-            self.pos += width as usize;
-            Ok(w & ((1u64 << width) - 1))
+            Ok(self.read_upto56(width))
         } else {
             // Two reads of <= 32 bits each; bounds were checked for the whole field.
-            let lo = self.read(32)?;
-            let hi = self.read(width - 32)?;
+            let lo = self.read_upto56(32);
+            let hi = self.read_upto56(width - 32);
             Ok(lo | (hi << 32))
         }
     }

@@ -164,12 +164,9 @@ fn decode_payload(
     if n == 0 {
         return Err(DecodeError::Invalid("empty block".into()));
     }
-    let ts_start = ts_out.len();
     ts_out.reserve(n);
+    // Also checks that the timestamps are strictly increasing.
     decode_timestamps(&mut r, n, ts_out)?;
-    if !ts_out[ts_start..].windows(2).all(|w| w[0] < w[1]) {
-        return Err(DecodeError::Invalid("timestamps not strictly increasing".into()));
-    }
     vals_out.reserve(n);
     match kind {
         ValueKind::Float => decode_floats(&mut r, n, vals_out)?,

@@ -191,8 +191,14 @@ pub fn decode_floats(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<u64>) -> Re
             };
             let start = out.len();
             decode_ints(r, n, out)?;
-            for x in &mut out[start..] {
-                *x = ((*x as i64) as f64 / scale).to_bits();
+            if e == 0 {
+                for x in &mut out[start..] {
+                    *x = ((*x as i64) as f64).to_bits();
+                }
+            } else {
+                for x in &mut out[start..] {
+                    *x = ((*x as i64) as f64 / scale).to_bits();
+                }
             }
             Ok(())
         }

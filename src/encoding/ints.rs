@@ -43,15 +43,18 @@ const MB_LOG2_CANDIDATES: [u8; 6] = [6, 7, 8, 9, 10, 16];
 
 /// An output element: decoded i64 values are stored either as i64 or as their u64 bits.
 pub trait Word: Copy {
+    const ZERO: Self;
     fn from_i64(v: i64) -> Self;
 }
 impl Word for i64 {
+    const ZERO: Self = 0;
     #[inline(always)]
     fn from_i64(v: i64) -> Self {
         v
     }
 }
 impl Word for u64 {
+    const ZERO: Self = 0;
     #[inline(always)]
     fn from_i64(v: i64) -> Self {
         v as u64
@@ -223,20 +226,22 @@ impl Undo for DoD {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Unpacks `count` residuals in miniblocks of `mb`, undoes the order transform and
+/// appends the values to `out`. On error `out` may hold extra values (callers truncate).
 #[inline(always)]
 fn unpack_miniblocks<U: Undo, W: Word>(
     r: &mut ByteReader<'_>,
-    mut count: usize,
-    base: i64,
-    mult: u64,
-    mb: usize,
+    count: usize,
+    (base, mult, mb): (i64, u64, usize),
     mut undo: U,
     out: &mut Vec<W>,
 ) -> Result<(), DecodeError> {
-    while count > 0 {
-        let len = count.min(mb);
-        count -= len;
+    // Size the output once (count <= MAX_BLOCK_SAMPLES, capped by the caller) and fill
+    // it in place: plain loops over slices keep all state in registers.
+    let start = out.len();
+    out.resize(start + count, W::ZERO);
+    for dst in out[start..].chunks_mut(mb) {
+        let len = dst.len();
         let qmin = r.uvarint()?;
         let at = r.pos();
         let w = r.u8()? as u32;
@@ -248,26 +253,27 @@ fn unpack_miniblocks<U: Undo, W: Word>(
         // Reads may look past this miniblock's bytes (into later bytes of the buffer) for
         // speed; those bits are masked off. `bytes` checks the miniblock is complete.
         let ext = r.rest();
-        r.bytes(nbytes)?;
+        let packed = r.bytes(nbytes)?;
         if w == 0 {
             let v = base.wrapping_add(qmin.wrapping_mul(mult) as i64);
-            for _ in 0..len {
-                out.push(W::from_i64(undo.step(v)));
+            for slot in dst.iter_mut() {
+                *slot = W::from_i64(undo.step(v));
             }
         } else if w <= 56 {
             let mask = (1u64 << w) - 1;
+            let w = w as usize;
             let mut bit = 0usize;
-            for _ in 0..len {
+            for slot in dst.iter_mut() {
                 let f = (load_le_u64(ext, bit >> 3) >> (bit & 7)) & mask;
-                bit += w as usize;
+                bit += w;
                 let q = qmin.wrapping_add(f);
-                out.push(W::from_i64(undo.step(base.wrapping_add(q.wrapping_mul(mult) as i64))));
+                *slot = W::from_i64(undo.step(base.wrapping_add(q.wrapping_mul(mult) as i64)));
             }
         } else {
-            let mut br = BitReader::new(&ext[..nbytes]);
-            for _ in 0..len {
+            let mut br = BitReader::new(packed);
+            for slot in dst.iter_mut() {
                 let q = qmin.wrapping_add(br.read(w)?);
-                out.push(W::from_i64(undo.step(base.wrapping_add(q.wrapping_mul(mult) as i64))));
+                *slot = W::from_i64(undo.step(base.wrapping_add(q.wrapping_mul(mult) as i64)));
             }
         }
     }
@@ -275,7 +281,8 @@ fn unpack_miniblocks<U: Undo, W: Word>(
 }
 
 /// Decodes `n` values written by [`encode_ints`], appending them to `out`.
-/// `n` must already be capped by the caller (it sizes a reservation).
+/// `n` must already be capped by the caller (it sizes the output). On error `out` may
+/// hold some appended values; the block decoder truncates them away.
 pub fn decode_ints<W: Word>(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<W>) -> Result<(), DecodeError> {
     let at = r.pos();
     match r.u8()? {
@@ -301,16 +308,16 @@ pub fn decode_ints<W: Word>(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<W>) 
             out.reserve(n);
             let count = n - order;
             match order {
-                0 => unpack_miniblocks(r, count, base, mult, mb, Raw, out),
+                0 => unpack_miniblocks(r, count, (base, mult, mb), Raw, out),
                 1 => {
                     out.push(W::from_i64(v0));
-                    unpack_miniblocks(r, count, base, mult, mb, Delta(v0), out)
+                    unpack_miniblocks(r, count, (base, mult, mb), Delta(v0), out)
                 }
                 _ => {
                     let v1 = v0.wrapping_add(d1);
                     out.push(W::from_i64(v0));
                     out.push(W::from_i64(v1));
-                    unpack_miniblocks(r, count, base, mult, mb, DoD(v1, d1), out)
+                    unpack_miniblocks(r, count, (base, mult, mb), DoD(v1, d1), out)
                 }
             }
         }

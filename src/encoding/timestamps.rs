@@ -31,7 +31,9 @@ pub fn encode_timestamps(ts: &[i64], out: &mut Vec<u8>) {
         Some(t1) => t1.wrapping_sub(t0),
         None => 0,
     };
-    if ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) == delta) {
+    // delta > 0 rules out a wrapped delta (strictly increasing input), so the decoder's
+    // overflow check passes.
+    if ts.len() == 1 || (delta > 0 && ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) == delta)) {
         out.push(TAG_REGULAR);
         put_ivarint(out, t0);
         put_ivarint(out, delta);
@@ -42,21 +44,41 @@ pub fn encode_timestamps(ts: &[i64], out: &mut Vec<u8>) {
 }
 
 /// Decodes `n` timestamps (already capped by the caller), appending them to `out`.
+/// Rejects timestamps that are not strictly increasing (valid blocks never have them).
 pub fn decode_timestamps(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<i64>) -> Result<(), DecodeError> {
     let at = r.pos();
     match r.u8()? {
         TAG_REGULAR => {
             let t0 = r.ivarint()?;
             let delta = r.ivarint()?;
-            out.reserve(n);
+            // Strictly increasing without overflow iff delta > 0 and the last one fits.
+            let last = i64::try_from(n.saturating_sub(1))
+                .ok()
+                .and_then(|k| delta.checked_mul(k))
+                .and_then(|span| t0.checked_add(span));
+            if n > 1 && (delta <= 0 || last.is_none()) {
+                return Err(DecodeError::Invalid(format!(
+                    "regular timestamps at byte {at} are not strictly increasing"
+                )));
+            }
             let mut t = t0;
-            for _ in 0..n {
-                out.push(t);
+            out.extend((0..n).map(|_| {
+                let v = t;
                 t = t.wrapping_add(delta);
+                v
+            }));
+            Ok(())
+        }
+        TAG_GENERAL => {
+            let start = out.len();
+            decode_ints(r, n, out)?;
+            if !out[start..].windows(2).all(|w| w[0] < w[1]) {
+                return Err(DecodeError::Invalid(format!(
+                    "timestamps at byte {at} are not strictly increasing"
+                )));
             }
             Ok(())
         }
-        TAG_GENERAL => decode_ints(r, n, out),
         t => Err(DecodeError::Invalid(format!("unknown timestamps tag {t} at byte {at}"))),
     }
 }
@@ -88,9 +110,12 @@ mod tests {
         #[test]
         fn ts_roundtrip_jittery(start in any::<i64>(), step in 1i64..100_000_000_000,
                                 jitter in proptest::collection::vec(-50i64..50, 1..3000)) {
-            let ts: Vec<i64> = jitter.iter().enumerate()
+            let mut ts: Vec<i64> = jitter.iter().enumerate()
                 .map(|(i, j)| start.wrapping_add(step.wrapping_mul(i as i64)).wrapping_add(*j))
                 .collect();
+            // Blocks hold strictly increasing timestamps (wrapping may have broken that).
+            ts.sort_unstable();
+            ts.dedup();
             roundtrip(&ts);
         }
 
@@ -99,6 +124,24 @@ mod tests {
             let mut out = Vec::new();
             let _ = decode_timestamps(&mut ByteReader::new(&bytes), n, &mut out);
         }
+    }
+
+    #[test]
+    fn ts_not_increasing_is_rejected() {
+        for ts in [[5i64, 5], [5, 4]] {
+            let mut out = Vec::new();
+            encode_timestamps(&ts, &mut out);
+            assert!(decode_timestamps(&mut ByteReader::new(&out), 2, &mut Vec::new()).is_err());
+        }
+        let mut out = Vec::new();
+        encode_timestamps(&[1, 2, 4, 3], &mut out);
+        assert!(decode_timestamps(&mut ByteReader::new(&out), 4, &mut Vec::new()).is_err());
+        // A regular block whose last timestamp would overflow.
+        let mut out = vec![TAG_REGULAR];
+        put_ivarint(&mut out, i64::MAX - 1);
+        put_ivarint(&mut out, 1);
+        assert!(decode_timestamps(&mut ByteReader::new(&out), 2, &mut Vec::new()).is_ok());
+        assert!(decode_timestamps(&mut ByteReader::new(&out), 3, &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -262,7 +262,6 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
         #[test]
         fn float_block_roundtrip((ts, vals) in float_block(), z in any::<bool>()) {

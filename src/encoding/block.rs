@@ -438,6 +438,14 @@ mod tests {
             ValueKind::Float,
             1.5,
         );
+        // The same gauge with a NaN and a trailing Prometheus stale marker.
+        let mut stale = gauge_2dp(&mut rng, N);
+        stale[700] = f64::NAN.to_bits();
+        stale[N - 1] = 0x7ff0000000000002;
+        report("gauge 2dp + NaN + stale marker", &ts, &stale, ValueKind::Float, 1.2);
+        let mut stale = counter(&mut rng, N);
+        stale[N - 1] = 0x7ff0000000000002;
+        report("counter + stale marker", &ts, &stale, ValueKind::Float, 0.7);
         // A non-decimal gauge (Gorilla path), for reference.
         let mut g = 0.5f64;
         let noisy: Vec<u64> = (0..N)

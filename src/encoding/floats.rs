@@ -29,11 +29,21 @@
 //!     '1' '1' <5 bits lead> <6 bits len-1> <len bits>
 //!                                           new window; lead <= 31, 1 <= len <= 64,
 //!                                           lead + len <= 64
+//!
+//! tag 0x03  DECIMAL_PATCHED: like DECIMAL, except for a few values (NaN such as the
+//!           Prometheus stale marker, infinities, -0.0, non-decimal values) stored raw
+//!   u8       e in 0..=9
+//!   "ints" section holding n integers m (a patched slot holds any filler; the encoder
+//!            repeats the previous m)
+//!   uvarint  k, the number of patches, 1 <= k <= n
+//!   k times:
+//!     uvarint  gap      patch index = previous index + 1 + gap (first: gap)
+//!     u64 LE   bits     replaces the value at that index; index < n
 //! ```
 //!
 //! Bits are read in the order listed (each field LSB-first). The "previous window"
-//! before the first new window is (0, 64). The encoder picks DECIMAL when it
-//! applies and is not larger than XOR.
+//! before the first new window is (0, 64). The encoder picks DECIMAL (or, when at
+//! most 1/8 of the values are not decimal, DECIMAL_PATCHED) unless XOR is smaller.
 
 use super::bits::{BitReader, BitWriter};
 use super::ints::{decode_ints, encode_ints};
@@ -42,6 +52,9 @@ use super::varint::{put_uvarint, ByteReader, DecodeError};
 const TAG_CONST: u8 = 0;
 const TAG_DECIMAL: u8 = 1;
 const TAG_XOR: u8 = 2;
+const TAG_DECIMAL_PATCHED: u8 = 3;
+/// DECIMAL_PATCHED is tried only while at most 1/8 of the values are patches.
+const MAX_PATCH_FRACTION: usize = 8;
 const MAX_DECIMAL_EXP: usize = 9;
 const POW10: [f64; MAX_DECIMAL_EXP + 1] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0; // 2^53
@@ -123,12 +136,7 @@ pub fn encode_floats(vals: &[u64], out: &mut Vec<u8>) {
         return;
     }
     let start = out.len();
-    if let Some(e) = decimal_exponent(vals) {
-        // decimal_exponent verified every value at e.
-        let ms: Vec<i64> = vals.iter().map(|&b| decimal_mantissa(b, e).unwrap_or(0)).collect();
-        out.push(TAG_DECIMAL);
-        out.push(e as u8);
-        encode_ints(&ms, out);
+    if encode_decimal(vals, out) {
         let dec_len = out.len() - start;
         let mut xor = Vec::new();
         encode_xor(vals, &mut xor);
@@ -139,6 +147,80 @@ pub fn encode_floats(vals: &[u64], out: &mut Vec<u8>) {
     } else {
         encode_xor(vals, out);
     }
+}
+
+/// Writes a DECIMAL or DECIMAL_PATCHED section if the values allow it; false if not
+/// (then nothing was written).
+fn encode_decimal(vals: &[u64], out: &mut Vec<u8>) -> bool {
+    let max_patches = vals.len() / MAX_PATCH_FRACTION;
+    let mut patches: Vec<usize> = Vec::new();
+    let mut decimals: Vec<u64> = Vec::with_capacity(vals.len());
+    for (i, &b) in vals.iter().enumerate() {
+        // Fast path: most decimal values are decimal at e = 0 or at the largest e.
+        if decimal_mantissa(b, MAX_DECIMAL_EXP).is_some()
+            || (0..MAX_DECIMAL_EXP).any(|e| decimal_mantissa(b, e).is_some())
+        {
+            decimals.push(b);
+        } else {
+            patches.push(i);
+            if patches.len() > max_patches {
+                return false;
+            }
+        }
+    }
+    let Some(e) = decimal_exponent(&decimals) else {
+        return false;
+    };
+    // decimal_exponent verified every non-patched value at e (patched ones fail at every
+    // e). A patched slot gets a filler that continues the line through its neighbours
+    // (last delta extrapolated), so a stale marker in a counter costs no extra bits.
+    let mant: Vec<Option<i64>> = vals.iter().map(|&b| decimal_mantissa(b, e)).collect();
+    let mut ms: Vec<i64> = Vec::with_capacity(vals.len());
+    let mut last: Option<(i64, i64)> = None; // (previous m, previous delta)
+    for m in &mant {
+        let v = match (*m, last) {
+            (Some(m), Some((p, _))) => {
+                last = Some((m, m.wrapping_sub(p)));
+                m
+            }
+            (Some(m), None) => {
+                last = Some((m, 0));
+                m
+            }
+            (None, Some((p, d))) => {
+                last = Some((p.wrapping_add(d), d));
+                p.wrapping_add(d)
+            }
+            (None, None) => 0, // leading patches: filled backwards below
+        };
+        ms.push(v);
+    }
+    if let Some(f) = mant.iter().position(Option::is_some) {
+        let d = match (mant.get(f), mant.get(f + 1)) {
+            (Some(Some(a)), Some(Some(b))) => b.wrapping_sub(*a),
+            _ => 0,
+        };
+        for i in (0..f).rev() {
+            ms[i] = ms[i + 1].wrapping_sub(d);
+        }
+    }
+    out.push(if patches.is_empty() {
+        TAG_DECIMAL
+    } else {
+        TAG_DECIMAL_PATCHED
+    });
+    out.push(e as u8);
+    encode_ints(&ms, out);
+    if !patches.is_empty() {
+        put_uvarint(out, patches.len() as u64);
+        let mut next = 0usize;
+        for &i in &patches {
+            put_uvarint(out, (i - next) as u64);
+            out.extend_from_slice(&vals[i].to_le_bytes());
+            next = i + 1;
+        }
+    }
+    true
 }
 
 fn decode_xor(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<u64>) -> Result<(), DecodeError> {
@@ -178,26 +260,48 @@ fn decode_xor(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<u64>) -> Result<()
 /// Decodes `n` Float values (already capped by the caller), appending their bits to `out`.
 pub fn decode_floats(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<u64>) -> Result<(), DecodeError> {
     let at = r.pos();
-    match r.u8()? {
+    let tag = r.u8()?;
+    match tag {
         TAG_CONST => {
             let v = r.u64_le()?;
             out.extend(std::iter::repeat_n(v, n));
             Ok(())
         }
-        TAG_DECIMAL => {
+        TAG_DECIMAL | TAG_DECIMAL_PATCHED => {
             let e = r.u8()? as usize;
             let Some(&scale) = POW10.get(e) else {
                 return Err(DecodeError::Invalid(format!("decimal exponent {e} at byte {at}")));
             };
             let start = out.len();
             decode_ints(r, n, out)?;
+            let dst = &mut out[start..];
             if e == 0 {
-                for x in &mut out[start..] {
+                for x in dst.iter_mut() {
                     *x = ((*x as i64) as f64).to_bits();
                 }
             } else {
-                for x in &mut out[start..] {
+                for x in dst.iter_mut() {
                     *x = ((*x as i64) as f64 / scale).to_bits();
+                }
+            }
+            if tag == TAG_DECIMAL_PATCHED {
+                let k_at = r.pos();
+                let k = r.len_prefix(n)?;
+                if k == 0 {
+                    return Err(DecodeError::Invalid(format!("no patches at byte {k_at}")));
+                }
+                let mut next = 0usize;
+                for _ in 0..k {
+                    let at = r.pos();
+                    let gap = r.len_prefix(n)?;
+                    let bits = r.u64_le()?;
+                    // next <= n and gap <= n: no overflow.
+                    let i = next + gap;
+                    let Some(slot) = dst.get_mut(i) else {
+                        return Err(DecodeError::Invalid(format!("patch index {i} >= {n} at byte {at}")));
+                    };
+                    *slot = bits;
+                    next = i + 1;
                 }
             }
             Ok(())
@@ -276,6 +380,11 @@ pub(crate) mod tests {
                     .collect()
             }),
             (any::<u64>(), 1usize..100).prop_map(|(v, n)| vec![v; n]),
+            // Mostly decimal with a few patches.
+            proptest::collection::vec(
+                prop_oneof![20 => (-100_000i64..100_000).prop_map(|m| (m as f64 / 1000.0).to_bits()), 1 => special()],
+                1..1000
+            ),
         ]
     }
 
@@ -305,5 +414,26 @@ pub(crate) mod tests {
         assert_eq!(decimal_exponent(&[b(std::f64::consts::PI)]), None);
         roundtrip(&[b(-0.0), b(0.0), b(-0.0)]);
         roundtrip(&[0x7ff0000000000002, b(1.5), 0x7ff0000000000002]);
+    }
+
+    #[test]
+    fn decimal_with_patches() {
+        let b = |v: f64| v.to_bits();
+        let mut vals: Vec<u64> = (0..1000).map(|i| b(i as f64 * 0.25)).collect();
+        let plain = roundtrip(&vals);
+        vals[0] = 0x7ff0000000000002;
+        vals[500] = b(-0.0);
+        vals[501] = b(f64::INFINITY);
+        vals[999] = 0x7ff0000000000002;
+        let patched = roundtrip(&vals);
+        let mut out = Vec::new();
+        encode_floats(&vals, &mut out);
+        assert_eq!(out[0], TAG_DECIMAL_PATCHED);
+        assert!(patched <= plain + 4 * 9 + 4, "{patched} vs {plain}");
+        // Patch indices out of range are rejected.
+        let mut bad = out.clone();
+        let last_gap_at = bad.len() - 9;
+        bad[last_gap_at] = 0x7f;
+        assert!(decode_floats(&mut ByteReader::new(&bad), 1000, &mut Vec::new()).is_err());
     }
 }

@@ -19,6 +19,11 @@
 //!   nothing else: trailing bytes are an error
 //! ```
 //!
+//! Primitives used by every section: `u8` is one byte; `u64 LE` is 8 bytes little-endian;
+//! `uvarint` is unsigned LEB128 (7 bits per byte, low group first, high bit set on every
+//! byte but the last, at most 10 bytes); `ivarint` is the zigzag mapping
+//! `(v << 1) ^ (v >> 63)` of an i64 written as a uvarint (see `varint.rs`).
+//!
 //! The value kind is not stored in the block; the series knows it. Decoding checks
 //! that the timestamps are strictly increasing.
 

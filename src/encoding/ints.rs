@@ -18,7 +18,10 @@
 //!   ivarint  v[0]                 (present if k >= 1)
 //!   ivarint  v[1] - v[0]          (present if k == 2, wrapping)
 //!   ivarint  base  B              (minimum residual)
-//!   uvarint  mult  D              (common divisor of all residual - B; >= 1 when written)
+//!   uvarint  mult  D              (greatest common divisor of all residual - B, 1 if
+//!                                  they are all 0; this factors out e.g. the 1000 of
+//!                                  money with 6 decimals stored as nanos, or 10^6 of
+//!                                  millisecond timestamps in nanoseconds)
 //!   u8       log2 of miniblock size L in 6..=16 (miniblock = 2^L residuals)
 //!   then ceil((n - k) / 2^L) miniblocks; the last one may be short. Each:
 //!     uvarint  qmin
@@ -147,7 +150,8 @@ pub fn encode_ints(vals: &[i64], out: &mut Vec<u8>) {
         }
         residuals(vals, order, &mut res);
         let (base, mult) = normalize(&mut res);
-        let mut header = 3 + uvarint_len(zigzag(base)) + uvarint_len(mult) + 1;
+        // tag + order + log2, then the varints.
+        let mut header = 3 + uvarint_len(zigzag(base)) + uvarint_len(mult);
         if order >= 1 {
             header += uvarint_len(zigzag(vals[0]));
         }

@@ -1,44 +1,500 @@
-//! TEMPORARY stand-in for the block codec (replaced by the real encodings branch).
+//! Sample blocks: one encoded run of (timestamp, value) samples of a single series.
+//!
+//! # Byte layout
+//!
+//! ```text
+//! u8       flags: bit 0 = payload is zstd-compressed; bits 1..=7 reserved, must be 0
+//! if bit 0 is clear:
+//!   payload (the rest of the block)
+//! if bit 0 is set:
+//!   uvarint  payload length P in bytes (<= MAX_BLOCK_PAYLOAD)
+//!   one zstd frame (the rest of the block) decompressing to exactly P bytes
+//!
+//! payload:
+//!   uvarint  sample count n, 1 <= n <= MAX_BLOCK_SAMPLES
+//!   timestamps section (starts with its tag byte; see `timestamps.rs`)
+//!   values section (starts with its tag byte):
+//!     ValueKind::Float -> "floats" section (see `floats.rs`), raw f64 bits
+//!     ValueKind::Money -> "ints" section (see `ints.rs`), i64 nano-units
+//!   nothing else: trailing bytes are an error
+//! ```
+//!
+//! Primitives used by every section: `u8` is one byte; `u64 LE` is 8 bytes little-endian;
+//! `uvarint` is unsigned LEB128 (7 bits per byte, low group first, high bit set on every
+//! byte but the last, at most 10 bytes); `ivarint` is the zigzag mapping
+//! `(v << 1) ^ (v >> 63)` of an i64 written as a uvarint (see `varint.rs`).
+//!
+//! The value kind is not stored in the block; the series knows it. Decoding checks
+//! that the timestamps are strictly increasing.
 
-use super::varint::{put_ivarint, put_uvarint, ByteReader, DecodeError};
+use std::cell::RefCell;
+
+use super::floats::{decode_floats, encode_floats};
+use super::ints::{decode_ints, encode_ints};
+use super::timestamps::{decode_timestamps, encode_timestamps};
+use super::varint::{put_uvarint, ByteReader, DecodeError};
 use crate::model::ValueKind;
 
+/// Most samples one block may hold; decoding rejects larger counts.
 pub const MAX_BLOCK_SAMPLES: usize = 1 << 16;
+/// Most bytes an uncompressed payload may have. The worst case per sample is 8 bytes
+/// of timestamp (64-bit fields) plus under 10 bytes of value (a Gorilla new window:
+/// 2 + 5 + 6 + 64 bits), plus per-miniblock and section headers; 24 bytes per sample
+/// plus 1 KiB bounds it with room to spare.
+pub const MAX_BLOCK_PAYLOAD: usize = MAX_BLOCK_SAMPLES * 24 + 1024;
 
-#[derive(Debug, Clone, Copy, Default)]
+const FLAG_ZSTD: u8 = 1;
+
+/// Encoding choices for [`encode_block`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlockEncodeOptions {
+    /// `None`: never zstd. `Some(l)`: try zstd at level `l`; keep it only if the block
+    /// shrinks by at least 10%.
     pub zstd_level: Option<i32>,
 }
 
-pub fn encode_block(ts: &[i64], values: &[u64], _kind: ValueKind, _opts: &BlockEncodeOptions, out: &mut Vec<u8>) {
+/// Encodes one block, appending it to `out`.
+///
+/// Preconditions (caller guarantees): `ts.len() == values.len()`, `1 <= len <=
+/// MAX_BLOCK_SAMPLES`, `ts` strictly increasing. `values` are raw u64: for
+/// [`ValueKind::Float`] the f64 bit pattern (round-trips bit-exactly, NaN payloads
+/// included); for [`ValueKind::Money`] an i64 count of nano-units cast to u64.
+pub fn encode_block(ts: &[i64], values: &[u64], kind: ValueKind, opts: &BlockEncodeOptions, out: &mut Vec<u8>) {
+    debug_assert_eq!(ts.len(), values.len());
+    debug_assert!(!ts.is_empty() && ts.len() <= MAX_BLOCK_SAMPLES);
+    debug_assert!(ts.windows(2).all(|w| w[0] < w[1]));
+    let start = out.len();
     out.push(0);
     put_uvarint(out, ts.len() as u64);
-    let mut prev = 0i64;
-    for &t in ts {
-        put_ivarint(out, t.wrapping_sub(prev));
-        prev = t;
+    encode_timestamps(ts, out);
+    match kind {
+        ValueKind::Float => encode_floats(values, out),
+        ValueKind::Money => {
+            let ints: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+            encode_ints(&ints, out);
+        }
     }
-    for &v in values {
-        out.extend_from_slice(&v.to_le_bytes());
+    if let Some(level) = opts.zstd_level {
+        let payload = &out[start + 1..];
+        let plen = payload.len();
+        if let Ok(frame) = zstd::bulk::compress(payload, level) {
+            let mut hdr = Vec::with_capacity(10);
+            put_uvarint(&mut hdr, plen as u64);
+            // Keep zstd only if it saves at least 10% of the block.
+            if (1 + hdr.len() + frame.len()) * 10 <= (1 + plen) * 9 {
+                out.truncate(start);
+                out.push(FLAG_ZSTD);
+                out.extend_from_slice(&hdr);
+                out.extend_from_slice(&frame);
+            }
+        }
     }
 }
 
+thread_local! {
+    /// A reusable decompression context and buffer (creating a context per block is costly).
+    static ZSTD_SCRATCH: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> =
+        const { RefCell::new(None) };
+}
+
+/// Decodes a block produced by [`encode_block`], appending to `ts_out` / `vals_out`;
+/// returns the sample count. Never panics on any input: corrupt bytes give a
+/// [`DecodeError`], and on error both outputs are left as they were.
 pub fn decode_block(
     bytes: &[u8],
-    _kind: ValueKind,
+    kind: ValueKind,
+    ts_out: &mut Vec<i64>,
+    vals_out: &mut Vec<u64>,
+) -> Result<usize, DecodeError> {
+    let (t0, v0) = (ts_out.len(), vals_out.len());
+    let res = decode_block_inner(bytes, kind, ts_out, vals_out);
+    if res.is_err() {
+        ts_out.truncate(t0);
+        vals_out.truncate(v0);
+    }
+    res
+}
+
+fn decode_block_inner(
+    bytes: &[u8],
+    kind: ValueKind,
     ts_out: &mut Vec<i64>,
     vals_out: &mut Vec<u64>,
 ) -> Result<usize, DecodeError> {
     let mut r = ByteReader::new(bytes);
-    let _flags = r.u8()?;
-    let n = r.len_prefix(MAX_BLOCK_SAMPLES)?;
-    let mut prev = 0i64;
-    for _ in 0..n {
-        prev = prev.wrapping_add(r.ivarint()?);
-        ts_out.push(prev);
+    let flags = r.u8()?;
+    if flags & !FLAG_ZSTD != 0 {
+        return Err(DecodeError::Invalid(format!("unknown block flags {flags:#04x}")));
     }
-    for _ in 0..n {
-        vals_out.push(r.u64_le()?);
+    if flags & FLAG_ZSTD == 0 {
+        return decode_payload(r.rest(), kind, ts_out, vals_out);
+    }
+    let plen = r.len_prefix(MAX_BLOCK_PAYLOAD)?;
+    let frame = r.rest();
+    ZSTD_SCRATCH.with(|cell| {
+        let mut slot = cell
+            .try_borrow_mut()
+            .map_err(|_| DecodeError::Invalid("re-entrant block decode".into()))?;
+        if slot.is_none() {
+            let d = zstd::bulk::Decompressor::new().map_err(|e| DecodeError::Invalid(format!("zstd context: {e}")))?;
+            *slot = Some((d, Vec::new()));
+        }
+        let Some((dec, buf)) = slot.as_mut() else {
+            return Err(DecodeError::Invalid("zstd context missing".into()));
+        };
+        buf.clear();
+        // plen <= MAX_BLOCK_PAYLOAD, so this allocation is bounded; zstd writes at most
+        // buf.capacity() bytes (which may exceed plen; checked below).
+        buf.reserve(plen);
+        let got = dec
+            .decompress_to_buffer(frame, buf)
+            .map_err(|e| DecodeError::Invalid(format!("zstd: {e}")))?;
+        if got != plen || buf.len() != plen {
+            return Err(DecodeError::Invalid(format!(
+                "zstd payload is {got} bytes, header says {plen}"
+            )));
+        }
+        decode_payload(buf, kind, ts_out, vals_out)
+    })
+}
+
+fn decode_payload(
+    payload: &[u8],
+    kind: ValueKind,
+    ts_out: &mut Vec<i64>,
+    vals_out: &mut Vec<u64>,
+) -> Result<usize, DecodeError> {
+    let mut r = ByteReader::new(payload);
+    let n = r.len_prefix(MAX_BLOCK_SAMPLES)?;
+    if n == 0 {
+        return Err(DecodeError::Invalid("empty block".into()));
+    }
+    ts_out.reserve(n);
+    // Also checks that the timestamps are strictly increasing.
+    decode_timestamps(&mut r, n, ts_out)?;
+    vals_out.reserve(n);
+    match kind {
+        ValueKind::Float => decode_floats(&mut r, n, vals_out)?,
+        ValueKind::Money => decode_ints(&mut r, n, vals_out)?,
+    }
+    if !r.is_empty() {
+        return Err(DecodeError::Invalid(format!(
+            "{} trailing bytes after block payload",
+            r.remaining()
+        )));
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::floats::tests::float_column;
+    use crate::encoding::ints::tests::int_column;
+    use proptest::prelude::*;
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+    const NO_ZSTD: BlockEncodeOptions = BlockEncodeOptions { zstd_level: None };
+    const ZSTD: BlockEncodeOptions = BlockEncodeOptions { zstd_level: Some(3) };
+
+    fn encode(ts: &[i64], vals: &[u64], kind: ValueKind, opts: &BlockEncodeOptions) -> Vec<u8> {
+        let mut out = vec![0xAA]; // encode_block appends
+        encode_block(ts, vals, kind, opts, &mut out);
+        out.remove(0);
+        out
+    }
+
+    fn roundtrip(ts: &[i64], vals: &[u64], kind: ValueKind, opts: &BlockEncodeOptions) -> Vec<u8> {
+        let b = encode(ts, vals, kind, opts);
+        let (mut dt, mut dv) = (vec![-5i64], vec![5u64]);
+        assert_eq!(decode_block(&b, kind, &mut dt, &mut dv), Ok(ts.len()));
+        assert_eq!(&dt[1..], ts);
+        assert_eq!(&dv[1..], vals);
+        b
+    }
+
+    /// Strictly increasing timestamps of length n: arbitrary or jittery-regular.
+    fn ts_column(n: usize) -> impl Strategy<Value = Vec<i64>> {
+        prop_oneof![
+            proptest::collection::btree_set(any::<i64>(), n..=n).prop_map(|s| s.into_iter().collect::<Vec<_>>()),
+            (i64::MIN..i64::MAX / 2, 1i64..1_000_000_000_000)
+                .prop_map(move |(s, step)| (0..n as i64).map(|i| s + i * step).collect()),
+            (-(1i64 << 60)..(1i64 << 60), proptest::collection::vec(0i64..40, n..=n)).prop_map(|(s, gaps)| {
+                let mut t = s;
+                gaps.iter()
+                    .map(|g| {
+                        t += 14_980_000_000 + g * 1_000_000;
+                        t
+                    })
+                    .collect()
+            }),
+            Just((0..n as i64).map(|i| i64::MAX - (n as i64 - 1) + i).collect()),
+            Just((0..n as i64).map(|i| i64::MIN + i).collect()),
+        ]
+    }
+
+    fn float_block() -> impl Strategy<Value = (Vec<i64>, Vec<u64>)> {
+        float_column().prop_flat_map(|v| {
+            let n = v.len();
+            (ts_column(n), Just(v))
+        })
+    }
+
+    fn money_block() -> impl Strategy<Value = (Vec<i64>, Vec<u64>)> {
+        int_column().prop_flat_map(|v| {
+            let n = v.len();
+            (ts_column(n), Just(v.into_iter().map(|x| x as u64).collect::<Vec<_>>()))
+        })
+    }
+
+    fn any_block() -> impl Strategy<Value = (ValueKind, Vec<i64>, Vec<u64>)> {
+        prop_oneof![
+            float_block().prop_map(|(t, v)| (ValueKind::Float, t, v)),
+            money_block().prop_map(|(t, v)| (ValueKind::Money, t, v)),
+        ]
+    }
+
+    fn check_garbage(bytes: &[u8], kind: ValueKind) {
+        let (mut dt, mut dv) = (vec![1i64], vec![2u64]);
+        match decode_block(bytes, kind, &mut dt, &mut dv) {
+            Ok(n) => {
+                assert!(n <= MAX_BLOCK_SAMPLES);
+                assert_eq!(dt.len(), n + 1);
+                assert_eq!(dv.len(), n + 1);
+            }
+            Err(_) => assert_eq!((dt, dv), (vec![1], vec![2])),
+        }
+    }
+
+    proptest! {
+
+        #[test]
+        fn float_block_roundtrip((ts, vals) in float_block(), z in any::<bool>()) {
+            roundtrip(&ts, &vals, ValueKind::Float, if z { &ZSTD } else { &NO_ZSTD });
+        }
+
+        #[test]
+        fn money_block_roundtrip((ts, vals) in money_block(), z in any::<bool>()) {
+            roundtrip(&ts, &vals, ValueKind::Money, if z { &ZSTD } else { &NO_ZSTD });
+        }
+
+        #[test]
+        fn single_sample_block(t in any::<i64>(), v in any::<u64>(), money in any::<bool>(), z in any::<bool>()) {
+            let kind = if money { ValueKind::Money } else { ValueKind::Float };
+            roundtrip(&[t], &[v], kind, if z { &ZSTD } else { &NO_ZSTD });
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), money in any::<bool>()) {
+            let kind = if money { ValueKind::Money } else { ValueKind::Float };
+            check_garbage(&bytes, kind);
+            // Also as an uncompressed and as a "compressed" block.
+            let mut b = bytes.clone();
+            if let Some(f) = b.first_mut() { *f &= FLAG_ZSTD; }
+            check_garbage(&b, kind);
+        }
+
+        #[test]
+        fn corrupted_blocks_never_panic((kind, ts, vals) in any_block(), z in any::<bool>(),
+                                        pos in any::<prop::sample::Index>(), flip in 1u8..=255,
+                                        cut in any::<prop::sample::Index>()) {
+            let b = encode(&ts, &vals, kind, if z { &ZSTD } else { &NO_ZSTD });
+            let mut flipped = b.clone();
+            flipped[pos.index(b.len())] ^= flip;
+            check_garbage(&flipped, kind);
+            check_garbage(&b[..cut.index(b.len())], kind);
+            // The other kind must not panic either.
+            let other = if kind == ValueKind::Money { ValueKind::Float } else { ValueKind::Money };
+            check_garbage(&b, other);
+        }
+    }
+
+    #[test]
+    fn caps_are_enforced() {
+        // A sample count above the cap.
+        let mut b = vec![0u8];
+        put_uvarint(&mut b, (MAX_BLOCK_SAMPLES + 1) as u64);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        assert!(decode_block(&b, ValueKind::Float, &mut Vec::new(), &mut Vec::new()).is_err());
+        // A zstd payload length above the cap.
+        let mut b = vec![FLAG_ZSTD];
+        put_uvarint(&mut b, (MAX_BLOCK_PAYLOAD + 1) as u64);
+        assert!(decode_block(&b, ValueKind::Float, &mut Vec::new(), &mut Vec::new()).is_err());
+        // A zstd frame that decompresses to more than the declared length.
+        let payload = vec![0u8; 100_000];
+        let frame = zstd::bulk::compress(&payload, 1).unwrap();
+        let mut b = vec![FLAG_ZSTD];
+        put_uvarint(&mut b, 10);
+        b.extend_from_slice(&frame);
+        assert!(decode_block(&b, ValueKind::Float, &mut Vec::new(), &mut Vec::new()).is_err());
+        // The largest count decodes.
+        let ts: Vec<i64> = (0..MAX_BLOCK_SAMPLES as i64).collect();
+        let vals: Vec<u64> = (0..MAX_BLOCK_SAMPLES as u64)
+            .map(|i| i.wrapping_mul(0x9e3779b97f4a7c15))
+            .collect();
+        roundtrip(&ts, &vals, ValueKind::Float, &ZSTD);
+        roundtrip(&ts, &vals, ValueKind::Money, &NO_ZSTD);
+        // Worst-case payloads fit the payload cap.
+        let ts: Vec<i64> = (0..MAX_BLOCK_SAMPLES as i64)
+            .map(|i| i64::MIN + i * (i64::MAX / MAX_BLOCK_SAMPLES as i64) + (i * i) % 977)
+            .collect();
+        let b = encode(&ts, &vals, ValueKind::Float, &NO_ZSTD);
+        assert!(b.len() <= MAX_BLOCK_PAYLOAD, "{}", b.len());
+    }
+
+    #[test]
+    fn special_floats_roundtrip() {
+        let vals = [
+            0x7ff0000000000002u64,
+            (-0.0f64).to_bits(),
+            f64::INFINITY.to_bits(),
+            f64::NEG_INFINITY.to_bits(),
+            f64::NAN.to_bits(),
+            0xfff8_0000_0000_0001,
+            0.0f64.to_bits(),
+        ];
+        let ts: Vec<i64> = (0..vals.len() as i64).map(|i| i * 15).collect();
+        for opts in [&NO_ZSTD, &ZSTD] {
+            roundtrip(&ts, &vals, ValueKind::Float, opts);
+        }
+        let ext = [i64::MIN as u64, i64::MAX as u64, 0, u64::MAX];
+        roundtrip(&[i64::MIN, -1, 0, i64::MAX], &ext, ValueKind::Money, &NO_ZSTD);
+    }
+
+    /// Realistic shapes: 2048 samples every 15 s (nanosecond timestamps).
+    fn regular_ts(n: usize) -> Vec<i64> {
+        (0..n as i64)
+            .map(|i| 1_700_000_000_000_000_000 + i * 15_000_000_000)
+            .collect()
+    }
+
+    fn counter(rng: &mut SmallRng, n: usize) -> Vec<u64> {
+        let mut c = 0.0f64;
+        (0..n)
+            .map(|_| {
+                c += rng.gen_range(0..10) as f64;
+                c.to_bits()
+            })
+            .collect()
+    }
+
+    fn gauge_2dp(rng: &mut SmallRng, n: usize) -> Vec<u64> {
+        let mut m: i64 = 5_000;
+        (0..n)
+            .map(|_| {
+                m += rng.gen_range(-50..=50);
+                (m as f64 / 100.0).to_bits()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sizes_on_realistic_data() {
+        const N: usize = 2048;
+        let mut rng = SmallRng::seed_from_u64(7);
+        let ts = regular_ts(N);
+        let report = |name: &str, ts: &[i64], vals: &[u64], kind: ValueKind, limit: f64| {
+            for (oname, opts) in [("plain", &NO_ZSTD), ("zstd3", &ZSTD)] {
+                let b = roundtrip(ts, vals, kind, opts);
+                let bps = b.len() as f64 / ts.len() as f64;
+                eprintln!("{name:<36} {oname}: {:>6} bytes, {bps:.4} B/sample", b.len());
+                assert!(bps < limit, "{name} {oname}: {bps} >= {limit}");
+            }
+        };
+        report(
+            "counter +0..10, regular 15s",
+            &ts,
+            &counter(&mut rng, N),
+            ValueKind::Float,
+            0.7,
+        );
+        report(
+            "gauge 2dp walk +-0.50, regular",
+            &ts,
+            &gauge_2dp(&mut rng, N),
+            ValueKind::Float,
+            1.2,
+        );
+        report(
+            "constant 42.0, regular",
+            &ts,
+            &vec![42.0f64.to_bits(); N],
+            ValueKind::Float,
+            0.05,
+        );
+        let money: Vec<u64> = {
+            let mut c = 0i64;
+            (0..N)
+                .map(|_| {
+                    c += rng.gen_range(0..2_000i64) * 10_000_000; // cents, in nanos
+                    c as u64
+                })
+                .collect()
+        };
+        report("money +0..20.00 in cents, regular", &ts, &money, ValueKind::Money, 1.5);
+        // Jittery ms-aligned timestamps (+-5 ms) with a counter.
+        let jts: Vec<i64> = (0..N as i64)
+            .map(|i| 1_700_000_000_000_000_000 + i * 15_000_000_000 + rng.gen_range(-5..=5) * 1_000_000)
+            .collect();
+        report(
+            "counter, ts jitter +-5ms",
+            &jts,
+            &counter(&mut rng, N),
+            ValueKind::Float,
+            1.5,
+        );
+        // The same gauge with a NaN and a trailing Prometheus stale marker.
+        let mut stale = gauge_2dp(&mut rng, N);
+        stale[700] = f64::NAN.to_bits();
+        stale[N - 1] = 0x7ff0000000000002;
+        report("gauge 2dp + NaN + stale marker", &ts, &stale, ValueKind::Float, 1.2);
+        let mut stale = counter(&mut rng, N);
+        stale[N - 1] = 0x7ff0000000000002;
+        report("counter + stale marker", &ts, &stale, ValueKind::Float, 0.7);
+        // A non-decimal gauge (Gorilla path), for reference.
+        let mut g = 0.5f64;
+        let noisy: Vec<u64> = (0..N)
+            .map(|_| {
+                g += rng.gen_range(-0.01..0.01);
+                g.to_bits()
+            })
+            .collect();
+        report("float gauge random walk (XOR)", &ts, &noisy, ValueKind::Float, 9.0);
+    }
+
+    /// Decode throughput; run with
+    /// `cargo test --release --lib encoding::block::tests::decode_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn decode_throughput() {
+        const N: usize = 2048;
+        let mut rng = SmallRng::seed_from_u64(9);
+        let ts = regular_ts(N);
+        let cases: Vec<(&str, Vec<u64>)> = vec![
+            ("counter", counter(&mut rng, N)),
+            ("gauge 2dp", gauge_2dp(&mut rng, N)),
+            ("constant", vec![1.0f64.to_bits(); N]),
+            ("xor", (0..N).map(|i| (i as f64).sqrt().to_bits()).collect()),
+        ];
+        for (name, vals) in &cases {
+            for (oname, opts) in [("plain", &NO_ZSTD), ("zstd3", &ZSTD)] {
+                let b = encode(&ts, vals, ValueKind::Float, opts);
+                let (mut dt, mut dv) = (Vec::with_capacity(N), Vec::with_capacity(N));
+                let iters = 20_000;
+                let t = std::time::Instant::now();
+                for _ in 0..iters {
+                    dt.clear();
+                    dv.clear();
+                    let n = decode_block(std::hint::black_box(&b), ValueKind::Float, &mut dt, &mut dv);
+                    assert_eq!(n, Ok(N));
+                }
+                let secs = t.elapsed().as_secs_f64();
+                eprintln!(
+                    "{name:<10} {oname}: {:.4} B/sample, {:.0} M samples/s",
+                    b.len() as f64 / N as f64,
+                    (iters * N) as f64 / secs / 1e6
+                );
+            }
+        }
+    }
 }

@@ -1,7 +1,16 @@
 //! Column encodings for sample blocks, and the varint primitives every file format uses.
+//!
+//! A block ([`block`]) holds a sample count, a timestamp section ([`timestamps`]) and a
+//! value section ([`floats`] for Float series, [`ints`] for Money series), optionally
+//! zstd-compressed. Each section starts with a tag byte naming its encoding, so
+//! encodings can evolve without a global format version.
 
+pub mod bits;
 pub mod block;
+pub mod floats;
+pub mod ints;
+pub mod timestamps;
 pub mod varint;
 
-pub use block::{decode_block, encode_block, BlockEncodeOptions, MAX_BLOCK_SAMPLES};
+pub use block::{decode_block, encode_block, BlockEncodeOptions, MAX_BLOCK_PAYLOAD, MAX_BLOCK_SAMPLES};
 pub use varint::{ByteReader, DecodeError};

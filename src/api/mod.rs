@@ -20,7 +20,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<Store>) -> Arc<AppState> {
-        Arc::new(AppState { store, started: Instant::now(), ready: AtomicBool::new(false) })
+        Arc::new(AppState {
+            store,
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+        })
     }
 }
 

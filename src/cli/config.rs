@@ -32,5 +32,6 @@ impl FileConfig {
 
 /// Parses durations like `15s`, `2h`, `400d`, `1h 30m`.
 pub fn parse_duration(what: &str, s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s.trim()).with_context(|| format!("invalid duration for {what}: {s:?} (examples: 15s, 2h, 400d)"))
+    humantime::parse_duration(s.trim())
+        .with_context(|| format!("invalid duration for {what}: {s:?} (examples: 15s, 2h, 400d)"))
 }

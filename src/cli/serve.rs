@@ -66,9 +66,13 @@ impl ServeArgs {
         };
         let mut store = StoreOptions::default();
         let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
-        let listen_s = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9201".to_string());
-        let listen: SocketAddr =
-            listen_s.parse().with_context(|| format!("invalid --listen address {listen_s:?} (expected HOST:PORT)"))?;
+        let listen_s = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:9201".to_string());
+        let listen: SocketAddr = listen_s
+            .parse()
+            .with_context(|| format!("invalid --listen address {listen_s:?} (expected HOST:PORT)"))?;
         if let Some(r) = self.retention.or(file.retention) {
             store.retention = Some(parse_duration("--retention", &r)?);
         }
@@ -99,13 +103,20 @@ impl ServeArgs {
         if let Some(t) = self.default_tenant.or(file.default_tenant) {
             store.default_tenant = t;
         }
-        Ok(ServeSettings { data_dir, listen, store })
+        Ok(ServeSettings {
+            data_dir,
+            listen,
+            store,
+        })
     }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(serve(settings))
 }
 
@@ -133,8 +144,9 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         .await
         .context("HTTP server")?;
     drop(state);
-    let store = Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("store still in use at shutdown"))?;
-    tokio::task::spawn_blocking(move || store.close()).await.context("store close task")??;
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("store close task")??;
     tracing::info!("store closed cleanly");
     Ok(())
 }

@@ -56,25 +56,22 @@ impl Inner {
         {
             let index = self.index.read();
             let mut missing = false;
-            let mut pi = 0;
-            for sw in batch.series.iter().filter(|s| !s.samples.is_empty()) {
+            let writes = || batch.series.iter().filter(|s| !s.samples.is_empty());
+            for (p, sw) in prepared.iter_mut().zip(writes()) {
                 match index.check_kind(&sw.labels, sw.kind)? {
-                    Some(id) => prepared[pi].id = id,
+                    Some(id) => p.id = id,
                     None => missing = true,
                 }
-                pi += 1;
             }
             if missing {
                 drop(index);
                 let mut index = self.index.write();
-                let mut pi = 0;
-                for sw in batch.series.iter().filter(|s| !s.samples.is_empty()) {
-                    if prepared[pi].id.0 == u32::MAX {
+                for (p, sw) in prepared.iter_mut().zip(writes()) {
+                    if p.id.0 == u32::MAX {
                         let (id, created) = index.get_or_create(&sw.labels, sw.kind)?;
-                        prepared[pi].id = id;
+                        p.id = id;
                         out.series_created += created as u64;
                     }
-                    pi += 1;
                 }
             }
         }

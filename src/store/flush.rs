@@ -110,19 +110,19 @@ impl Inner {
             while i < ts.len() {
                 let p = self.partition_of(ts[i]);
                 let end = i + ts[i..].partition_point(|&t| t < p.saturating_add(self.partition_width));
-                if !writers.contains_key(&p) {
-                    let seq = manifest.next_seq;
-                    manifest.next_seq += 1;
-                    let w = self.create_segment(p, seq, seq, self.opts.segment)?;
-                    writers.insert(p, (w, seq));
-                }
-                if let Some((w, _)) = writers.get_mut(&p) {
-                    w.add_series(labels, *kind, &ts[i..end], &vals[i..end])
-                        .map_err(|source| StoreError::Io {
-                            path: w.path().to_path_buf(),
-                            source,
-                        })?;
-                }
+                let (w, _) = match writers.entry(p) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let seq = manifest.next_seq;
+                        manifest.next_seq += 1;
+                        e.insert((self.create_segment(p, seq, seq, self.opts.segment)?, seq))
+                    }
+                };
+                w.add_series(labels, *kind, &ts[i..end], &vals[i..end])
+                    .map_err(|source| StoreError::Io {
+                        path: w.path().to_path_buf(),
+                        source,
+                    })?;
                 i = end;
             }
         }

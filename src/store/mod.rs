@@ -60,7 +60,7 @@ pub struct AppendOutcome {
 /// An open data directory. Cheap to share across threads (`&Store` is `Sync`).
 pub struct Store {
     inner: Arc<Inner>,
-    maintenance: Option<JoinHandle<()>>,
+    maintenance: Mutex<Option<JoinHandle<()>>>,
 }
 
 pub(crate) struct Inner {
@@ -107,7 +107,10 @@ impl Store {
         } else {
             None
         };
-        Ok(Store { inner, maintenance })
+        Ok(Store {
+            inner,
+            maintenance: Mutex::new(maintenance),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -168,19 +171,16 @@ impl Store {
         self.inner.stats()
     }
 
-    /// Flushes the head, fsyncs and stops background work. Dropping a store does the
-    /// same best-effort; call `close` to see errors.
-    pub fn close(mut self) -> Result<(), StoreError> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<(), StoreError> {
+    /// Stops background work, flushes the head (unless disabled) and fsyncs. Idempotent;
+    /// later appends fail with [`StoreError::Closed`]. Dropping a store does the same
+    /// best-effort; call `close` to see errors.
+    pub fn close(&self) -> Result<(), StoreError> {
         {
             let mut stop = self.inner.wake.0.lock();
             *stop = true;
             self.inner.wake.1.notify_all();
         }
-        if let Some(h) = self.maintenance.take() {
+        if let Some(h) = self.maintenance.lock().take() {
             let _ = h.join();
         }
         let mut w = self.inner.writer.lock();
@@ -201,7 +201,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
+        if let Err(e) = self.close() {
             tracing::error!(error = %e, "error while closing store");
         }
     }

@@ -1,0 +1,168 @@
+//! Shared helpers for integration tests: free ports, a tiny HTTP client over std
+//! TcpStream, and a `tally serve` child process that is always stopped by PID.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Minimal HTTP/1.1 request (Connection: close) — enough for tests, no extra crates.
+pub fn http(method: &str, addr: &str, path: &str, body: Option<(&str, &[u8])>) -> std::io::Result<HttpResponse> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some((ct, b)) = body {
+        req.push_str(&format!("Content-Type: {ct}\r\nContent-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    if let Some((_, b)) = body {
+        s.write_all(b)?;
+    }
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok(HttpResponse { status, body })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<HttpResponse> {
+    http("GET", addr, path, None)
+}
+
+pub fn tally_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tally"))
+}
+
+/// A running `tally serve`; killed on drop if still alive.
+pub struct TallyServer {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub stderr_log: PathBuf,
+}
+
+impl TallyServer {
+    /// Starts `tally serve --data-dir DIR --listen 127.0.0.1:<free>` plus `extra` args and
+    /// waits until `/readyz` answers 200.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> TallyServer {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let stderr_log = data_dir.with_extension(format!("{port}.log"));
+        let log = std::fs::File::create(&stderr_log).expect("create server log");
+        let child = Command::new(tally_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(&addr)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tally serve");
+        let mut srv = TallyServer {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            stderr_log,
+        };
+        srv.wait_ready(Duration::from_secs(60));
+        srv
+    }
+
+    pub fn wait_ready(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tally serve exited early with {status}: {}", self.log());
+            }
+            if http_get(&self.addr, "/readyz").is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tally serve not ready in time: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit code.
+    pub fn terminate(mut self) -> i32 {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for tally serve");
+        status.code().unwrap_or(-1)
+    }
+
+    pub fn sigkill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TallyServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads lines from a child's stdout until `pred` is satisfied or the stream ends.
+pub fn read_lines_until(r: &mut BufReader<impl Read>, mut pred: impl FnMut(&str) -> bool) -> Option<String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {
+                if pred(line.trim_end()) {
+                    return Some(line.trim_end().to_string());
+                }
+            }
+        }
+    }
+}

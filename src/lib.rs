@@ -9,3 +9,4 @@ pub mod encoding;
 pub mod index;
 pub mod model;
 pub mod store;
+pub mod query;

@@ -253,3 +253,6 @@ fn check_2x(e: &Expr) -> Result<(), PromError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -117,23 +117,33 @@ pub fn run_str(name: &str, content: &str, load: &mut Loader) -> FileReport {
                 }
             };
             i += 1;
+            // Within one block a repeated series replaces its earlier definition
+            // (Prometheus keys a load command's definitions by series).
+            let mut block: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
             while i < lines.len() && !lines[i].is_empty() {
                 match parse_series(&lines[i]) {
                     Ok((labels, vals)) => {
-                        let n = data.len();
-                        let k = *index.entry(labels.clone()).or_insert(n);
-                        if k == n {
-                            data.push((labels, Vec::new()));
-                        }
-                        for (j, v) in vals.into_iter().enumerate() {
-                            if let Some(v) = v {
-                                data[k].1.push((j as i64 * interval, v));
-                            }
+                        let samples: Vec<(i64, f64)> = vals
+                            .into_iter()
+                            .enumerate()
+                            .filter_map(|(j, v)| v.map(|v| (j as i64 * interval, v)))
+                            .collect();
+                        match block.iter_mut().find(|(l, _)| *l == labels) {
+                            Some(d) => d.1 = samples,
+                            None => block.push((labels, samples)),
                         }
                     }
                     Err(e) => fail(&mut report, i + 1, format!("bad series line {:?}: {e}", lines[i])),
                 }
                 i += 1;
+            }
+            for (labels, samples) in block {
+                let n = data.len();
+                let k = *index.entry(labels.clone()).or_insert(n);
+                if k == n {
+                    data.push((labels, Vec::new()));
+                }
+                data[k].1.extend(samples);
             }
             source = None;
             continue;

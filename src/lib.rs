@@ -8,5 +8,5 @@
 pub mod encoding;
 pub mod index;
 pub mod model;
-pub mod store;
 pub mod query;
+pub mod store;

@@ -159,7 +159,11 @@ fn aggregate_step(
         if gi == n {
             groups.push(Group {
                 labels: key,
-                value: if matches!(op, Op::Stddev | Op::Stdvar) { 0.0 } else { e.v },
+                value: if matches!(op, Op::Stddev | Op::Stdvar) {
+                    0.0
+                } else {
+                    e.v
+                },
                 mean: e.v,
                 count: 1,
                 elems: Vec::new(),

@@ -112,7 +112,12 @@ fn elem_op(op: TokenId, l: f64, r: f64) -> Result<(f64, bool), PromError> {
         token::T_LSS => (l, l < r),
         token::T_GTE => (l, l >= r),
         token::T_LTE => (l, l <= r),
-        _ => return Err(PromError::BadData(format!("operator not allowed here: {}", token::TokenType::new(op)))),
+        _ => {
+            return Err(PromError::BadData(format!(
+                "operator not allowed here: {}",
+                token::TokenType::new(op)
+            )))
+        }
     })
 }
 
@@ -126,7 +131,11 @@ pub(crate) fn eval(ctx: &Ctx, b: &BinaryExpr, rng: &Range) -> Result<Val, PromEr
             let mut out = Vec::with_capacity(l.len());
             for (a, c) in l.into_iter().zip(r) {
                 let (v, keep) = elem_op(op, a, c)?;
-                out.push(if is_comparison(op) { f64::from(u8::from(keep)) } else { v });
+                out.push(if is_comparison(op) {
+                    f64::from(u8::from(keep))
+                } else {
+                    v
+                });
             }
             Ok(Val::Scalar(out))
         }
@@ -202,9 +211,15 @@ fn or(m: &Matching, mut lhs: Vector, rhs: Vector) -> Vector {
 
 fn vector_vector(op: TokenId, m: &Matching, return_bool: bool, lhs: Vector, rhs: Vector) -> Result<Vector, PromError> {
     if m.card == Card::ManyToMany {
-        return Err(PromError::Execution("many-to-many only allowed for set operators".into()));
+        return Err(PromError::Execution(
+            "many-to-many only allowed for set operators".into(),
+        ));
     }
-    let (lhs, rhs) = if m.card == Card::OneToMany { (rhs, lhs) } else { (lhs, rhs) };
+    let (lhs, rhs) = if m.card == Card::OneToMany {
+        (rhs, lhs)
+    } else {
+        (lhs, rhs)
+    };
     // The right side is the "one" side: its signatures must be unique.
     let mut right: HashMap<Labels, &Elem> = HashMap::with_capacity(rhs.len());
     for e in &rhs {
@@ -225,7 +240,11 @@ fn vector_vector(op: TokenId, m: &Matching, return_bool: bool, lhs: Vector, rhs:
         let Some(r) = right.get(&sig) else {
             continue;
         };
-        let (vl, vr) = if m.card == Card::OneToMany { (r.v, l.v) } else { (l.v, r.v) };
+        let (vl, vr) = if m.card == Card::OneToMany {
+            (r.v, l.v)
+        } else {
+            (l.v, r.v)
+        };
         let (mut v, keep) = elem_op(op, vl, vr)?;
         if return_bool {
             v = f64::from(u8::from(keep));

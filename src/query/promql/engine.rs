@@ -30,14 +30,18 @@ pub(crate) struct Range {
 
 impl Range {
     pub fn instant(t: i64) -> Range {
-        Range { start: t, end: t, step: 1 }
+        Range {
+            start: t,
+            end: t,
+            step: 1,
+        }
     }
 
     pub fn len(&self) -> usize {
         if self.end < self.start {
             0
         } else {
-            ((self.end - self.start) / self.step + 1) as usize
+            ((i128::from(self.end) - i128::from(self.start)) / i128::from(self.step.max(1)) + 1) as usize
         }
     }
 
@@ -58,13 +62,13 @@ pub(crate) struct RangeSpec {
 impl RangeSpec {
     /// The reference (right) end of the window evaluated at step time `t`.
     pub fn end_at(&self, t: i64) -> i64 {
-        self.at.unwrap_or(t) - self.offset
+        self.at.unwrap_or(t).saturating_sub(self.offset)
     }
 
     /// The points of `pts` (sorted by time) in the closed window for step time `t`.
     pub fn window<'p>(&self, pts: &'p [(i64, f64)], t: i64) -> &'p [(i64, f64)] {
         let end = self.end_at(t);
-        let start = end - self.range;
+        let start = end.saturating_sub(self.range);
         let lo = pts.partition_point(|p| p.0 < start);
         let hi = pts.partition_point(|p| p.0 <= end);
         if lo >= hi {
@@ -74,6 +78,12 @@ impl RangeSpec {
         }
     }
 }
+
+/// Receives one selected series: labels, timestamps (ms) and values.
+type SeriesFn<'f> = dyn FnMut(&Labels, &[i64], &[f64]) -> Result<(), PromError> + 'f;
+
+/// Receives one range-vector series: labels, all its points, and the window geometry.
+pub(crate) type RangeSeriesFn<'f> = dyn FnMut(&Labels, &[(i64, f64)], &RangeSpec) -> Result<(), PromError> + 'f;
 
 /// Per-query state shared by every node.
 pub(crate) struct Ctx<'a> {
@@ -208,16 +218,21 @@ pub(crate) fn unparen(mut e: &Expr) -> &Expr {
 
 fn system_time_ms(t: &SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => dur_ms(&d),
+        Err(e) => -dur_ms(&e.duration()),
     }
+}
+
+/// A duration in ms, clamped so that time arithmetic on it cannot overflow.
+pub(crate) fn dur_ms(d: &std::time::Duration) -> i64 {
+    d.as_millis().min((i64::MAX / 4) as u128) as i64
 }
 
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => dur_ms(d),
+        Some(Offset::Neg(d)) => -dur_ms(d),
     }
 }
 
@@ -339,7 +354,10 @@ impl<'a> Ctx<'a> {
     pub fn eval_scalar(&self, e: &Expr, rng: &Range) -> Result<Vec<f64>, PromError> {
         match self.eval(e, rng)? {
             Val::Scalar(v) => Ok(v),
-            other => Err(PromError::Execution(format!("expected scalar, got {}", other.type_name()))),
+            other => Err(PromError::Execution(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
         }
     }
 
@@ -365,13 +383,7 @@ impl<'a> Ctx<'a> {
 
     /// Streams the series matching `vs` with samples in `[min_ms, max_ms]` to `f` as
     /// labels and (ms, value) points, one series at a time.
-    fn select(
-        &self,
-        vs: &VectorSelector,
-        min_ms: i64,
-        max_ms: i64,
-        f: &mut dyn FnMut(&Labels, &[i64], &[f64]) -> Result<(), PromError>,
-    ) -> Result<(), PromError> {
+    fn select(&self, vs: &VectorSelector, min_ms: i64, max_ms: i64, f: &mut SeriesFn) -> Result<(), PromError> {
         let matchers = Self::matchers(vs)?;
         let req = SelectRequest {
             tenant: self.tenant,
@@ -408,19 +420,19 @@ impl<'a> Ctx<'a> {
         }
         let off = offset_ms(&vs.offset);
         let at = self.at_ms(&vs.at);
-        let first = at.unwrap_or(rng.start) - off;
-        let last = at.unwrap_or(rng.end) - off;
+        let first = at.unwrap_or(rng.start).saturating_sub(off);
+        let last = at.unwrap_or(rng.end).saturating_sub(off);
         let lookback = self.opts.lookback_ms;
-        self.select(vs, first - lookback, last, &mut |labels, ts, vals| {
+        self.select(vs, first.saturating_sub(lookback), last, &mut |labels, ts, vals| {
             let mut produced = 0;
             for i in 0..n {
-                let r = at.unwrap_or(rng.t(i)) - off;
+                let r = at.unwrap_or(rng.t(i)).saturating_sub(off);
                 let idx = ts.partition_point(|&t| t <= r);
                 if idx == 0 {
                     continue;
                 }
                 let j = idx - 1;
-                if ts[j] < r - lookback || is_stale(vals[j]) {
+                if ts[j] < r.saturating_sub(lookback) || is_stale(vals[j]) {
                     continue;
                 }
                 produced += 1;
@@ -445,20 +457,15 @@ impl<'a> Ctx<'a> {
     /// parentheses): calls `f(labels, points, spec)` once per series with all its
     /// points (stale markers removed) needed by any step; `spec.window` cuts the
     /// window of a step. Matrix selectors stream from storage one series at a time.
-    pub fn for_each_range_series(
-        &self,
-        arg: &Expr,
-        rng: &Range,
-        f: &mut dyn FnMut(&Labels, &[(i64, f64)], &RangeSpec) -> Result<(), PromError>,
-    ) -> Result<(), PromError> {
+    pub fn for_each_range_series(&self, arg: &Expr, rng: &Range, f: &mut RangeSeriesFn) -> Result<(), PromError> {
         match unparen(arg) {
             Expr::MatrixSelector(ms) => {
                 let spec = RangeSpec {
-                    range: ms.range.as_millis() as i64,
+                    range: dur_ms(&ms.range),
                     offset: offset_ms(&ms.vs.offset),
                     at: self.at_ms(&ms.vs.at),
                 };
-                let first = spec.end_at(rng.start) - spec.range;
+                let first = spec.end_at(rng.start).saturating_sub(spec.range);
                 let last = spec.end_at(rng.end);
                 let mut pts = Vec::new();
                 self.select(&ms.vs, first, last, &mut |labels, ts, vals| {
@@ -492,18 +499,18 @@ impl<'a> Ctx<'a> {
     /// of the subquery step, the first one at or after `start - offset - range`).
     fn eval_subquery(&self, sq: &SubqueryExpr, rng: &Range) -> Result<(Vec<Series>, RangeSpec), PromError> {
         let spec = RangeSpec {
-            range: sq.range.as_millis() as i64,
+            range: dur_ms(&sq.range),
             offset: offset_ms(&sq.offset),
             at: self.at_ms(&sq.at),
         };
         let step = match sq.step {
-            Some(s) => s.as_millis() as i64,
+            Some(s) => dur_ms(&s),
             None => self.opts.default_subquery_step_ms,
         };
         if step <= 0 {
             return Err(PromError::BadData("subquery step must be positive".into()));
         }
-        let lo = spec.end_at(rng.start) - spec.range;
+        let lo = spec.end_at(rng.start).saturating_sub(spec.range);
         let mut start = step * lo.div_euclid(step);
         if start < lo {
             start += step;
@@ -513,8 +520,11 @@ impl<'a> Ctx<'a> {
             end: spec.end_at(rng.end),
             step,
         };
-        if inner.len() > 11_000_000 {
-            return Err(PromError::Execution("subquery has too many steps".into()));
+        // Every inner step holds at least a vector: bound the steps like samples.
+        if inner.len() > self.opts.max_samples {
+            return Err(PromError::Execution(
+                "query processing would load too many samples into memory in query execution".into(),
+            ));
         }
         let series = match self.eval(&sq.expr, &inner)? {
             Val::Vector(steps) => steps_to_series(&inner, steps),

@@ -56,7 +56,13 @@ impl SeriesSource for MemSource {
         Ok(Box::new(it))
     }
 
-    fn label_names(&self, _: Option<&str>, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<String>, ReadError> {
+    fn label_names(
+        &self,
+        _: Option<&str>,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, ReadError> {
         let mut names: Vec<String> = self
             .matching(matchers)
             .filter(|(_, ts, _)| ts.iter().any(|&t| t >= start && t <= end))

@@ -152,7 +152,7 @@ pub fn range_query(
     if end_ms < start_ms {
         return Err(PromError::BadData("end timestamp must not be before start time".into()));
     }
-    if (end_ms - start_ms) / step_ms > 11_000 {
+    if (i128::from(end_ms) - i128::from(start_ms)) / i128::from(step_ms) > 11_000 {
         return Err(PromError::BadData(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
                 .into(),
@@ -165,16 +165,76 @@ pub fn range_query(
 /// Functions Prometheus 2.42 has. The parser crate knows 3.x's list; anything not
 /// here is rejected so that tally speaks the documented 2.x dialect.
 const FUNCTIONS_2X: &[&str] = &[
-    "abs", "absent", "absent_over_time", "acos", "acosh", "asin", "asinh", "atan", "atanh",
-    "avg_over_time", "ceil", "changes", "clamp", "clamp_max", "clamp_min", "cos", "cosh",
-    "count_over_time", "days_in_month", "day_of_month", "day_of_week", "day_of_year", "deg",
-    "delta", "deriv", "exp", "floor", "histogram_count", "histogram_sum", "histogram_fraction",
-    "histogram_quantile", "holt_winters", "hour", "idelta", "increase", "irate", "label_replace",
-    "label_join", "last_over_time", "ln", "log10", "log2", "max_over_time", "min_over_time",
-    "minute", "month", "pi", "predict_linear", "present_over_time", "quantile_over_time", "rad",
-    "rate", "resets", "round", "scalar", "sgn", "sin", "sinh", "sort", "sort_desc", "sqrt",
-    "stddev_over_time", "stdvar_over_time", "sum_over_time", "tan", "tanh", "time", "timestamp",
-    "vector", "year",
+    "abs",
+    "absent",
+    "absent_over_time",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atanh",
+    "avg_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "cos",
+    "cosh",
+    "count_over_time",
+    "days_in_month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "deg",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "histogram_count",
+    "histogram_sum",
+    "histogram_fraction",
+    "histogram_quantile",
+    "holt_winters",
+    "hour",
+    "idelta",
+    "increase",
+    "irate",
+    "label_replace",
+    "label_join",
+    "last_over_time",
+    "ln",
+    "log10",
+    "log2",
+    "max_over_time",
+    "min_over_time",
+    "minute",
+    "month",
+    "pi",
+    "predict_linear",
+    "present_over_time",
+    "quantile_over_time",
+    "rad",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sin",
+    "sinh",
+    "sort",
+    "sort_desc",
+    "sqrt",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "sum_over_time",
+    "tan",
+    "tanh",
+    "time",
+    "timestamp",
+    "vector",
+    "year",
 ];
 
 fn register_holt_winters() {
@@ -219,7 +279,9 @@ fn check_2x(e: &Expr) -> Result<(), PromError> {
         Expr::Binary(b) => {
             if let Some(m) = &b.modifier {
                 if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
-                    return Err(PromError::BadData("parse error: fill modifiers are not supported".into()));
+                    return Err(PromError::BadData(
+                        "parse error: fill modifiers are not supported".into(),
+                    ));
                 }
             }
             check_2x(&b.lhs)?;
@@ -240,12 +302,16 @@ fn check_2x(e: &Expr) -> Result<(), PromError> {
         }
         Expr::VectorSelector(v) => {
             if !v.matchers.or_matchers.is_empty() {
-                return Err(PromError::BadData("parse error: `or` in label matchers is not supported".into()));
+                return Err(PromError::BadData(
+                    "parse error: `or` in label matchers is not supported".into(),
+                ));
             }
         }
         Expr::MatrixSelector(m) => {
             if !m.vs.matchers.or_matchers.is_empty() {
-                return Err(PromError::BadData("parse error: `or` in label matchers is not supported".into()));
+                return Err(PromError::BadData(
+                    "parse error: `or` in label matchers is not supported".into(),
+                ));
             }
         }
         Expr::Extension(_) => return Err(PromError::BadData("parse error: unsupported expression".into())),

@@ -201,7 +201,10 @@ fn parse_eval(lines: &[String], i: usize) -> Result<Eval, String> {
         _ => return Err(format!("unknown command {kind:?}")),
     };
     let rest = rest.trim_start();
-    let rest = rest.strip_prefix("instant").ok_or("only `instant` evals are supported")?.trim_start();
+    let rest = rest
+        .strip_prefix("instant")
+        .ok_or("only `instant` evals are supported")?
+        .trim_start();
     let rest = rest.strip_prefix("at").ok_or("missing `at <time>`")?.trim_start();
     let (at, expr) = rest.split_once(char::is_whitespace).ok_or("missing expression")?;
     let time_ms = parse_duration(at)?;
@@ -257,19 +260,30 @@ fn run_eval(src: &dyn SeriesSource, ev: &Eval) -> Result<(), String> {
         return Ok(());
     }
     // Range mode: the middle point of [t-1m, t+1m] must give the same answer.
-    let range = range_query(src, None, &ev.expr, ev.time_ms - 60_000, ev.time_ms + 60_000, 60_000, &opts)
-        .map_err(|e| format!("range mode: unexpected error: {e}"))?;
+    let range = range_query(
+        src,
+        None,
+        &ev.expr,
+        ev.time_ms - 60_000,
+        ev.time_ms + 60_000,
+        60_000,
+        &opts,
+    )
+    .map_err(|e| format!("range mode: unexpected error: {e}"))?;
     let QueryValue::Matrix(m) = range else {
         return Err("range mode: result is not a matrix".into());
     };
     let vec: Vec<super::VectorSample> = m
         .into_iter()
         .filter_map(|s| {
-            s.points.iter().find(|p| p.0 == ev.time_ms).map(|p| super::VectorSample {
-                labels: s.labels.clone(),
-                t: p.0,
-                v: p.1,
-            })
+            s.points
+                .iter()
+                .find(|p| p.0 == ev.time_ms)
+                .map(|p| super::VectorSample {
+                    labels: s.labels.clone(),
+                    t: p.0,
+                    v: p.1,
+                })
         })
         .collect();
     let as_value = if matches!(res, QueryValue::Scalar { .. }) {
@@ -440,8 +454,10 @@ pub fn parse_series(line: &str) -> Result<(Labels, Vec<Option<f64>>), String> {
     Ok((Labels::from_sorted_unchecked(labels), vals))
 }
 
+type LabelPairs = Vec<(String, String)>;
+
 /// Parses `a="b", c='d'}` returning the pairs and the text after `}`.
-fn parse_label_body(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_label_body(s: &str) -> Result<(LabelPairs, &str), String> {
     let mut out = Vec::new();
     let mut rest = s.trim_start();
     loop {

@@ -32,7 +32,9 @@ fn promql_conformance_files() {
         let r = run_file(f, &mut mem_loader);
         println!(
             "{}: {}",
-            f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             r.summary()
         );
         for fail in &r.failures {
@@ -118,4 +120,224 @@ fn promql_sample_limit_is_an_error() {
     };
     let e = instant_query(&src, None, "sum_over_time(m[1000s])", 999_000, &o).unwrap_err();
     assert_eq!(e.error_type(), "execution");
+}
+
+fn metric_source(load: &str) -> MemSource {
+    let mut data = None;
+    let text = format!("{load}\n\neval instant at 0s vector(1)\n  {{}} 1\n");
+    let r = run_str("inline", &text, &mut |d| {
+        data = Some(d.clone());
+        mem_loader(d)
+    });
+    assert_eq!(r.failed, 0, "{:?}", r.failures);
+    MemSource::from_ms(data.unwrap_or_default())
+}
+
+fn points(v: QueryValue) -> Vec<(i64, f64)> {
+    match v {
+        QueryValue::Matrix(m) => {
+            assert_eq!(m.len(), 1, "{m:?}");
+            m[0].points.clone()
+        }
+        other => panic!("expected matrix, got {other:?}"),
+    }
+}
+
+#[test]
+fn promql_subquery_alignment_and_offset() {
+    // Cases from Prometheus 2.42's TestSubquerySelector.
+    let src = metric_source("load 10s\n  metric 1 2");
+    let o = EngineOptions::default();
+    let q = |e: &str, t: i64| points(instant_query(&src, None, e, t, &o).unwrap());
+    assert_eq!(q("metric[20s:10s]", 10_000), [(0, 1.0), (10_000, 2.0)]);
+    assert_eq!(q("metric[20s:5s]", 10_000), [(0, 1.0), (5_000, 1.0), (10_000, 2.0)]);
+    assert_eq!(
+        q("metric[20s:5s] offset 2s", 12_000),
+        [(0, 1.0), (5_000, 1.0), (10_000, 2.0)]
+    );
+    assert_eq!(
+        q("metric[20s:5s] offset 6s", 20_000),
+        [(0, 1.0), (5_000, 1.0), (10_000, 2.0)]
+    );
+    assert_eq!(
+        q("metric[20s:5s] offset 4s", 35_000),
+        [(15_000, 2.0), (20_000, 2.0), (25_000, 2.0), (30_000, 2.0)]
+    );
+    assert_eq!(
+        q("metric[20s:5s] offset 5s", 35_000),
+        [
+            (10_000, 2.0),
+            (15_000, 2.0),
+            (20_000, 2.0),
+            (25_000, 2.0),
+            (30_000, 2.0)
+        ]
+    );
+}
+
+#[test]
+fn promql_at_modifier_and_range_queries() {
+    let src = metric_source("load 10s\n  metric 0+1x100");
+    let o = EngineOptions::default();
+    let r = |e: &str| points(range_query(&src, None, e, 0, 60_000, 30_000, &o).unwrap());
+    assert_eq!(r("metric"), [(0, 0.0), (30_000, 3.0), (60_000, 6.0)]);
+    assert_eq!(r("metric @ 100"), [(0, 10.0), (30_000, 10.0), (60_000, 10.0)]);
+    assert_eq!(r("metric @ end()"), [(0, 6.0), (30_000, 6.0), (60_000, 6.0)]);
+    assert_eq!(r("metric @ start()"), [(0, 0.0), (30_000, 0.0), (60_000, 0.0)]);
+    assert_eq!(
+        r("sum_over_time(metric[20s] @ 50)"),
+        [(0, 12.0), (30_000, 12.0), (60_000, 12.0)]
+    );
+    assert_eq!(r("time()"), [(0, 0.0), (30_000, 30.0), (60_000, 60.0)]);
+    // A subquery inside a range query: max over the last 20s at 10s resolution.
+    assert_eq!(
+        r("max_over_time(metric[20s:10s])"),
+        [(0, 0.0), (30_000, 3.0), (60_000, 6.0)]
+    );
+    assert_eq!(
+        r("min_over_time(metric[20s:10s] offset 10s)"),
+        [(30_000, 0.0), (60_000, 3.0)]
+    );
+}
+
+/// Records the tenant of every read, to prove it is passed through.
+struct TenantSpy {
+    inner: MemSource,
+    seen: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+impl SeriesSource for TenantSpy {
+    fn select<'a>(
+        &'a self,
+        req: &crate::store::SelectRequest<'a>,
+    ) -> Result<crate::store::SeriesStream<'a>, crate::store::ReadError> {
+        if let Ok(mut s) = self.seen.lock() {
+            s.push(req.tenant.map(str::to_string));
+        }
+        self.inner.select(req)
+    }
+    fn label_names(
+        &self,
+        t: Option<&str>,
+        m: &[crate::index::Matcher],
+        s: i64,
+        e: i64,
+    ) -> Result<Vec<String>, crate::store::ReadError> {
+        self.inner.label_names(t, m, s, e)
+    }
+    fn label_values(
+        &self,
+        t: Option<&str>,
+        n: &str,
+        m: &[crate::index::Matcher],
+        s: i64,
+        e: i64,
+    ) -> Result<Vec<String>, crate::store::ReadError> {
+        self.inner.label_values(t, n, m, s, e)
+    }
+}
+
+#[test]
+fn promql_tenant_reaches_every_select() {
+    let spy = TenantSpy {
+        inner: metric_source("load 10s\n  metric 0+1x100"),
+        seen: std::sync::Mutex::new(Vec::new()),
+    };
+    let o = EngineOptions::default();
+    instant_query(
+        &spy,
+        Some("acme"),
+        "metric + rate(metric[1m]) + max_over_time(metric[1m:10s])",
+        60_000,
+        &o,
+    )
+    .unwrap();
+    let seen = spy.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|t| t.as_deref() == Some("acme")));
+}
+
+mod prop {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{Label, Labels};
+
+    fn labels(x: u8, y: u8) -> Labels {
+        Labels::from_sorted_unchecked(vec![
+            Label {
+                name: "__name__".into(),
+                value: "m".into(),
+            },
+            Label {
+                name: "x".into(),
+                value: format!("x{x}"),
+            },
+            Label {
+                name: "y".into(),
+                value: format!("y{y}"),
+            },
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// `sum by (x)`, `count` and `max without (y)` agree with a naive computation
+        /// over the latest sample of each series within the lookback.
+        #[test]
+        fn promql_aggregations_match_naive(
+            series in proptest::collection::btree_map((0u8..3, 0u8..4), proptest::collection::vec((0i64..20, -1000i32..1000), 1..6), 0..10),
+            t in 0i64..25,
+        ) {
+            let mut data = Vec::new();
+            let mut latest: BTreeMap<(u8, u8), f64> = BTreeMap::new();
+            let t_ms = t * 60_000;
+            for ((x, y), samples) in &series {
+                let mut s: Vec<(i64, f64)> = samples.iter().map(|(m, v)| (m * 60_000, f64::from(*v))).collect();
+                s.sort_by_key(|p| p.0);
+                s.dedup_by_key(|p| p.0);
+                if let Some(p) = s.iter().rev().find(|p| p.0 <= t_ms && p.0 >= t_ms - 300_000) {
+                    latest.insert((*x, *y), p.1);
+                }
+                data.push((labels(*x, *y), s));
+            }
+            let src = MemSource::from_ms(data);
+            let o = EngineOptions::default();
+            let QueryValue::Vector(v) = instant_query(&src, None, "sum by (x) (m)", t_ms, &o).unwrap() else {
+                panic!("not a vector")
+            };
+            let mut naive: BTreeMap<String, f64> = BTreeMap::new();
+            for ((x, _), v) in &latest {
+                *naive.entry(format!("x{x}")).or_default() += v;
+            }
+            let got: BTreeMap<String, f64> = v.iter().map(|s| (s.labels.get("x").unwrap_or("").to_string(), s.v)).collect();
+            prop_assert_eq!(got, naive);
+
+            let QueryValue::Vector(v) = instant_query(&src, None, "count(m)", t_ms, &o).unwrap() else {
+                panic!("not a vector")
+            };
+            if latest.is_empty() {
+                prop_assert!(v.is_empty());
+            } else {
+                prop_assert_eq!(v.len(), 1);
+                prop_assert_eq!(v[0].v, latest.len() as f64);
+            }
+
+            let QueryValue::Vector(v) = instant_query(&src, None, "max without (y) (m)", t_ms, &o).unwrap() else {
+                panic!("not a vector")
+            };
+            let mut naive: BTreeMap<String, f64> = BTreeMap::new();
+            for ((x, _), v) in &latest {
+                let e = naive.entry(format!("x{x}")).or_insert(f64::NEG_INFINITY);
+                *e = e.max(*v);
+            }
+            let got: BTreeMap<String, f64> = v.iter().map(|s| (s.labels.get("x").unwrap_or("").to_string(), s.v)).collect();
+            prop_assert_eq!(got, naive);
+            // `without` drops the metric name.
+            prop_assert!(v.iter().all(|s| s.labels.get("__name__").is_none()));
+        }
+    }
 }

@@ -39,7 +39,7 @@ pub(crate) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
 }
 
 /// Quantile from cumulative buckets `(upper_bound, count)`.
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }

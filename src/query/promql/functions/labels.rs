@@ -66,12 +66,16 @@ pub(super) fn label_join(ctx: &Ctx, args: &[&Expr], rng: &Range) -> Result<Val, 
     for i in 3..args.len() {
         let s = string_arg(ctx, args, i, rng)?;
         if !valid_label_name(&s) {
-            return Err(PromError::Execution(format!("invalid source label name in label_join(): {s}")));
+            return Err(PromError::Execution(format!(
+                "invalid source label name in label_join(): {s}"
+            )));
         }
         srcs.push(s);
     }
     if !valid_label_name(&dst) {
-        return Err(PromError::Execution(format!("invalid destination label name in label_join(): {dst}")));
+        return Err(PromError::Execution(format!(
+            "invalid destination label name in label_join(): {dst}"
+        )));
     }
     let mut steps = ctx.eval_vector(arg(args, 0)?, rng)?;
     for vec in &mut steps {

@@ -216,7 +216,10 @@ mod tests {
         assert_eq!((c.year, c.month, c.day, c.weekday, c.yday), (1970, 1, 1, 4, 1));
         // 2020-02-29T13:45:00Z
         let c = civil(1_582_983_900);
-        assert_eq!((c.year, c.month, c.day, c.hour, c.minute, c.weekday, c.yday), (2020, 2, 29, 13, 45, 6, 60));
+        assert_eq!(
+            (c.year, c.month, c.day, c.hour, c.minute, c.weekday, c.yday),
+            (2020, 2, 29, 13, 45, 6, 60)
+        );
         let c = civil(-1);
         assert_eq!((c.year, c.month, c.day, c.hour), (1969, 12, 31, 23));
     }

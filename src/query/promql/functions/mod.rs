@@ -113,16 +113,16 @@ pub(super) fn arg<'e>(args: &[&'e Expr], i: usize) -> Result<&'e Expr, PromError
 pub(super) fn string_arg(ctx: &Ctx, args: &[&Expr], i: usize, rng: &Range) -> Result<String, PromError> {
     match ctx.eval(arg(args, i)?, rng)? {
         Val::String(s) => Ok(s),
-        other => Err(PromError::BadData(format!("expected string argument, got {}", other.type_name()))),
+        other => Err(PromError::BadData(format!(
+            "expected string argument, got {}",
+            other.type_name()
+        ))),
     }
 }
 
 /// Applies `f` to every element of every step, dropping the metric name; rejects
 /// steps where that makes two elements identical.
-pub(super) fn map_values(
-    steps: Vec<Vector>,
-    mut f: impl FnMut(usize, f64) -> Option<f64>,
-) -> Result<Val, PromError> {
+pub(super) fn map_values(steps: Vec<Vector>, mut f: impl FnMut(usize, f64) -> Option<f64>) -> Result<Val, PromError> {
     let mut out = Vec::with_capacity(steps.len());
     for (i, vec) in steps.into_iter().enumerate() {
         let mut o: Vector = Vec::with_capacity(vec.len());

@@ -125,7 +125,7 @@ pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result
                 continue;
             }
             let end = spec.end_at(t);
-            let start = end - spec.range;
+            let start = end.saturating_sub(spec.range);
             let v = match f {
                 F::Rate => extrapolated_rate(w, start, end, true, true),
                 F::Increase => extrapolated_rate(w, start, end, true, false),
@@ -145,8 +145,14 @@ pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result
                         .count() as f64,
                 ),
                 F::Avg => Some(avg(w)),
-                F::Min => Some(w.iter().fold(w[0].1, |m, p| if p.1 < m || m.is_nan() { p.1 } else { m })),
-                F::Max => Some(w.iter().fold(w[0].1, |m, p| if p.1 > m || m.is_nan() { p.1 } else { m })),
+                F::Min => Some(
+                    w.iter()
+                        .fold(w[0].1, |m, p| if p.1 < m || m.is_nan() { p.1 } else { m }),
+                ),
+                F::Max => Some(
+                    w.iter()
+                        .fold(w[0].1, |m, p| if p.1 > m || m.is_nan() { p.1 } else { m }),
+                ),
                 F::Sum => Some(kahan_sum(w.iter().map(|p| p.1))),
                 F::Count => Some(w.len() as f64),
                 F::Last => Some(w[w.len() - 1].1),
@@ -177,7 +183,13 @@ pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result
 /// `rate`/`increase`/`delta`: the change over the samples in the window, extrapolated
 /// towards the window's edges (by at most half a sample interval beyond the data, and
 /// for counters never below zero), exactly as Prometheus 2.x.
-fn extrapolated_rate(w: &[(i64, f64)], range_start: i64, range_end: i64, is_counter: bool, is_rate: bool) -> Option<f64> {
+fn extrapolated_rate(
+    w: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
     if w.len() < 2 {
         return None;
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use promql_parser::parser::token;
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
-use super::engine::{Ctx, Range};
+use super::engine::{Ctx, LabelMemo, Range};
 use super::functions::histogram::quantile;
 use super::value::{Elem, Val, Vector};
 use super::PromError;
@@ -87,11 +87,12 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
         names_ref.push(METRIC_NAME);
     }
     let steps = ctx.eval_vector(&a.expr, rng)?;
+    let mut keys = LabelMemo::new(|l: &Labels| if by { l.only(&names_ref) } else { l.without(&names_ref) });
     let mut out = Vec::with_capacity(steps.len());
     for (i, vec) in steps.into_iter().enumerate() {
         ctx.check_deadline()?;
         let param = params.get(i).copied().unwrap_or(f64::NAN);
-        out.push(aggregate_step(op, param, &value_label, by, &names_ref, vec)?);
+        out.push(aggregate_step(op, param, &value_label, &mut keys, vec)?);
     }
     Ok(Val::Vector(out))
 }
@@ -130,8 +131,7 @@ fn aggregate_step(
     op: Op,
     param: f64,
     value_label: &str,
-    by: bool,
-    names: &[&str],
+    keys: &mut LabelMemo<impl Fn(&Labels) -> Labels>,
     vec: Vector,
 ) -> Result<Vector, PromError> {
     let mut k = 0usize;
@@ -148,12 +148,12 @@ fn aggregate_step(
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for e in vec {
-        let metric = if op == Op::CountValues {
-            e.labels.with(value_label, &format_value(e.v))
+        let key = if op == Op::CountValues {
+            // The value label is new per sample: no memo.
+            (keys.f_ref())(&e.labels.with(value_label, &format_value(e.v)))
         } else {
-            e.labels.clone()
+            keys.get(&e.labels)
         };
-        let key = if by { metric.only(names) } else { metric.without(names) };
         let n = groups.len();
         let gi = *index.entry(key.clone()).or_insert(n);
         if gi == n {

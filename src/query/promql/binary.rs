@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use promql_parser::parser::token::{self, TokenId};
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
-use super::engine::{check_dups, Ctx, Range};
+use super::engine::{check_dups, Ctx, LabelMemo, Range};
 use super::value::{Elem, Val, Vector};
 use super::PromError;
 use crate::model::{Labels, METRIC_NAME};
@@ -143,14 +143,15 @@ pub(crate) fn eval(ctx: &Ctx, b: &BinaryExpr, rng: &Range) -> Result<Val, PromEr
         (Val::Scalar(l), Val::Vector(r)) => vector_scalar(op, r, &l, true, return_bool),
         (Val::Vector(l), Val::Vector(r)) => {
             let m = Matching::from_expr(b);
+            let mut sig = LabelMemo::new(|l: &Labels| m.signature(l));
             let mut out = Vec::with_capacity(l.len());
             for (lv, rv) in l.into_iter().zip(r) {
                 ctx.check_deadline()?;
                 let v = match op {
-                    token::T_LAND => and_unless(&m, lv, &rv, true),
-                    token::T_LUNLESS => and_unless(&m, lv, &rv, false),
-                    token::T_LOR => or(&m, lv, rv),
-                    _ => vector_vector(op, &m, return_bool, lv, rv)?,
+                    token::T_LAND => and_unless(&mut sig, lv, &rv, true),
+                    token::T_LUNLESS => and_unless(&mut sig, lv, &rv, false),
+                    token::T_LOR => or(&mut sig, lv, rv),
+                    _ => vector_vector(op, &m, &mut sig, return_bool, lv, rv)?,
                 };
                 check_dups(&v)?;
                 out.push(v);
@@ -167,6 +168,7 @@ pub(crate) fn eval(ctx: &Ctx, b: &BinaryExpr, rng: &Range) -> Result<Val, PromEr
 
 fn vector_scalar(op: TokenId, steps: Vec<Vector>, s: &[f64], swap: bool, return_bool: bool) -> Result<Val, PromError> {
     let drop_name = drops_metric_name(op) || return_bool;
+    let mut names = LabelMemo::new(Labels::without_metric_name);
     let mut out = Vec::with_capacity(steps.len());
     for (i, vec) in steps.into_iter().enumerate() {
         let sv = s.get(i).copied().unwrap_or(f64::NAN);
@@ -185,7 +187,7 @@ fn vector_scalar(op: TokenId, steps: Vec<Vector>, s: &[f64], swap: bool, return_
             if keep {
                 e.v = v;
                 if drop_name {
-                    e.labels = e.labels.without_metric_name();
+                    e.labels = names.get(&e.labels);
                 }
                 o.push(e);
             }
@@ -196,20 +198,27 @@ fn vector_scalar(op: TokenId, steps: Vec<Vector>, s: &[f64], swap: bool, return_
     Ok(Val::Vector(out))
 }
 
-fn and_unless(m: &Matching, lhs: Vector, rhs: &Vector, and: bool) -> Vector {
-    let sigs: HashSet<Labels> = rhs.iter().map(|e| m.signature(&e.labels)).collect();
+fn and_unless(sig: &mut LabelMemo<impl Fn(&Labels) -> Labels>, lhs: Vector, rhs: &Vector, and: bool) -> Vector {
+    let sigs: HashSet<Labels> = rhs.iter().map(|e| sig.get(&e.labels)).collect();
     lhs.into_iter()
-        .filter(|e| sigs.contains(&m.signature(&e.labels)) == and)
+        .filter(|e| sigs.contains(&sig.get(&e.labels)) == and)
         .collect()
 }
 
-fn or(m: &Matching, mut lhs: Vector, rhs: Vector) -> Vector {
-    let sigs: HashSet<Labels> = lhs.iter().map(|e| m.signature(&e.labels)).collect();
-    lhs.extend(rhs.into_iter().filter(|e| !sigs.contains(&m.signature(&e.labels))));
+fn or(sig: &mut LabelMemo<impl Fn(&Labels) -> Labels>, mut lhs: Vector, rhs: Vector) -> Vector {
+    let sigs: HashSet<Labels> = lhs.iter().map(|e| sig.get(&e.labels)).collect();
+    lhs.extend(rhs.into_iter().filter(|e| !sigs.contains(&sig.get(&e.labels))));
     lhs
 }
 
-fn vector_vector(op: TokenId, m: &Matching, return_bool: bool, lhs: Vector, rhs: Vector) -> Result<Vector, PromError> {
+fn vector_vector(
+    op: TokenId,
+    m: &Matching,
+    sigf: &mut LabelMemo<impl Fn(&Labels) -> Labels>,
+    return_bool: bool,
+    lhs: Vector,
+    rhs: Vector,
+) -> Result<Vector, PromError> {
     if m.card == Card::ManyToMany {
         return Err(PromError::Execution(
             "many-to-many only allowed for set operators".into(),
@@ -223,7 +232,7 @@ fn vector_vector(op: TokenId, m: &Matching, return_bool: bool, lhs: Vector, rhs:
     // The right side is the "one" side: its signatures must be unique.
     let mut right: HashMap<Labels, &Elem> = HashMap::with_capacity(rhs.len());
     for e in &rhs {
-        let sig = m.signature(&e.labels);
+        let sig = sigf.get(&e.labels);
         if let Some(dup) = right.get(&sig) {
             let side = if m.card == Card::OneToMany { "left" } else { "right" };
             return Err(PromError::Execution(format!(
@@ -236,7 +245,7 @@ fn vector_vector(op: TokenId, m: &Matching, return_bool: bool, lhs: Vector, rhs:
     let mut matched: HashMap<Labels, HashSet<Labels>> = HashMap::new();
     let mut out = Vec::new();
     for l in &lhs {
-        let sig = m.signature(&l.labels);
+        let sig = sigf.get(&l.labels);
         let Some(r) = right.get(&sig) else {
             continue;
         };

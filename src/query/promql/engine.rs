@@ -297,10 +297,11 @@ impl<'a> Ctx<'a> {
             Expr::Unary(u) => match self.eval(&u.expr, rng)? {
                 Val::Scalar(v) => Ok(Val::Scalar(v.into_iter().map(|x| -x).collect())),
                 Val::Vector(mut steps) => {
+                    let mut names = LabelMemo::new(Labels::without_metric_name);
                     for vec in &mut steps {
                         for el in vec.iter_mut() {
                             el.v = -el.v;
-                            el.labels = el.labels.without_metric_name();
+                            el.labels = names.get(&el.labels);
                         }
                         check_dups(vec)?;
                     }
@@ -544,5 +545,36 @@ impl<'a> Ctx<'a> {
             s.points.retain(|p| !is_stale(p.1));
         }
         Ok((series, spec))
+    }
+}
+
+/// Memoizes a label transformation (grouping key, match signature, name dropping)
+/// across evaluation steps: a series keeps the same shared `Labels` at every step,
+/// so the result is looked up by the allocation's address instead of being rebuilt
+/// per step. Each entry holds a clone of its input, which keeps that allocation alive
+/// and its address from being reused by a different label set.
+pub(crate) struct LabelMemo<F: Fn(&Labels) -> Labels> {
+    map: HashMap<usize, (Labels, Labels)>,
+    f: F,
+}
+
+impl<F: Fn(&Labels) -> Labels> LabelMemo<F> {
+    pub fn new(f: F) -> Self {
+        LabelMemo { map: HashMap::new(), f }
+    }
+
+    pub fn get(&mut self, l: &Labels) -> Labels {
+        let key = l.as_slice().as_ptr() as usize;
+        if let Some((_, out)) = self.map.get(&key) {
+            return out.clone();
+        }
+        let out = (self.f)(l);
+        self.map.insert(key, (l.clone(), out.clone()));
+        out
+    }
+
+    /// The transformation itself, for inputs not worth memoizing.
+    pub fn f_ref(&self) -> &F {
+        &self.f
     }
 }

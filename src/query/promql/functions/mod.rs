@@ -15,7 +15,7 @@ mod range;
 
 use promql_parser::parser::{Call, Expr};
 
-use super::engine::{check_dups, unparen, Ctx, Range};
+use super::engine::{check_dups, unparen, Ctx, LabelMemo, Range};
 use super::value::{Elem, Val, Vector};
 use super::PromError;
 use crate::index::MatchOp;
@@ -123,13 +123,14 @@ pub(super) fn string_arg(ctx: &Ctx, args: &[&Expr], i: usize, rng: &Range) -> Re
 /// Applies `f` to every element of every step, dropping the metric name; rejects
 /// steps where that makes two elements identical.
 pub(super) fn map_values(steps: Vec<Vector>, mut f: impl FnMut(usize, f64) -> Option<f64>) -> Result<Val, PromError> {
+    let mut names = LabelMemo::new(Labels::without_metric_name);
     let mut out = Vec::with_capacity(steps.len());
     for (i, vec) in steps.into_iter().enumerate() {
         let mut o: Vector = Vec::with_capacity(vec.len());
         for e in vec {
             if let Some(v) = f(i, e.v) {
                 o.push(Elem {
-                    labels: e.labels.without_metric_name(),
+                    labels: names.get(&e.labels),
                     v,
                 });
             }

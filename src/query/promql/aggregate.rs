@@ -116,14 +116,85 @@ pub(crate) fn format_value(v: f64) -> String {
     }
 }
 
-fn nan_last(a: f64, b: f64, desc: bool) -> std::cmp::Ordering {
-    use std::cmp::Ordering::*;
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => Equal,
-        (true, false) => Greater,
-        (false, true) => Less,
-        _ if desc => b.total_cmp(&a),
-        _ => a.total_cmp(&b),
+/// `topk`/`bottomk` of one group, reproducing Prometheus exactly, ties included: a
+/// Go `container/heap` of at most `k` elements whose root is the weakest kept one (a
+/// newcomer replaces it only if strictly better), then the heap sorted best-first with
+/// the same comparison. Go sorts short slices (≤ 12) by insertion sort, which we mirror;
+/// longer ones use a stable sort (ties may then be ordered differently; the *set*
+/// selected is always identical).
+fn select_k(top: bool, k: usize, elems: Vec<Elem>) -> Vec<Elem> {
+    // Heap order: "less" = weaker; NaN is the weakest of all.
+    let less = |a: f64, b: f64| a.is_nan() || if top { a < b } else { a > b };
+    let mut h: Vec<Elem> = Vec::with_capacity(k.min(elems.len()));
+    for e in elems {
+        if h.len() < k {
+            h.push(e);
+            heap_up(&mut h, less);
+        } else {
+            let root = h[0].v;
+            let better = if top { root < e.v } else { root > e.v };
+            if better || (root.is_nan() && !e.v.is_nan()) {
+                h[0] = e;
+                if k > 1 {
+                    heap_down(&mut h, less);
+                }
+            }
+        }
+    }
+    // sort.Sort(sort.Reverse(heap)): element j goes before i when less(h[i], h[j]).
+    if h.len() <= 12 {
+        for i in 1..h.len() {
+            let mut j = i;
+            while j > 0 && less(h[j - 1].v, h[j].v) {
+                h.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+    } else {
+        h.sort_by(|a, b| {
+            if less(b.v, a.v) {
+                std::cmp::Ordering::Less
+            } else if less(a.v, b.v) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+    }
+    h
+}
+
+/// Go's `heap.up` for the last element.
+fn heap_up(h: &mut [Elem], less: impl Fn(f64, f64) -> bool) {
+    let mut j = h.len() - 1;
+    while j > 0 {
+        let i = (j - 1) / 2;
+        if !less(h[j].v, h[i].v) {
+            break;
+        }
+        h.swap(i, j);
+        j = i;
+    }
+}
+
+/// Go's `heap.Fix(h, 0)` after replacing the root: sift down, else up (a no-op at 0).
+fn heap_down(h: &mut [Elem], less: impl Fn(f64, f64) -> bool) {
+    let n = h.len();
+    let mut i = 0;
+    loop {
+        let j1 = 2 * i + 1;
+        if j1 >= n {
+            break;
+        }
+        let mut j = j1;
+        if j1 + 1 < n && less(h[j1 + 1].v, h[j1].v) {
+            j = j1 + 1;
+        }
+        if !less(h[j].v, h[i].v) {
+            break;
+        }
+        h.swap(i, j);
+        i = j;
     }
 }
 
@@ -224,10 +295,7 @@ fn aggregate_step(
             Op::Stddev => (g.value / g.count as f64).sqrt(),
             Op::Quantile => quantile(param, &mut g.vals),
             Op::Topk | Op::Bottomk => {
-                let desc = op == Op::Topk;
-                g.elems.sort_by(|a, b| nan_last(a.v, b.v, desc));
-                g.elems.truncate(k);
-                out.extend(g.elems);
+                out.extend(select_k(op == Op::Topk, k, g.elems));
                 continue;
             }
         };

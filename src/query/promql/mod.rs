@@ -321,4 +321,6 @@ fn check_2x(e: &Expr) -> Result<(), PromError> {
 }
 
 #[cfg(test)]
+mod difftest;
+#[cfg(test)]
 mod tests;

@@ -226,11 +226,13 @@ fn extrapolated_rate(
     } else {
         avg_between / 2.0
     };
-    result *= interval / sampled;
+    // One factor, as Prometheus ≥ 2.40 computes it (the order matters in the last ulp,
+    // which decides ties in topk/bottomk).
+    let mut factor = interval / sampled;
     if is_rate {
-        result /= (range_end - range_start) as f64 / 1000.0;
+        factor /= (range_end - range_start) as f64 / 1000.0;
     }
-    Some(result)
+    Some(result * factor)
 }
 
 /// `irate`/`idelta`: from the last two samples only.
@@ -267,13 +269,15 @@ fn linear_regression(w: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
     }
     let n = w.len() as f64;
     let (mut sx, mut sy, mut sxy, mut sx2) = (0.0, 0.0, 0.0, 0.0);
+    let (mut cx, mut cy, mut cxy, mut cx2) = (0.0, 0.0, 0.0, 0.0);
     for p in w {
         let x = (p.0 - intercept_time) as f64 / 1000.0;
-        sx += x;
-        sy += p.1;
-        sxy += x * p.1;
-        sx2 += x * x;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(p.1, sy, cy);
+        (sxy, cxy) = kahan_inc(x * p.1, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
     }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
     let cov = sxy - sx * sy / n;
     let var = sx2 - sx * sx / n;
     let slope = cov / var;
@@ -308,6 +312,17 @@ fn holt_winters(w: &[(i64, f64)], sf: f64, tf: f64) -> Result<Option<f64>, PromE
         s1 = x + y;
     }
     Ok(Some(s1))
+}
+
+/// One Kahan–Neumaier step (Prometheus's `kahanSumInc`): returns (sum, compensation).
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
 }
 
 pub(crate) fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {

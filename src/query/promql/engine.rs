@@ -262,7 +262,7 @@ impl<'a> Ctx<'a> {
     /// Fails with [`PromError::Timeout`] once the deadline has passed.
     pub fn check_deadline(&self) -> Result<(), PromError> {
         match self.deadline {
-            Some(d) if Instant::now() > d => Err(PromError::Timeout),
+            Some(d) if Instant::now() >= d => Err(PromError::Timeout),
             _ => Ok(()),
         }
     }
@@ -521,12 +521,9 @@ impl<'a> Ctx<'a> {
             end: spec.end_at(rng.end),
             step,
         };
-        // Every inner step holds at least a vector: bound the steps like samples.
-        if inner.len() > self.opts.max_samples {
-            return Err(PromError::Execution(
-                "query processing would load too many samples into memory in query execution".into(),
-            ));
-        }
+        // Every inner step holds at least a (possibly empty) vector: account the steps
+        // like samples so that a tiny step over a huge range fails before allocating.
+        self.add_samples(inner.len())?;
         let series = match self.eval(&sq.expr, &inner)? {
             Val::Vector(steps) => steps_to_series(&inner, steps),
             Val::Scalar(v) => vec![Series {

@@ -379,3 +379,21 @@ fn promql_perf_smoke() {
         println!("{q}: {n} series in {:?}", t0.elapsed());
     }
 }
+
+#[test]
+fn promql_timeout_and_subquery_step_limit() {
+    let src = metric_source("load 10s\n  metric 0+1x100");
+    let o = EngineOptions {
+        timeout: Some(std::time::Duration::ZERO),
+        ..EngineOptions::default()
+    };
+    let e = instant_query(&src, None, "sum(metric)", 60_000, &o).unwrap_err();
+    assert_eq!(e, PromError::Timeout);
+    assert_eq!(e.error_type(), "timeout");
+    let o = EngineOptions {
+        max_samples: 10_000,
+        ..EngineOptions::default()
+    };
+    let e = instant_query(&src, None, "max_over_time(vector(1)[1d:1s])", 60_000, &o).unwrap_err();
+    assert_eq!(e.error_type(), "execution");
+}

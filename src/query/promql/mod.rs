@@ -18,6 +18,7 @@
 
 mod aggregate;
 mod binary;
+mod dialect;
 mod engine;
 mod functions;
 pub mod memsource;
@@ -26,7 +27,7 @@ pub mod value;
 
 use std::time::Duration;
 
-use promql_parser::parser::{self, Expr};
+use promql_parser::parser::Expr;
 
 use crate::store::SeriesSource;
 pub use value::{QueryValue, Series, VectorSample};
@@ -162,162 +163,9 @@ pub fn range_query(
     engine::exec_range(src, tenant, &expr, start_ms, end_ms, step_ms, opts)
 }
 
-/// Functions Prometheus 2.42 has. The parser crate knows 3.x's list; anything not
-/// here is rejected so that tally speaks the documented 2.x dialect.
-const FUNCTIONS_2X: &[&str] = &[
-    "abs",
-    "absent",
-    "absent_over_time",
-    "acos",
-    "acosh",
-    "asin",
-    "asinh",
-    "atan",
-    "atanh",
-    "avg_over_time",
-    "ceil",
-    "changes",
-    "clamp",
-    "clamp_max",
-    "clamp_min",
-    "cos",
-    "cosh",
-    "count_over_time",
-    "days_in_month",
-    "day_of_month",
-    "day_of_week",
-    "day_of_year",
-    "deg",
-    "delta",
-    "deriv",
-    "exp",
-    "floor",
-    "histogram_count",
-    "histogram_sum",
-    "histogram_fraction",
-    "histogram_quantile",
-    "holt_winters",
-    "hour",
-    "idelta",
-    "increase",
-    "irate",
-    "label_replace",
-    "label_join",
-    "last_over_time",
-    "ln",
-    "log10",
-    "log2",
-    "max_over_time",
-    "min_over_time",
-    "minute",
-    "month",
-    "pi",
-    "predict_linear",
-    "present_over_time",
-    "quantile_over_time",
-    "rad",
-    "rate",
-    "resets",
-    "round",
-    "scalar",
-    "sgn",
-    "sin",
-    "sinh",
-    "sort",
-    "sort_desc",
-    "sqrt",
-    "stddev_over_time",
-    "stdvar_over_time",
-    "sum_over_time",
-    "tan",
-    "tanh",
-    "time",
-    "timestamp",
-    "vector",
-    "year",
-];
-
-fn register_holt_winters() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        use promql_parser::parser::value::ValueType;
-        // Fails only if the crate gains a built-in of that name, in which case the
-        // built-in is used and the 2.x-only check below still applies.
-        let _ = parser::register_extra_functions(vec![parser::Function::new(
-            "holt_winters",
-            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
-            0,
-            ValueType::Vector,
-            false,
-        )]);
-    });
-}
-
 /// Parses a query in the Prometheus 2.x dialect (see the module docs).
 pub fn parse(query: &str) -> Result<Expr, PromError> {
-    register_holt_winters();
-    let expr = parser::parse(query).map_err(|e| PromError::BadData(format!("parse error: {e}")))?;
-    check_2x(&expr)?;
-    Ok(expr)
-}
-
-/// Rejects what the parser crate accepts but Prometheus 2.42 does not.
-fn check_2x(e: &Expr) -> Result<(), PromError> {
-    use promql_parser::parser::token;
-    match e {
-        Expr::Aggregate(a) => {
-            let id = a.op.id();
-            if id == token::T_LIMITK || id == token::T_LIMIT_RATIO {
-                return Err(PromError::BadData(format!("parse error: unknown aggregation {}", a.op)));
-            }
-            check_2x(&a.expr)?;
-            if let Some(p) = &a.param {
-                check_2x(p)?;
-            }
-        }
-        Expr::Unary(u) => check_2x(&u.expr)?,
-        Expr::Binary(b) => {
-            if let Some(m) = &b.modifier {
-                if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
-                    return Err(PromError::BadData(
-                        "parse error: fill modifiers are not supported".into(),
-                    ));
-                }
-            }
-            check_2x(&b.lhs)?;
-            check_2x(&b.rhs)?;
-        }
-        Expr::Paren(p) => check_2x(&p.expr)?,
-        Expr::Subquery(s) => check_2x(&s.expr)?,
-        Expr::Call(c) => {
-            if !FUNCTIONS_2X.contains(&c.func.name) {
-                return Err(PromError::BadData(format!(
-                    "parse error: unknown function with name {:?}",
-                    c.func.name
-                )));
-            }
-            for a in &c.args.args {
-                check_2x(a)?;
-            }
-        }
-        Expr::VectorSelector(v) => {
-            if !v.matchers.or_matchers.is_empty() {
-                return Err(PromError::BadData(
-                    "parse error: `or` in label matchers is not supported".into(),
-                ));
-            }
-        }
-        Expr::MatrixSelector(m) => {
-            if !m.vs.matchers.or_matchers.is_empty() {
-                return Err(PromError::BadData(
-                    "parse error: `or` in label matchers is not supported".into(),
-                ));
-            }
-        }
-        Expr::Extension(_) => return Err(PromError::BadData("parse error: unsupported expression".into())),
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
-    }
-    Ok(())
+    dialect::parse(query)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //! python3 $REPO/src/query/promql/difftest/run.py            # results.json
 //! PROMQL_DIFF_DIR=$PWD cargo test --release --lib promql_differential -- --ignored --nocapture
 //! ```
-//! Last run (Prometheus 2.42.0+ds, Debian 12): 1080 of 1080 answers agree (180 queries ×
+//! Last run (Prometheus 2.42.0+ds, Debian 12): 1104 of 1104 answers agree (184 queries ×
 //! 2 range + 4 instant evaluations). Exact ties in `topk`/`bottomk` are avoided in the
 //! query set: Prometheus breaks them by its storage's series order, tally by label order.
 

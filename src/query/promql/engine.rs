@@ -377,7 +377,15 @@ impl<'a> Ctx<'a> {
                 PMatchOp::Re(_) => MatchOp::Regex,
                 PMatchOp::NotRe(_) => MatchOp::NotRegex,
             };
-            out.push(Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| PromError::BadData(e.to_string()))?);
+            // Prometheus 2.x compiles `^(?:re)$`, where `.` does not match a newline; the
+            // store's matcher uses 3.x's dot-all. Only `.` depends on the flag, so only
+            // patterns containing one are wrapped (others stay optimizable as-is).
+            let value = if matches!(op, MatchOp::Regex | MatchOp::NotRegex) && m.value.contains('.') {
+                format!("(?-s:{})", m.value)
+            } else {
+                m.value.clone()
+            };
+            out.push(Matcher::new(op, m.name.clone(), value).map_err(|e| PromError::BadData(e.to_string()))?);
         }
         Ok(out)
     }

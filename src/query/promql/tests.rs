@@ -397,3 +397,12 @@ fn promql_timeout_and_subquery_step_limit() {
     let e = instant_query(&src, None, "max_over_time(vector(1)[1d:1s])", 60_000, &o).unwrap_err();
     assert_eq!(e.error_type(), "execution");
 }
+
+#[test]
+fn promql_regex_dot_does_not_match_newline_as_in_2x() {
+    check(
+        "load 1m\n  nl{v=\"a\\nb\"} 1\n  nl{v=\"a-b\"} 2\n\n\
+         eval instant at 0m nl{v=~\"a.b\"}\n  nl{v=\"a-b\"} 2\n\n\
+         eval instant at 0m count(nl{v!~\"a.b\"})\n  {} 1\n",
+    );
+}

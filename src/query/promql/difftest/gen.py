@@ -53,3 +53,13 @@ with open("data.om", "w") as f:
     f.write("# EOF\n")
 json.dump({"t0": T0, "end": T0 + N * STEP}, open("meta.json", "w"))
 print(T0)
+# Label values with a newline: in 2.x `.` in a regex matcher does not match it.
+with open("data.om", "r") as f:
+    body = f.read()
+assert body.endswith("# EOF\n")
+with open("data.om", "w") as f:
+    f.write(body[: -len("# EOF\n")])
+    for i in range(N):
+        f.write(f'nl{{v="a\\nb"}} 1 {T0 + i * STEP}\n')
+        f.write(f'nl{{v="a-b"}} 2 {T0 + i * STEP}\n')
+    f.write("# EOF\n")

@@ -15,6 +15,13 @@
 //!   rejected as `bad_data` (see [`parse`]).
 //!
 //! Timestamps in this API are **milliseconds**; the store is read in nanoseconds.
+//!
+//! Layout: [`dialect`](self) (parsing, 2.x dialect checks) → `engine` (evaluation
+//! ranges, selectors, lookback, subqueries, limits) → `functions/*`, `aggregate`,
+//! `binary` (operators, one step at a time) → [`value`] (results). [`testfile`] runs
+//! Prometheus's test files against any [`SeriesSource`]; [`memsource`] is an
+//! in-memory source for tests. `difftest` (tests only) compares answers with a live
+//! Prometheus 2.42.
 
 mod aggregate;
 mod binary;
@@ -66,8 +73,9 @@ impl PromError {
 pub struct EngineOptions {
     /// How far an instant selector looks back for a sample (Prometheus: 5m).
     pub lookback_ms: i64,
-    /// Most samples a query may hold (loaded plus produced per step) before it fails
-    /// with an `execution` error instead of exhausting memory (Prometheus: 50M).
+    /// Most samples a query may load (plus instant-selector points and subquery steps),
+    /// counted cumulatively, before it fails with an `execution` error instead of
+    /// exhausting memory (Prometheus: 50M).
     pub max_samples: usize,
     /// Wall-clock budget per query; `None` = unlimited.
     pub timeout: Option<Duration>,

@@ -16,7 +16,7 @@
 //!
 //! Timestamps in this API are **milliseconds**; the store is read in nanoseconds.
 //!
-//! Layout: [`dialect`](self) (parsing, 2.x dialect checks) → `engine` (evaluation
+//! Layout: `dialect` (parsing, 2.x dialect checks) → `engine` (evaluation
 //! ranges, selectors, lookback, subqueries, limits) → `functions/*`, `aggregate`,
 //! `binary` (operators, one step at a time) → [`value`] (results). [`testfile`] runs
 //! Prometheus's test files against any [`SeriesSource`]; [`memsource`] is an

@@ -406,3 +406,73 @@ fn promql_regex_dot_does_not_match_newline_as_in_2x() {
          eval instant at 0m count(nl{v!~\"a.b\"})\n  {} 1\n",
     );
 }
+
+/// A source serving one money series (exact nano-units), as the store does for costs.
+struct MoneySource;
+
+impl SeriesSource for MoneySource {
+    fn select<'a>(
+        &'a self,
+        req: &crate::store::SelectRequest<'a>,
+    ) -> Result<crate::store::SeriesStream<'a>, crate::store::ReadError> {
+        let labels = Labels::from_sorted_unchecked(vec![crate::model::Label {
+            name: "__name__".into(),
+            value: "cost".into(),
+        }]);
+        if !req
+            .matchers
+            .iter()
+            .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+        {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        // 1.25 units at t=0s and 2.5 units at t=60s (timestamps in ns).
+        let s = crate::store::SeriesSamples {
+            labels,
+            kind: crate::model::SeriesKind::MONEY,
+            ts: vec![0, 60_000_000_000],
+            values: crate::store::SampleValues::Money(vec![1_250_000_000, 2_500_000_000]),
+        };
+        let (start, end) = (req.start, req.end);
+        Ok(Box::new(std::iter::once(Ok(s)).filter(move |s| {
+            s.as_ref()
+                .map(|s| s.ts.iter().any(|&t| t >= start && t <= end))
+                .unwrap_or(true)
+        })))
+    }
+    fn label_names(
+        &self,
+        _: Option<&str>,
+        _: &[crate::index::Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<String>, crate::store::ReadError> {
+        Ok(vec!["__name__".into()])
+    }
+    fn label_values(
+        &self,
+        _: Option<&str>,
+        _: &str,
+        _: &[crate::index::Matcher],
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<String>, crate::store::ReadError> {
+        Ok(vec!["cost".into()])
+    }
+}
+
+#[test]
+fn promql_reads_money_series_as_units() {
+    let o = EngineOptions::default();
+    let v = instant_query(&MoneySource, None, "sum_over_time(cost[2m])", 60_000, &o).unwrap();
+    let QueryValue::Vector(v) = v else {
+        panic!("vector expected")
+    };
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].v, 3.75);
+    let v = instant_query(&MoneySource, None, "cost", 30_000, &o).unwrap();
+    let QueryValue::Vector(v) = v else {
+        panic!("vector expected")
+    };
+    assert_eq!(v[0].v, 1.25);
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::memsource::MemSource;
-use super::testfile::{run_file, run_str, FileReport, TestData};
+use super::testfile::{run_dir, run_str, TestData};
 use super::*;
 use crate::model::Labels;
 
@@ -18,30 +18,19 @@ fn mem_loader(data: TestData) -> Result<Box<dyn SeriesSource>, String> {
 #[test]
 fn promql_conformance_files() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/promql");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    if !dir.is_dir() {
         eprintln!("skipping: {} not found", dir.display());
         return;
+    }
+    let (per_file, total) = match run_dir(&dir, &mut mem_loader) {
+        Ok(r) => r,
+        Err(e) => panic!("cannot run conformance files: {e}"),
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "test"))
-        .collect();
-    files.sort();
-    let mut total = FileReport::default();
-    for f in &files {
-        let r = run_file(f, &mut mem_loader);
-        println!(
-            "{}: {}",
-            f.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            r.summary()
-        );
+    for (name, r) in &per_file {
+        println!("{name}: {}", r.summary());
         for fail in &r.failures {
             println!("  FAIL {fail}");
         }
-        total.passed += r.passed;
-        total.failed += r.failed;
     }
     println!("total: {}", total.summary());
     assert!(

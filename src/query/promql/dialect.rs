@@ -194,6 +194,14 @@ fn check_at(at: &Option<AtModifier>) -> Result<(), PromError> {
     Ok(())
 }
 
+/// Deepest bracket nesting accepted. Parsing and evaluation recurse over the AST; a
+/// bound keeps hostile queries from overflowing a thread's stack (an abort, not an
+/// error). Prometheus has no such limit; real queries stay far below it.
+const MAX_NESTING: usize = 64;
+/// Most operators (binary, unary, set) accepted in one query, for the same reason:
+/// a chain `1+1+…` is as deep as it is long.
+const MAX_OPERATORS: usize = 128;
+
 fn bad(msg: &str) -> PromError {
     PromError::BadData(format!("parse error: {msg}"))
 }
@@ -210,6 +218,7 @@ fn prescan(q: &str) -> Result<(), PromError> {
     // The previous significant token, coarsely: identifier text or punctuation.
     let mut prev = String::new();
     let mut prev2 = String::new();
+    let (mut depth, mut ops) = (0usize, 0usize);
     while i < c.len() {
         let ch = c[i];
         if ch.is_whitespace() {
@@ -242,6 +251,13 @@ fn prescan(q: &str) -> Result<(), PromError> {
                 i += 1;
             }
             tok = c[s..i].iter().collect();
+            if !in_braces
+                && ["and", "or", "unless", "atan2"]
+                    .iter()
+                    .any(|k| tok.eq_ignore_ascii_case(k))
+            {
+                ops += 1;
+            }
         } else if ch.is_ascii_digit() || (ch == '.' && c.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
             let s = i;
             if ch == '0' && matches!(c.get(i + 1), Some('x') | Some('X')) {
@@ -289,6 +305,20 @@ fn prescan(q: &str) -> Result<(), PromError> {
                 '[' => in_brackets = true,
                 ']' => in_brackets = false,
                 _ => {}
+            }
+            match ch {
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                // Two-character operators (`==`, `!=`, `<=`, `>=`) count once.
+                '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' if !in_braces => ops += 1,
+                '=' | '!' if !in_braces && !matches!(prev.as_str(), "=" | "!" | "<" | ">") => ops += 1,
+                _ => {}
+            }
+            if depth > MAX_NESTING {
+                return Err(bad(&format!("query nesting deeper than {MAX_NESTING}")));
+            }
+            if ops > MAX_OPERATORS {
+                return Err(bad(&format!("query has more than {MAX_OPERATORS} operators")));
             }
             if in_brackets && !matches!(ch, '[' | ':') {
                 return Err(bad(&format!("unexpected character inside brackets: {ch:?}")));

@@ -465,3 +465,33 @@ fn promql_reads_money_series_as_units() {
     };
     assert_eq!(v[0].v, 1.25);
 }
+
+#[test]
+fn promql_deep_queries_are_rejected_not_stack_overflows() {
+    for q in [
+        format!("{}1{}", "(".repeat(5000), ")".repeat(5000)),
+        format!("1{}", "+1".repeat(20_000)),
+        format!("{}1", "-".repeat(20_000)),
+        format!("{}x{}", "abs(".repeat(5000), ")".repeat(5000)),
+    ] {
+        let e = parse(&q).unwrap_err();
+        assert_eq!(e.error_type(), "bad_data");
+    }
+    // The largest accepted shapes evaluate on a default 2 MiB thread stack (debug too).
+    let worst = [
+        format!("1{}", "+1".repeat(128)),
+        format!("{}1", "-".repeat(128)),
+        format!("{}vector(1){}", "abs(".repeat(63), ")".repeat(63)),
+        format!("{}1{}", "(1+".repeat(63), ")".repeat(63)),
+        format!("{}x{}", "sum(".repeat(63), ")".repeat(63)),
+        format!("{}x{}", "max_over_time(".repeat(21), "[5m:1m])".repeat(21)),
+    ];
+    for q in worst {
+        let r = std::thread::spawn(move || {
+            let src = MemSource::default();
+            instant_query(&src, None, &q, 0, &EngineOptions::default()).map(|_| ())
+        })
+        .join();
+        assert!(matches!(r, Ok(Ok(()))), "{r:?}");
+    }
+}

@@ -198,14 +198,19 @@ fn vector_scalar(op: TokenId, steps: Vec<Vector>, s: &[f64], swap: bool, return_
     Ok(Val::Vector(out))
 }
 
-fn and_unless(sig: &mut LabelMemo<impl Fn(&Labels) -> Labels>, lhs: Vector, rhs: &Vector, and: bool) -> Vector {
+fn and_unless(
+    sig: &mut LabelMemo<Labels, impl FnMut(&Labels) -> Labels>,
+    lhs: Vector,
+    rhs: &Vector,
+    and: bool,
+) -> Vector {
     let sigs: HashSet<Labels> = rhs.iter().map(|e| sig.get(&e.labels)).collect();
     lhs.into_iter()
         .filter(|e| sigs.contains(&sig.get(&e.labels)) == and)
         .collect()
 }
 
-fn or(sig: &mut LabelMemo<impl Fn(&Labels) -> Labels>, mut lhs: Vector, rhs: Vector) -> Vector {
+fn or(sig: &mut LabelMemo<Labels, impl FnMut(&Labels) -> Labels>, mut lhs: Vector, rhs: Vector) -> Vector {
     let sigs: HashSet<Labels> = lhs.iter().map(|e| sig.get(&e.labels)).collect();
     lhs.extend(rhs.into_iter().filter(|e| !sigs.contains(&sig.get(&e.labels))));
     lhs
@@ -214,7 +219,7 @@ fn or(sig: &mut LabelMemo<impl Fn(&Labels) -> Labels>, mut lhs: Vector, rhs: Vec
 fn vector_vector(
     op: TokenId,
     m: &Matching,
-    sigf: &mut LabelMemo<impl Fn(&Labels) -> Labels>,
+    sigf: &mut LabelMemo<Labels, impl FnMut(&Labels) -> Labels>,
     return_bool: bool,
     lhs: Vector,
     rhs: Vector,

@@ -85,6 +85,9 @@ type SeriesFn<'f> = dyn FnMut(&Labels, &[i64], &[f64]) -> Result<(), PromError> 
 /// Receives one range-vector series: labels, all its points, and the window geometry.
 pub(crate) type RangeSeriesFn<'f> = dyn FnMut(&Labels, &[(i64, f64)], &RangeSpec) -> Result<(), PromError> + 'f;
 
+/// Receives instant-vector output one sample at a time: (step index, labels, value).
+pub(crate) type Sink<'s> = dyn FnMut(usize, &Labels, f64) -> Result<(), PromError> + 's;
+
 /// Per-query state shared by every node.
 pub(crate) struct Ctx<'a> {
     pub src: &'a dyn SeriesSource,
@@ -421,7 +424,7 @@ impl<'a> Ctx<'a> {
         &self,
         vs: &VectorSelector,
         rng: &Range,
-        f: &mut dyn FnMut(usize, &Labels, i64, f64),
+        f: &mut dyn FnMut(usize, &Labels, i64, f64) -> Result<(), PromError>,
     ) -> Result<(), PromError> {
         let n = rng.len();
         if n == 0 {
@@ -445,7 +448,7 @@ impl<'a> Ctx<'a> {
                     continue;
                 }
                 produced += 1;
-                f(i, labels, ts[j], vals[j]);
+                f(i, labels, ts[j], vals[j])?;
             }
             self.add_samples(produced)
         })
@@ -457,9 +460,34 @@ impl<'a> Ctx<'a> {
             steps[i].push(Elem {
                 labels: labels.clone(),
                 v,
-            })
+            });
+            Ok(())
         })?;
         Ok(steps)
+    }
+
+    /// Evaluates an instant-vector expression, handing each sample to `sink` in the
+    /// same per-step order [`Ctx::eval_vector`] would produce. Selectors and range
+    /// functions stream series by series without materializing their result; other
+    /// expressions are evaluated and then replayed.
+    pub fn stream_vector(&self, e: &Expr, rng: &Range, sink: &mut Sink) -> Result<(), PromError> {
+        match unparen(e) {
+            Expr::VectorSelector(vs) => self.select_instant(vs, rng, &mut |i, labels, _, v| sink(i, labels, v)),
+            Expr::Call(c) => match functions::stream_range(self, c, rng, sink) {
+                Some(r) => r,
+                None => self.replay(e, rng, sink),
+            },
+            _ => self.replay(e, rng, sink),
+        }
+    }
+
+    fn replay(&self, e: &Expr, rng: &Range, sink: &mut Sink) -> Result<(), PromError> {
+        for (i, vec) in self.eval_vector(e, rng)?.iter().enumerate() {
+            for el in vec {
+                sink(i, &el.labels, el.v)?;
+            }
+        }
+        Ok(())
     }
 
     /// Drives a range-vector argument (a matrix selector or a subquery, possibly in
@@ -553,22 +581,22 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Memoizes a label transformation (grouping key, match signature, name dropping)
-/// across evaluation steps: a series keeps the same shared `Labels` at every step,
-/// so the result is looked up by the allocation's address instead of being rebuilt
-/// per step. Each entry holds a clone of its input, which keeps that allocation alive
-/// and its address from being reused by a different label set.
-pub(crate) struct LabelMemo<F: Fn(&Labels) -> Labels> {
-    map: HashMap<usize, (Labels, Labels)>,
+/// Memoizes a per-series computation on labels (grouping key, match signature, name
+/// dropping, group id) across evaluation steps: a series keeps the same shared
+/// `Labels` at every step, so the result is looked up by the allocation's address
+/// instead of being recomputed per step. Each entry holds a clone of its input, which
+/// keeps that allocation alive and its address from being reused by other labels.
+pub(crate) struct LabelMemo<T: Clone, F: FnMut(&Labels) -> T> {
+    map: HashMap<usize, (Labels, T)>,
     f: F,
 }
 
-impl<F: Fn(&Labels) -> Labels> LabelMemo<F> {
+impl<T: Clone, F: FnMut(&Labels) -> T> LabelMemo<T, F> {
     pub fn new(f: F) -> Self {
         LabelMemo { map: HashMap::new(), f }
     }
 
-    pub fn get(&mut self, l: &Labels) -> Labels {
+    pub fn get(&mut self, l: &Labels) -> T {
         let key = l.as_slice().as_ptr() as usize;
         if let Some((_, out)) = self.map.get(&key) {
             return out.clone();
@@ -578,8 +606,8 @@ impl<F: Fn(&Labels) -> Labels> LabelMemo<F> {
         out
     }
 
-    /// The transformation itself, for inputs not worth memoizing.
-    pub fn f_ref(&self) -> &F {
-        &self.f
+    /// Computes without memoizing, for inputs seen only once.
+    pub fn compute(&mut self, l: &Labels) -> T {
+        (self.f)(l)
     }
 }

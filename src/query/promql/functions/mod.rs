@@ -15,7 +15,7 @@ mod range;
 
 use promql_parser::parser::{Call, Expr};
 
-use super::engine::{check_dups, unparen, Ctx, LabelMemo, Range};
+use super::engine::{check_dups, unparen, Ctx, LabelMemo, Range, Sink};
 use super::value::{Elem, Val, Vector};
 use super::PromError;
 use crate::index::MatchOp;
@@ -99,6 +99,16 @@ pub(crate) fn eval_call(ctx: &Ctx, c: &Call, rng: &Range) -> Result<Val, PromErr
     }
 }
 
+/// Streams a call's output if it is a range-vector function (see [`range::stream`]);
+/// `None` for other functions.
+pub(crate) fn stream_range(ctx: &Ctx, c: &Call, rng: &Range, sink: &mut Sink) -> Option<Result<(), PromError>> {
+    if !range::is_range_fn(c.func.name) {
+        return None;
+    }
+    let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
+    Some(range::stream(ctx, c.func.name, &args, rng, sink))
+}
+
 fn missing(name: &str) -> PromError {
     PromError::BadData(format!("missing argument to {name}()"))
 }
@@ -150,7 +160,8 @@ fn timestamp(ctx: &Ctx, a: &Expr, rng: &Range) -> Result<Val, PromError> {
             steps[i].push(Elem {
                 labels: labels.without_metric_name(),
                 v: t as f64 / 1000.0,
-            })
+            });
+            Ok(())
         })?;
         for v in &steps {
             check_dups(v)?;

@@ -9,7 +9,7 @@ use promql_parser::parser::Expr;
 use super::histogram::quantile;
 use super::{absent_labels, arg};
 use crate::model::Labels;
-use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range};
+use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, Sink};
 use crate::query::promql::value::{Elem, Val, Vector};
 use crate::query::promql::PromError;
 
@@ -68,6 +68,21 @@ pub(super) fn is_range_fn(name: &str) -> bool {
 }
 
 pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result<Val, PromError> {
+    let mut steps: Vec<Vector> = vec![Vec::new(); rng.len()];
+    stream(ctx, name, args, rng, &mut |i, labels, v| {
+        steps[i].push(Elem {
+            labels: labels.clone(),
+            v,
+        });
+        Ok(())
+    })?;
+    Ok(Val::Vector(steps))
+}
+
+/// Like [`eval`], but hands each output sample `(step, labels, value)` to `sink` as
+/// soon as its series is processed, so a consumer such as an aggregation never holds
+/// the whole per-series result.
+pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &mut Sink) -> Result<(), PromError> {
     let n = rng.len();
     if name == "absent_over_time" {
         let a = arg(args, 0)?;
@@ -81,21 +96,12 @@ pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result
             Ok(())
         })?;
         let labels = absent_labels(a);
-        return Ok(Val::Vector(
-            present
-                .into_iter()
-                .map(|p| {
-                    if p {
-                        Vec::new()
-                    } else {
-                        vec![Elem {
-                            labels: labels.clone(),
-                            v: 1.0,
-                        }]
-                    }
-                })
-                .collect(),
-        ));
+        for (i, p) in present.into_iter().enumerate() {
+            if !p {
+                sink(i, &labels, 1.0)?;
+            }
+        }
+        return Ok(());
     }
     let f = lookup(name).ok_or_else(|| PromError::BadData(format!("unknown function {name}")))?;
     let mat_idx = if f == F::Quantile { 1 } else { 0 };
@@ -109,7 +115,6 @@ pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result
     let mat = unparen(arg(args, mat_idx)?);
     // Rate extrapolation uses the selector's own range, also for subqueries.
     let keep_name = f == F::Last;
-    let mut steps: Vec<Vector> = vec![Vec::new(); n];
     let mut seen: HashSet<Labels> = HashSet::new();
     ctx.for_each_range_series(mat, rng, &mut |labels, pts, spec| {
         let out_labels = if keep_name {
@@ -118,7 +123,7 @@ pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result
             labels.without_metric_name()
         };
         let mut any = false;
-        for (i, step) in steps.iter_mut().enumerate() {
+        for i in 0..n {
             let t = rng.t(i);
             let w = spec.window(pts, t);
             if w.is_empty() {
@@ -165,10 +170,7 @@ pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result
                 F::Stdvar => Some(stdvar(w)),
             };
             if let Some(v) = v {
-                step.push(Elem {
-                    labels: out_labels.clone(),
-                    v,
-                });
+                sink(i, &out_labels, v)?;
                 any = true;
             }
         }
@@ -176,8 +178,7 @@ pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result
             return Err(dup_labelset());
         }
         Ok(())
-    })?;
-    Ok(Val::Vector(steps))
+    })
 }
 
 /// `rate`/`increase`/`delta`: the change over the samples in the window, extrapolated

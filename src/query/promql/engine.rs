@@ -85,6 +85,9 @@ type SeriesFn<'f> = dyn FnMut(&Labels, &[i64], &[f64]) -> Result<(), PromError> 
 /// Receives one range-vector series: labels, all its points, and the window geometry.
 pub(crate) type RangeSeriesFn<'f> = dyn FnMut(&Labels, &[(i64, f64)], &RangeSpec) -> Result<(), PromError> + 'f;
 
+/// Receives instant-selector samples: (step index, labels, sample time, value).
+pub(crate) type InstantFn<'f> = dyn FnMut(usize, &Labels, i64, f64) -> Result<(), PromError> + 'f;
+
 /// Receives instant-vector output one sample at a time: (step index, labels, value).
 pub(crate) type Sink<'s> = dyn FnMut(usize, &Labels, f64) -> Result<(), PromError> + 's;
 
@@ -420,12 +423,7 @@ impl<'a> Ctx<'a> {
     /// Instant-selector semantics: at each step, the latest sample at or before
     /// `(at or t) - offset`, if not older than the lookback and not a staleness
     /// marker. Calls `f(step, labels, sample_time, value)`.
-    pub fn select_instant(
-        &self,
-        vs: &VectorSelector,
-        rng: &Range,
-        f: &mut dyn FnMut(usize, &Labels, i64, f64) -> Result<(), PromError>,
-    ) -> Result<(), PromError> {
+    pub fn select_instant(&self, vs: &VectorSelector, rng: &Range, f: &mut InstantFn) -> Result<(), PromError> {
         let n = rng.len();
         if n == 0 {
             return Ok(());

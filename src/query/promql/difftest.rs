@@ -16,8 +16,8 @@
 //! python3 $REPO/src/query/promql/difftest/run.py            # results.json
 //! PROMQL_DIFF_DIR=$PWD cargo test --release --lib promql_differential -- --ignored --nocapture
 //! ```
-//! Last run (Prometheus 2.42.0+ds, Debian 12): 1458 of 1458 answers agree, error types included (243 queries ×
-//! 2 range + 4 instant evaluations). Exact ties in `topk`/`bottomk` are avoided in the
+//! Last run (Prometheus 2.42.0+ds, Debian 12): 2187 of 2187 answers agree, error types included (243 queries ×
+//! 3 range + 6 instant evaluations). Exact ties in `topk`/`bottomk` are avoided in the
 //! query set: Prometheus breaks them by its storage's series order, tally by label order.
 
 use std::collections::HashMap;

@@ -14,9 +14,9 @@ def get(path, params):
 out = []
 qs = [l.strip() for l in open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "queries.txt")) if l.strip()]
 for q in qs:
-    for (s, e, st) in [(t0 + 1800, t0 + 3 * 3600 + 1234, 60), (t0 + 7000, end + 900, 47)]:
+    for (s, e, st) in [(t0 + 1800, t0 + 3 * 3600 + 1234, 60), (t0 + 7000, end + 900, 47), (t0 - 1800, t0 + 4000, 600)]:
         out.append({"query": q, "kind": "range", "start": s, "end": e, "step": st, "resp": get("query_range", {"query": q, "start": s, "end": e, "step": st})})
-    for t in [t0 + 3600, end - 5, end + 200, t0 + 7317.5]:
+    for t in [t0 + 3600, end - 5, end + 200, t0 + 7317.5, t0 - 10, t0]:
         out.append({"query": q, "kind": "instant", "time": t, "resp": get("query", {"query": q, "time": t})})
 json.dump(out, open("results.json", "w"))
 print(len(out), sum(1 for o in out if o["resp"]["status"] != "success"))

@@ -28,6 +28,7 @@ mod binary;
 mod dialect;
 mod engine;
 mod functions;
+mod memo;
 pub mod memsource;
 pub mod testfile;
 pub mod value;

@@ -416,6 +416,14 @@ impl<'a> Ctx<'a> {
             ts_ms.clear();
             ts_ms.extend(s.ts.iter().map(|t| t.div_euclid(NANOS_PER_MILLI)));
             let vals = s.values.to_f64();
+            if vals.len() != ts_ms.len() {
+                return Err(PromError::Storage(format!(
+                    "series {} has {} timestamps but {} values",
+                    s.labels,
+                    ts_ms.len(),
+                    vals.len()
+                )));
+            }
             f(&s.labels, &ts_ms, &vals)?;
         }
         Ok(())

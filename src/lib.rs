@@ -3,13 +3,15 @@
 //! Data flows bottom-up: [`model`] defines series and exact money; [`encoding`] packs
 //! sample columns; [`wal`] makes appends durable; [`segment`] holds immutable columnar
 //! files; [`index`] resolves label matchers to series via postings and tenant bitmaps;
-//! [`store`] ties them into an embeddable handle that queries read from.
+//! [`store`] ties them into an embeddable handle; [`query`] evaluates PromQL over it;
+//! [`api`] and [`cli`] are the HTTP and command-line edges.
 
 pub mod api;
 pub mod cli;
 pub mod encoding;
 pub mod index;
 pub mod model;
+pub mod query;
 pub mod segment;
 pub mod store;
 pub mod wal;

@@ -1,0 +1,378 @@
+//! Functions over range vectors, with Prometheus 2.42's exact formulas (rate
+//! extrapolation, `irate`'s counter-reset rule, least-squares `deriv`, the 2.x
+//! `holt_winters`, incremental means).
+
+use std::collections::HashSet;
+
+use promql_parser::parser::Expr;
+
+use super::histogram::quantile;
+use super::{absent_labels, arg};
+use crate::model::Labels;
+use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, Sink};
+use crate::query::promql::value::{Elem, Val, Vector};
+use crate::query::promql::PromError;
+
+#[derive(Clone, Copy, PartialEq)]
+enum F {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Deriv,
+    PredictLinear,
+    HoltWinters,
+    Resets,
+    Changes,
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+    Last,
+    Present,
+    Quantile,
+    Stddev,
+    Stdvar,
+}
+
+fn lookup(name: &str) -> Option<F> {
+    Some(match name {
+        "rate" => F::Rate,
+        "increase" => F::Increase,
+        "delta" => F::Delta,
+        "irate" => F::Irate,
+        "idelta" => F::Idelta,
+        "deriv" => F::Deriv,
+        "predict_linear" => F::PredictLinear,
+        "holt_winters" => F::HoltWinters,
+        "resets" => F::Resets,
+        "changes" => F::Changes,
+        "avg_over_time" => F::Avg,
+        "min_over_time" => F::Min,
+        "max_over_time" => F::Max,
+        "sum_over_time" => F::Sum,
+        "count_over_time" => F::Count,
+        "last_over_time" => F::Last,
+        "present_over_time" => F::Present,
+        "quantile_over_time" => F::Quantile,
+        "stddev_over_time" => F::Stddev,
+        "stdvar_over_time" => F::Stdvar,
+        _ => return None,
+    })
+}
+
+pub(super) fn is_range_fn(name: &str) -> bool {
+    name == "absent_over_time" || lookup(name).is_some()
+}
+
+pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result<Val, PromError> {
+    let mut steps: Vec<Vector> = vec![Vec::new(); rng.len()];
+    stream(ctx, name, args, rng, &mut |i, labels, v| {
+        steps[i].push(Elem {
+            labels: labels.clone(),
+            v,
+        });
+        Ok(())
+    })?;
+    Ok(Val::Vector(steps))
+}
+
+/// Like [`eval`], but hands each output sample `(step, labels, value)` to `sink` as
+/// soon as its series is processed, so a consumer such as an aggregation never holds
+/// the whole per-series result.
+pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &mut Sink) -> Result<(), PromError> {
+    let n = rng.len();
+    if name == "absent_over_time" {
+        let a = arg(args, 0)?;
+        let mut present = vec![false; n];
+        ctx.for_each_range_series(a, rng, &mut |_, pts, spec| {
+            for (i, p) in present.iter_mut().enumerate() {
+                if !*p && !spec.window(pts, rng.t(i)).is_empty() {
+                    *p = true;
+                }
+            }
+            Ok(())
+        })?;
+        let labels = absent_labels(a);
+        for (i, p) in present.into_iter().enumerate() {
+            if !p {
+                sink(i, &labels, 1.0)?;
+            }
+        }
+        return Ok(());
+    }
+    let f = lookup(name).ok_or_else(|| PromError::BadData(format!("unknown function {name}")))?;
+    let mat_idx = if f == F::Quantile { 1 } else { 0 };
+    let mut scalars: Vec<Vec<f64>> = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        if i != mat_idx {
+            scalars.push(ctx.eval_scalar(a, rng)?);
+        }
+    }
+    let sc = |k: usize, i: usize| scalars.get(k).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN);
+    let mat = unparen(arg(args, mat_idx)?);
+    // Rate extrapolation uses the selector's own range, also for subqueries.
+    let keep_name = f == F::Last;
+    let mut seen: HashSet<Labels> = HashSet::new();
+    ctx.for_each_range_series(mat, rng, &mut |labels, pts, spec| {
+        let out_labels = if keep_name {
+            labels.clone()
+        } else {
+            labels.without_metric_name()
+        };
+        let mut any = false;
+        for i in 0..n {
+            let t = rng.t(i);
+            let w = spec.window(pts, t);
+            if w.is_empty() {
+                continue;
+            }
+            let end = spec.end_at(t);
+            let start = end.saturating_sub(spec.range);
+            let v = match f {
+                F::Rate => extrapolated_rate(w, start, end, true, true),
+                F::Increase => extrapolated_rate(w, start, end, true, false),
+                F::Delta => extrapolated_rate(w, start, end, false, false),
+                F::Irate => instant_value(w, true),
+                F::Idelta => instant_value(w, false),
+                F::Deriv => (w.len() >= 2).then(|| linear_regression(w, w[0].0).0),
+                F::PredictLinear => (w.len() >= 2).then(|| {
+                    let (slope, intercept) = linear_regression(w, t);
+                    slope * sc(0, i) + intercept
+                }),
+                F::HoltWinters => holt_winters(w, sc(0, i), sc(1, i))?,
+                F::Resets => Some(w.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64),
+                F::Changes => Some(
+                    w.windows(2)
+                        .filter(|p| p[1].1 != p[0].1 && !(p[1].1.is_nan() && p[0].1.is_nan()))
+                        .count() as f64,
+                ),
+                F::Avg => Some(avg(w)),
+                F::Min => Some(
+                    w.iter()
+                        .fold(w[0].1, |m, p| if p.1 < m || m.is_nan() { p.1 } else { m }),
+                ),
+                F::Max => Some(
+                    w.iter()
+                        .fold(w[0].1, |m, p| if p.1 > m || m.is_nan() { p.1 } else { m }),
+                ),
+                F::Sum => Some(kahan_sum(w.iter().map(|p| p.1))),
+                F::Count => Some(w.len() as f64),
+                F::Last => Some(w[w.len() - 1].1),
+                F::Present => Some(1.0),
+                F::Quantile => {
+                    let mut vals: Vec<f64> = w.iter().map(|p| p.1).collect();
+                    Some(quantile(sc(0, i), &mut vals))
+                }
+                F::Stddev => Some(stdvar(w).sqrt()),
+                F::Stdvar => Some(stdvar(w)),
+            };
+            if let Some(v) = v {
+                sink(i, &out_labels, v)?;
+                any = true;
+            }
+        }
+        if any && !seen.insert(out_labels) {
+            return Err(dup_labelset());
+        }
+        Ok(())
+    })
+}
+
+/// `rate`/`increase`/`delta`: the change over the samples in the window, extrapolated
+/// towards the window's edges (by at most half a sample interval beyond the data, and
+/// for counters never below zero), exactly as Prometheus 2.x.
+fn extrapolated_rate(
+    w: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let (first, last) = (w[0], w[w.len() - 1]);
+    let mut result = last.1 - first.1;
+    if is_counter {
+        let mut prev = 0.0;
+        for p in w {
+            if p.1 < prev {
+                result += prev;
+            }
+            prev = p.1;
+        }
+    }
+    let mut duration_to_start = (first.0 - range_start) as f64 / 1000.0;
+    let duration_to_end = (range_end - last.0) as f64 / 1000.0;
+    let sampled = (last.0 - first.0) as f64 / 1000.0;
+    let avg_between = sampled / (w.len() - 1) as f64;
+    if is_counter && result > 0.0 && first.1 >= 0.0 {
+        let to_zero = sampled * (first.1 / result);
+        if to_zero < duration_to_start {
+            duration_to_start = to_zero;
+        }
+    }
+    let threshold = avg_between * 1.1;
+    let mut interval = sampled;
+    interval += if duration_to_start < threshold {
+        duration_to_start
+    } else {
+        avg_between / 2.0
+    };
+    interval += if duration_to_end < threshold {
+        duration_to_end
+    } else {
+        avg_between / 2.0
+    };
+    // One factor, as Prometheus ≥ 2.40 computes it (the order matters in the last ulp,
+    // which decides ties in topk/bottomk).
+    let mut factor = interval / sampled;
+    if is_rate {
+        factor /= (range_end - range_start) as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// `irate`/`idelta`: from the last two samples only.
+fn instant_value(w: &[(i64, f64)], is_rate: bool) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let (prev, last) = (w[w.len() - 2], w[w.len() - 1]);
+    let mut result = if is_rate && last.1 < prev.1 {
+        last.1
+    } else {
+        last.1 - prev.1
+    };
+    let interval = last.0 - prev.0;
+    if interval == 0 {
+        return None;
+    }
+    if is_rate {
+        result /= interval as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+/// Least-squares fit of value over time (seconds relative to `intercept_time`):
+/// returns (slope, intercept). A constant series has slope 0 (NaN if infinite).
+fn linear_regression(w: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
+    let init = w[0].1;
+    let const_y = w.iter().all(|p| p.1 == init);
+    if const_y {
+        if init.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init);
+    }
+    let n = w.len() as f64;
+    let (mut sx, mut sy, mut sxy, mut sx2) = (0.0, 0.0, 0.0, 0.0);
+    let (mut cx, mut cy, mut cxy, mut cx2) = (0.0, 0.0, 0.0, 0.0);
+    for p in w {
+        let x = (p.0 - intercept_time) as f64 / 1000.0;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(p.1, sy, cy);
+        (sxy, cxy) = kahan_inc(x * p.1, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+/// Prometheus 2.x `holt_winters` (double exponential smoothing).
+fn holt_winters(w: &[(i64, f64)], sf: f64, tf: f64) -> Result<Option<f64>, PromError> {
+    if sf.is_nan() || sf <= 0.0 || sf >= 1.0 {
+        return Err(PromError::Execution(format!(
+            "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}"
+        )));
+    }
+    if tf.is_nan() || tf <= 0.0 || tf >= 1.0 {
+        return Err(PromError::Execution(format!(
+            "invalid trend factor. Expected: 0 < tf < 1, got: {tf}"
+        )));
+    }
+    if w.len() < 2 {
+        return Ok(None);
+    }
+    let mut s0 = 0.0;
+    let mut s1 = w[0].1;
+    let mut b = w[1].1 - w[0].1;
+    for (i, p) in w.iter().enumerate().skip(1) {
+        let x = sf * p.1;
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Ok(Some(s1))
+}
+
+/// One Kahan–Neumaier step (Prometheus's `kahanSumInc`): returns (sum, compensation).
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+pub(crate) fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
+    let (mut sum, mut c) = (0.0f64, 0.0f64);
+    for v in vals {
+        let t = sum + v;
+        if t.is_infinite() {
+            c = 0.0;
+        } else if sum.abs() >= v.abs() {
+            c += (sum - t) + v;
+        } else {
+            c += (v - t) + sum;
+        }
+        sum = t;
+    }
+    if sum.is_infinite() {
+        sum
+    } else {
+        sum + c
+    }
+}
+
+/// Incremental mean that avoids overflow and keeps an infinite mean stable.
+fn avg(w: &[(i64, f64)]) -> f64 {
+    let mut mean = 0.0f64;
+    let mut count = 0.0;
+    for p in w {
+        count += 1.0;
+        if mean.is_infinite() {
+            if p.1.is_infinite() && (mean > 0.0) == (p.1 > 0.0) {
+                continue;
+            }
+            if !p.1.is_infinite() && !p.1.is_nan() {
+                continue;
+            }
+        }
+        mean += p.1 / count - mean / count;
+    }
+    mean
+}
+
+/// Population variance (Welford).
+fn stdvar(w: &[(i64, f64)]) -> f64 {
+    let (mut count, mut mean, mut aux) = (0.0f64, 0.0f64, 0.0f64);
+    for p in w {
+        count += 1.0;
+        let delta = p.1 - mean;
+        mean += delta / count;
+        aux += delta * (p.1 - mean);
+    }
+    aux / count
+}

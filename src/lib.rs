@@ -15,3 +15,4 @@ pub mod query;
 pub mod segment;
 pub mod store;
 pub mod wal;
+pub mod workload;

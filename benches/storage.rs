@@ -96,22 +96,30 @@ fn main() {
     };
     let store = Store::open(tmp.path(), opts.clone()).expect("open");
 
-    // 1. Head memory per active series: first hour, measured by RSS.
-    let first = batches(&w, 240, 0, 240.min(w.samples_per_series));
+    // 1. Live-shaped appends (one sample per series per batch, as a scrape or a tick of
+    //    Kafka events arrives) for the first hour; resident memory per active head series.
+    let hour = 240.min(w.samples_per_series);
+    let ticks = batches(&w, 1, 0, hour);
+    let n: usize = ticks.iter().map(|b| b.samples()).sum();
     let rss0 = rss_bytes();
-    for b in &first {
+    let t = Instant::now();
+    for b in &ticks {
         store.append(b).expect("append");
     }
+    let secs = t.elapsed().as_secs_f64();
     let rss1 = rss_bytes();
-    let st = store.stats();
-    drop(first);
+    drop(ticks);
     println!(
-        "head memory: {:.0} B RSS per active series ({} series, {} samples in head; head estimate {:.0} B/series incl. {} samples each)",
+        "append (live, 1 sample/series/batch): {:.2} M samples/s ({n} samples in {secs:.2} s)",
+        n as f64 / secs / 1e6
+    );
+    let st = store.stats();
+    println!(
+        "head memory: {:.0} B RSS per active series incl. index ({} series, {} samples each); head structures alone {:.0} B/series",
         (rss1.saturating_sub(rss0)) as f64 / w.series_count() as f64,
         st.head_series,
-        st.head_samples,
-        st.head_bytes as f64 / st.head_series.max(1) as f64,
         st.head_samples / st.head_series.max(1),
+        st.head_bytes as f64 / st.head_series.max(1) as f64,
     );
 
     // 2. Append throughput on one core (bulk: 1 h per series per batch).
@@ -166,23 +174,6 @@ fn main() {
         scanned as f64 / secs / 1e6
     );
     drop(snap);
-    store.close().expect("close");
-
-    // 5. Live-shaped appends: one sample per series per batch (what a scrape or a tick of
-    //    Kafka events looks like), into a fresh store.
-    let tmp2 = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(tmp2.path(), opts).expect("open");
-    let ticks = batches(&w, 1, 0, 60.min(w.samples_per_series));
-    let n: usize = ticks.iter().map(|b| b.samples()).sum();
-    let t = Instant::now();
-    for b in &ticks {
-        store.append(b).expect("append");
-    }
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "append (live, 1 sample/series/batch): {:.2} M samples/s ({n} samples in {secs:.2} s)",
-        n as f64 / secs / 1e6
-    );
     store.close().expect("close");
 }
 

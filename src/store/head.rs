@@ -1,8 +1,10 @@
 //! The head: samples since the last flush, in memory, queryable as soon as appended.
 //!
-//! Per series, in-order samples go to a small open buffer that is sealed into an
-//! encoded chunk every [`CHUNK_SAMPLES`] samples (this keeps memory per active series
-//! low); samples older than the newest one go to a sorted out-of-order buffer. Reads
+//! Per series, in-order samples go to a small open buffer (exactly [`OPEN_SAMPLES`]
+//! slots) that is sealed into an encoded chunk when full; every [`MERGE_CHUNKS`] small
+//! chunks are re-encoded as one, so per-chunk overhead stays low. This keeps memory per
+//! active series near the compressed size of its samples plus one small buffer. Samples
+//! older than the newest one go to a sorted out-of-order buffer. Reads
 //! merge the two, so late data is visible immediately. Duplicate timestamps are
 //! resolved with [`combine`]: out-of-order copies are always the newer ones.
 
@@ -11,13 +13,16 @@ use crate::index::SeriesId;
 use crate::model::sample::combine;
 use crate::model::SeriesKind;
 
-/// Samples per sealed head chunk.
-pub const CHUNK_SAMPLES: usize = 120;
+/// Slots in a series' open (uncompressed) buffer.
+pub const OPEN_SAMPLES: usize = 32;
+/// Small sealed chunks merged into one.
+pub const MERGE_CHUNKS: usize = 4;
 
 #[derive(Debug)]
 struct HeadChunk {
     min_t: i64,
     max_t: i64,
+    count: u32,
     bytes: Box<[u8]>,
 }
 
@@ -62,9 +67,13 @@ impl HeadSeries {
             }
             Some(last) if ts == last => self.push_ooo(ts, v),
             _ => {
+                if self.open_ts.capacity() == 0 {
+                    self.open_ts.reserve_exact(OPEN_SAMPLES);
+                    self.open_vals.reserve_exact(OPEN_SAMPLES);
+                }
                 self.open_ts.push(ts);
                 self.open_vals.push(v);
-                if self.open_ts.len() >= CHUNK_SAMPLES {
+                if self.open_ts.len() >= OPEN_SAMPLES {
                     self.seal();
                 }
                 false
@@ -90,23 +99,26 @@ impl HeadSeries {
         if self.open_ts.is_empty() {
             return;
         }
-        let mut bytes = Vec::with_capacity(self.open_ts.len() * 2);
-        encode_block(
-            &self.open_ts,
-            &self.open_vals,
-            self.kind.value,
-            &BlockEncodeOptions::default(),
-            &mut bytes,
-        );
-        self.chunks.push(HeadChunk {
-            min_t: self.open_ts[0],
-            max_t: self.open_ts[self.open_ts.len() - 1],
-            bytes: bytes.into_boxed_slice(),
-        });
+        self.chunks
+            .push(encode_chunk(&self.open_ts, &self.open_vals, self.kind));
         self.open_ts.clear();
         self.open_vals.clear();
-        self.open_ts.shrink_to(CHUNK_SAMPLES);
-        self.open_vals.shrink_to(CHUNK_SAMPLES);
+        let n = self.chunks.len();
+        if n >= MERGE_CHUNKS
+            && self.chunks[n - MERGE_CHUNKS..]
+                .iter()
+                .all(|c| c.count as usize <= OPEN_SAMPLES)
+        {
+            let (mut ts, mut vals) = (Vec::with_capacity(OPEN_SAMPLES * MERGE_CHUNKS), Vec::new());
+            let ok = self.chunks[n - MERGE_CHUNKS..]
+                .iter()
+                .all(|c| decode_block(&c.bytes, self.kind.value, &mut ts, &mut vals).is_ok());
+            // Chunks were encoded by us moments ago; if one ever failed to decode, keep them as they are.
+            if ok {
+                self.chunks.truncate(n - MERGE_CHUNKS);
+                self.chunks.push(encode_chunk(&ts, &vals, self.kind));
+            }
+        }
     }
 
     /// Appends the merged samples in `[start, end]` to the outputs (sorted, unique).
@@ -141,6 +153,17 @@ impl HeadSeries {
                 .sum::<usize>()
             + self.open_ts.capacity() * 16
             + self.ooo.capacity() * 16
+    }
+}
+
+fn encode_chunk(ts: &[i64], vals: &[u64], kind: SeriesKind) -> HeadChunk {
+    let mut bytes = Vec::with_capacity(ts.len() * 2);
+    encode_block(ts, vals, kind.value, &BlockEncodeOptions::default(), &mut bytes);
+    HeadChunk {
+        min_t: ts[0],
+        max_t: ts[ts.len() - 1],
+        count: ts.len() as u32,
+        bytes: bytes.into_boxed_slice(),
     }
 }
 

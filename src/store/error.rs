@@ -33,4 +33,6 @@ pub enum StoreError {
     Options { name: &'static str, reason: String },
     #[error("store is closed")]
     Closed,
+    #[error("internal error: {0}")]
+    Internal(String),
 }

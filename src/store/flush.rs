@@ -102,10 +102,7 @@ impl Inner {
             ts.clear();
             vals.clear();
             head.read(*id, i64::MIN, i64::MAX, &mut ts, &mut vals)
-                .map_err(|e| StoreError::Options {
-                    name: "head",
-                    reason: format!("head chunk decode failed: {e}"),
-                })?;
+                .map_err(|e| StoreError::Internal(format!("head chunk decode failed: {e}")))?;
             let mut i = 0;
             while i < ts.len() {
                 let p = self.partition_of(ts[i]);

@@ -184,7 +184,7 @@ fn ingest_and_queries_run_concurrently() {
     // spanning several series may be seen partially by a concurrent query (no cross-series
     // isolation, as in Prometheus without its isolation feature).
     let mut reads = 0;
-    let mut last = vec![0usize; 6];
+    let mut last = [0usize; 6];
     while !done.load(Ordering::SeqCst) || reads == 0 {
         for (labels, ts, _) in read_all(&store.snapshot()) {
             let i: usize = labels.get("i").unwrap().parse().unwrap();

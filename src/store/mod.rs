@@ -214,20 +214,42 @@ impl Inner {
     }
 
     fn maintenance_loop(self: Arc<Self>) {
+        // With the interval fsync policy this thread also bounds how long an acknowledged
+        // write can sit un-synced when appends stop.
+        let sync_every = match self.opts.fsync {
+            crate::wal::FsyncPolicy::Interval(d) => Some(d),
+            crate::wal::FsyncPolicy::EveryBatch => None,
+        };
+        let tick = sync_every.map_or(self.opts.maintenance_interval, |d| {
+            d.min(self.opts.maintenance_interval)
+        });
+        let mut last_maintain = Instant::now();
         loop {
             {
                 let mut stop = self.wake.0.lock();
                 if !*stop {
-                    self.wake.1.wait_for(&mut stop, self.opts.maintenance_interval);
+                    self.wake.1.wait_for(&mut stop, tick);
                 }
                 if *stop {
                     return;
                 }
             }
-            if let Err(e) = self.maintain() {
-                tracing::error!(error = %e, "store maintenance failed; will retry");
+            if sync_every.is_some() {
+                if let Err(e) = self.writer.lock().wal.sync() {
+                    tracing::error!(error = %e, "background WAL fsync failed; will retry");
+                }
+            }
+            if last_maintain.elapsed() >= self.opts.maintenance_interval || self.head_over_limit() {
+                last_maintain = Instant::now();
+                if let Err(e) = self.maintain() {
+                    tracing::error!(error = %e, "store maintenance failed; will retry");
+                }
             }
         }
+    }
+
+    fn head_over_limit(&self) -> bool {
+        self.writer.lock().head.read().samples() >= self.opts.head_max_samples
     }
 
     fn maintain(&self) -> Result<(), StoreError> {

@@ -41,8 +41,8 @@
 //!              bit's field is f = d[j] + (1 if d[j] >= z else 0), so d = f - (f > z)
 //!   other modes are invalid.
 //!
-//! Radix digits: with k the largest count such that R^k <= 2^32 (k = 1 if R = 1) and
-//! b the bit width of R^k - 1 (b = 0 if R = 1, b <= 32), the digits are cut into
+//! Radix digits: with k the largest count such that R^k <= 2^64 (k = 1 if R = 1) and
+//! b the bit width of R^k - 1 (b = 0 if R = 1, b <= 64), the digits are cut into
 //! ceil(count / k) groups of k (the last may be short: its missing digits are 0); group g holds
 //! sum_i digit[g*k + i] * R^i and is written as a b-bit field, LSB-first (see
 //! `bits.rs`), for ceil(b * ceil(count / k) / 8) bytes in all. Digits are decoded as
@@ -146,19 +146,21 @@ fn normalize(res: &mut [i64]) -> (i64, u64) {
 }
 
 /// Digits per group `k` and bits per group `b` of radix `r` (1 <= r <= MAX_RADIX):
-/// `k` is the largest count with `r^k <= 2^32`, `b` the bit width of `r^k - 1`.
+/// `k` is the largest count with `r^k <= 2^64`, `b` the bit width of `r^k - 1`.
 /// Radix 1 has only the digit 0 and takes no bits: (1, 0).
 #[inline]
 fn radix_params(r: u64) -> (usize, u32) {
     if r <= 1 {
         return (1, 0);
     }
+    let r = u128::from(r);
     let (mut k, mut p) = (1usize, r);
-    while p * r <= 1 << 32 {
+    while p * r <= 1 << 64 {
         p *= r;
         k += 1;
     }
-    (k, width_of(p - 1))
+    // p <= 2^64, so p - 1 fits in u64.
+    (k, width_of((p - 1) as u64))
 }
 
 /// Bytes of `cnt` radix-`r` digits packed in groups.
@@ -254,8 +256,9 @@ fn write_radix(digits: impl Iterator<Item = u64>, r: u64, out: &mut Vec<u8>) {
     let mut bw = BitWriter::new(out);
     let (mut g, mut p, mut i) = (0u64, 1u64, 0usize);
     for d in digits {
+        // d * p + g < r^(i+1) <= 2^64; p wraps to 0 only after the group's last digit.
         g += d * p;
-        p *= r;
+        p = p.wrapping_mul(r);
         i += 1;
         if i == k {
             bw.write(g, b);
@@ -508,12 +511,12 @@ struct RadixReader<'a> {
     b: u32,
     mask: u64,
     k: usize,
-    radix: u32,
-    /// floor(2^64 / radix) + 1 (u64::MAX for radix 1): `(g * recip) >> 64 == g / radix`
-    /// for every g < 2^32, since the error g * (recip - 2^64 / radix) / 2^64 < 2^-32
+    radix: u64,
+    /// floor(2^64 / radix) + 1 (u64::MAX for radix 1): `(x * recip) >> 64 == x / radix`
+    /// for every x < 2^48, since the error x * (recip - 2^64 / radix) / 2^64 < 2^-16
     /// cannot carry a fraction of at most 1 - 1/radix (radix <= 2^16) past an integer.
     recip: u64,
-    group: u32,
+    group: u64,
     left: usize,
 }
 
@@ -529,77 +532,46 @@ impl<'a> RadixReader<'a> {
             ext,
             bit: 0,
             b,
-            mask: (1u64 << b) - 1,
+            mask: if b >= 64 { u64::MAX } else { (1u64 << b) - 1 },
             k,
-            // radix <= MAX_RADIX = 2^16.
-            radix: radix as u32,
+            radix,
             recip: if radix <= 1 { u64::MAX } else { u64::MAX / radix + 1 },
             group: 0,
             left: 0,
         })
     }
 
+    /// `x / radix` for x < 2^48 (see `recip`).
+    #[inline(always)]
+    fn div(&self, x: u64) -> u64 {
+        ((u128::from(self.recip) * u128::from(x)) >> 64) as u64
+    }
+
     /// The next digit (a corrupt group may give a last digit >= radix; callers wrap).
     #[inline(always)]
     fn next(&mut self) -> u64 {
         if self.left == 0 {
-            // b <= 32, so the group fits in u32.
-            self.group = ((load_le_u64(self.ext, self.bit >> 3) >> (self.bit & 7)) & self.mask) as u32;
+            let (byte, sh) = (self.bit >> 3, (self.bit & 7) as u32);
+            let mut g = load_le_u64(self.ext, byte) >> sh;
+            if sh > 0 && self.b + sh > 64 {
+                g |= load_le_u64(self.ext, byte + 8) << (64 - sh);
+            }
+            self.group = g & self.mask;
             self.bit += self.b as usize;
             self.left = self.k;
         }
         self.left -= 1;
+        // Long division by radix in two steps of < 2^48, each exact (see `recip`).
         let g = self.group;
-        // q = g / radix, exactly (see `recip`); q <= g, so d does not wrap.
-        let q = ((u128::from(self.recip) * u128::from(g)) >> 64) as u32;
-        let d = g - q.wrapping_mul(self.radix);
-        self.group = q;
-        u64::from(d)
-    }
-}
-
-/// Decodes `n` values written by [`encode_ints`], appending them to `out`.
-/// `n` must already be capped by the caller (it sizes the output). On error `out` may
-/// hold some appended values; the block decoder truncates them away.
-pub fn decode_ints<W: Word>(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<W>) -> Result<(), DecodeError> {
-    let at = r.pos();
-    match r.u8()? {
-        TAG_CONST => {
-            let v = W::from_i64(r.ivarint()?);
-            out.extend(std::iter::repeat_n(v, n));
-            Ok(())
-        }
-        TAG_FOR => {
-            let order = r.u8()? as usize;
-            if order > 2 || order > n {
-                return Err(DecodeError::Invalid(format!("ints order {order} at byte {at}")));
-            }
-            let v0 = if order >= 1 { r.ivarint()? } else { 0 };
-            let d1 = if order >= 2 { r.ivarint()? } else { 0 };
-            let base = r.ivarint()?;
-            let mult = r.uvarint()?;
-            let log2 = r.u8()?;
-            if !(MIN_MB_LOG2..=MAX_MB_LOG2).contains(&log2) {
-                return Err(DecodeError::Invalid(format!("miniblock size 2^{log2} at byte {at}")));
-            }
-            let mb = 1usize << log2;
-            out.reserve(n);
-            let count = n - order;
-            match order {
-                0 => unpack_miniblocks(r, count, (base, mult, mb), Raw, out),
-                1 => {
-                    out.push(W::from_i64(v0));
-                    unpack_miniblocks(r, count, (base, mult, mb), Delta(v0), out)
-                }
-                _ => {
-                    let v1 = v0.wrapping_add(d1);
-                    out.push(W::from_i64(v0));
-                    out.push(W::from_i64(v1));
-                    unpack_miniblocks(r, count, (base, mult, mb), DoD(v1, d1), out)
-                }
-            }
-        }
-        t => Err(DecodeError::Invalid(format!("unknown ints tag {t} at byte {at}"))),
+        let (hi, lo) = (g >> 32, g & 0xffff_ffff);
+        let qh = self.div(hi);
+        // qh * radix <= hi, and hi - qh * radix < radix <= 2^16: t < 2^48.
+        let t = ((hi - qh * self.radix) << 32) | lo;
+        let ql = self.div(t);
+        let d = t - ql * self.radix;
+        // ql < 2^32 since t < radix * 2^32.
+        self.group = (qh << 32) | ql;
+        d
     }
 }
 
@@ -660,16 +632,21 @@ pub(crate) mod tests {
                 }),
             (any::<i64>(), 1usize..200).prop_map(|(v, n)| vec![v; n]),
             // Small uniform steps (RADIX miniblocks).
-            (any::<i64>(), 1u64..300, proptest::collection::vec(any::<u64>(), 1..3000)).prop_map(|(s, m, steps)| {
-                let mut v = s;
-                steps
-                    .iter()
-                    .map(|d| {
-                        v = v.wrapping_add((d % m) as i64);
-                        v
-                    })
-                    .collect()
-            }),
+            (
+                any::<i64>(),
+                1u64..300,
+                proptest::collection::vec(any::<u64>(), 1..3000)
+            )
+                .prop_map(|(s, m, steps)| {
+                    let mut v = s;
+                    steps
+                        .iter()
+                        .map(|d| {
+                            v = v.wrapping_add((d % m) as i64);
+                            v
+                        })
+                        .collect()
+                }),
             // Often-flat walks (SPARSE miniblocks), also with rare far outliers.
             (
                 any::<i64>(),
@@ -809,30 +786,32 @@ pub(crate) mod tests {
     #[test]
     fn radix_params_fill_32_bits() {
         assert_eq!(radix_params(1), (1, 0));
-        assert_eq!(radix_params(2), (32, 32));
-        assert_eq!(radix_params(21), (7, 31));
-        assert_eq!(radix_params(61), (5, 30));
-        assert_eq!(radix_params(100), (4, 27));
-        assert_eq!(radix_params(MAX_RADIX), (2, 32));
+        assert_eq!(radix_params(2), (64, 64));
+        assert_eq!(radix_params(13), (17, 63));
+        assert_eq!(radix_params(21), (14, 62));
+        assert_eq!(radix_params(61), (10, 60));
+        assert_eq!(radix_params(100), (9, 60));
+        assert_eq!(radix_params(MAX_RADIX), (4, 64));
         for r in 2..=MAX_RADIX {
             let (k, b) = radix_params(r);
-            assert!(r.pow(k as u32) <= 1 << 32 && r.pow(k as u32 + 1) > 1 << 32, "{r}");
-            assert_eq!(b, width_of(r.pow(k as u32) - 1));
+            let big = u128::from(r);
+            assert!(big.pow(k as u32) <= 1 << 64 && big.pow(k as u32 + 1) > 1 << 64, "{r}");
+            assert_eq!(b, 128 - (big.pow(k as u32) - 1).leading_zeros());
         }
     }
 
     #[test]
     fn radix_reciprocal_is_exact() {
         for radix in (2..=MAX_RADIX).step_by(7).chain([2, 3, 10, 255, 256, 65535, 65536]) {
-            let recip = u64::MAX / radix + 1;
-            let r = radix as u32;
-            let mut gs = vec![0u32, 1, u32::MAX, u32::MAX - 1, r - 1, r, r + 1];
-            for q in [u32::MAX / r, u32::MAX / r - 1, u32::MAX / r / 2, 12345 % (u32::MAX / r)] {
-                gs.extend([q * r, q * r + r - 1, (q * r).saturating_sub(1)]);
+            let b: Vec<u8> = Vec::new();
+            let rd = RadixReader::new(&mut ByteReader::new(&b), radix, 0).unwrap();
+            let lim = 1u64 << 48;
+            let mut xs = vec![0u64, 1, lim - 1, lim - 2, radix - 1, radix, radix + 1];
+            for q in [(lim - 1) / radix, (lim - 1) / radix - 1, lim / radix / 2, 12345] {
+                xs.extend([q * radix, q * radix + radix - 1, (q * radix).saturating_sub(1)]);
             }
-            for g in gs {
-                let q = ((u128::from(recip) * u128::from(g)) >> 64) as u32;
-                assert_eq!(q, g / r, "{g} / {r}");
+            for x in xs {
+                assert_eq!(rd.div(x), x / radix, "{x} / {radix}");
             }
         }
     }
@@ -899,7 +878,7 @@ pub(crate) mod tests {
         };
         assert!(decode(&[65], 1).is_err()); // width 65
         assert!(decode(&[0x82], 1).is_err()); // unknown mode
-        // Radix 2^16 + 1 is over the cap; 2^16 is fine.
+                                              // Radix 2^16 + 1 is over the cap; 2^16 is fine.
         assert!(decode(&[MODE_RADIX, 0x80, 0x80, 0x04, 1, 0, 0, 0], 1).is_err());
         assert_eq!(decode(&[MODE_RADIX, 0xff, 0xff, 0x03, 7, 0, 0, 0], 1), Ok(()));
         // Truncated digits and bitmaps.

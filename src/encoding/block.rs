@@ -531,15 +531,15 @@ mod tests {
             }
         }
         let (mut before, mut after) = (0, 0);
-        for m in 0..totals.len() {
+        for (m, (t, &cnt)) in totals.iter().zip(&samples).enumerate() {
             let name = w.series(m).0.metric_name().unwrap_or("?").to_string();
             eprintln!(
                 "{m} {name:<22} bits-only {:.4} B/sample, all modes {:.4} B/sample",
-                totals[m][0] as f64 / samples[m] as f64,
-                totals[m][1] as f64 / samples[m] as f64
+                t[0] as f64 / cnt as f64,
+                t[1] as f64 / cnt as f64
             );
-            before += totals[m][0];
-            after += totals[m][1];
+            before += t[0];
+            after += t[1];
         }
         let n: usize = samples.iter().sum();
         eprintln!(

@@ -41,8 +41,9 @@
 //!              bit's field is f = d[j] + (1 if d[j] >= z else 0), so d = f - (f > z)
 //!   other modes are invalid.
 //!
-//! Radix digits: with k the largest count such that R^k <= 2^64 (k = 1 if R = 1) and
-//! b the bit width of R^k - 1 (b = 0 if R = 1, b <= 64), the digits are cut into
+//! Radix digits: with b(k) the bit width of R^k - 1, k is the count with R^k <= 2^48
+//! that minimises b(k) / k, the largest such k on ties (k = 1, b = 0 if R = 1), and
+//! b = b(k) <= 48. The digits are cut into
 //! ceil(count / k) groups of k (the last may be short: its missing digits are 0); group g holds
 //! sum_i digit[g*k + i] * R^i and is written as a b-bit field, LSB-first (see
 //! `bits.rs`), for ceil(b * ceil(count / k) / 8) bytes in all. Digits are decoded as
@@ -70,6 +71,8 @@ const MODE_RADIX: u8 = 0x80;
 const MODE_SPARSE: u8 = 0x81;
 /// Largest radix of the RADIX and SPARSE modes (so a group holds at least 2 digits).
 const MAX_RADIX: u64 = 1 << 16;
+/// Radix groups are below 2^48, so one multiply by a reciprocal divides them exactly.
+const MAX_GROUP: u64 = 1 << 48;
 
 /// An output element: decoded i64 values are stored either as i64 or as their u64 bits.
 pub trait Word: Copy {
@@ -146,21 +149,26 @@ fn normalize(res: &mut [i64]) -> (i64, u64) {
 }
 
 /// Digits per group `k` and bits per group `b` of radix `r` (1 <= r <= MAX_RADIX):
-/// `k` is the largest count with `r^k <= 2^64`, `b` the bit width of `r^k - 1`.
+/// among the counts `k` with `r^k <= 2^48`, the one with the fewest bits per digit
+/// `b / k` (the largest such `k` on ties), where `b` is the bit width of `r^k - 1`.
 /// Radix 1 has only the digit 0 and takes no bits: (1, 0).
 #[inline]
 fn radix_params(r: u64) -> (usize, u32) {
     if r <= 1 {
         return (1, 0);
     }
-    let r = u128::from(r);
     let (mut k, mut p) = (1usize, r);
-    while p * r <= 1 << 64 {
+    let mut best = (1usize, width_of(r - 1));
+    // r <= 2^16 and p <= 2^48: p * r cannot overflow.
+    while p * r <= MAX_GROUP {
         p *= r;
         k += 1;
+        let b = width_of(p - 1);
+        if b as usize * best.0 <= best.1 as usize * k {
+            best = (k, b);
+        }
     }
-    // p <= 2^64, so p - 1 fits in u64.
-    (k, width_of((p - 1) as u64))
+    best
 }
 
 /// Bytes of `cnt` radix-`r` digits packed in groups.
@@ -227,7 +235,7 @@ fn plan_miniblock(c: &[i64], scratch: &mut Vec<u64>) -> (u64, Mode, usize) {
     if bits_only() {
         return (mn, best.0, head + best.1);
     }
-    if range >= 2 && range < MAX_RADIX {
+    if (2..MAX_RADIX).contains(&range) {
         let r = range + 1;
         let cost = uvarint_len(r - 1) + radix_bytes(c.len(), r);
         if cost < best.1 {
@@ -235,7 +243,7 @@ fn plan_miniblock(c: &[i64], scratch: &mut Vec<u64>) -> (u64, Mode, usize) {
         }
     }
     // A bitmap costs 1 bit per field: worth trying only if some value is common.
-    if range >= 1 && range <= MAX_RADIX && c.len() >= 16 {
+    if (1..=MAX_RADIX).contains(&range) && c.len() >= 16 {
         let (zq, zc) = most_frequent(c, scratch);
         let z = zq - mn;
         let r = range;
@@ -256,9 +264,9 @@ fn write_radix(digits: impl Iterator<Item = u64>, r: u64, out: &mut Vec<u8>) {
     let mut bw = BitWriter::new(out);
     let (mut g, mut p, mut i) = (0u64, 1u64, 0usize);
     for d in digits {
-        // d * p + g < r^(i+1) <= 2^64; p wraps to 0 only after the group's last digit.
+        // d * p + g < r^(i+1) <= 2^48.
         g += d * p;
-        p = p.wrapping_mul(r);
+        p *= r;
         i += 1;
         if i == k {
             bw.write(g, b);
@@ -513,7 +521,7 @@ struct RadixReader<'a> {
     k: usize,
     radix: u64,
     /// floor(2^64 / radix) + 1 (u64::MAX for radix 1): `(x * recip) >> 64 == x / radix`
-    /// for every x < 2^48, since the error x * (recip - 2^64 / radix) / 2^64 < 2^-16
+    /// for every x < 2^48 (every group), since the error x * (recip - 2^64 / radix) / 2^64 < 2^-16
     /// cannot carry a fraction of at most 1 - 1/radix (radix <= 2^16) past an integer.
     recip: u64,
     group: u64,
@@ -532,7 +540,7 @@ impl<'a> RadixReader<'a> {
             ext,
             bit: 0,
             b,
-            mask: if b >= 64 { u64::MAX } else { (1u64 << b) - 1 },
+            mask: (1u64 << b) - 1,
             k,
             radix,
             recip: if radix <= 1 { u64::MAX } else { u64::MAX / radix + 1 },
@@ -552,26 +560,62 @@ impl<'a> RadixReader<'a> {
     fn next(&mut self) -> u64 {
         if self.left == 0 {
             let (byte, sh) = (self.bit >> 3, (self.bit & 7) as u32);
-            let mut g = load_le_u64(self.ext, byte) >> sh;
-            if sh > 0 && self.b + sh > 64 {
-                g |= load_le_u64(self.ext, byte + 8) << (64 - sh);
-            }
-            self.group = g & self.mask;
+            // b <= 48, so one load holds the group.
+            self.group = (load_le_u64(self.ext, byte) >> sh) & self.mask;
             self.bit += self.b as usize;
             self.left = self.k;
         }
         self.left -= 1;
-        // Long division by radix in two steps of < 2^48, each exact (see `recip`).
+        // The group is < 2^b <= 2^48, so the division is exact (see `recip`).
         let g = self.group;
-        let (hi, lo) = (g >> 32, g & 0xffff_ffff);
-        let qh = self.div(hi);
-        // qh * radix <= hi, and hi - qh * radix < radix <= 2^16: t < 2^48.
-        let t = ((hi - qh * self.radix) << 32) | lo;
-        let ql = self.div(t);
-        let d = t - ql * self.radix;
-        // ql < 2^32 since t < radix * 2^32.
-        self.group = (qh << 32) | ql;
-        d
+        let q = self.div(g);
+        self.group = q;
+        g - q * self.radix
+    }
+}
+
+/// Decodes `n` values written by [`encode_ints`], appending them to `out`.
+/// `n` must already be capped by the caller (it sizes the output). On error `out` may
+/// hold some appended values; the block decoder truncates them away.
+pub fn decode_ints<W: Word>(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<W>) -> Result<(), DecodeError> {
+    let at = r.pos();
+    match r.u8()? {
+        TAG_CONST => {
+            let v = W::from_i64(r.ivarint()?);
+            out.extend(std::iter::repeat_n(v, n));
+            Ok(())
+        }
+        TAG_FOR => {
+            let order = r.u8()? as usize;
+            if order > 2 || order > n {
+                return Err(DecodeError::Invalid(format!("ints order {order} at byte {at}")));
+            }
+            let v0 = if order >= 1 { r.ivarint()? } else { 0 };
+            let d1 = if order >= 2 { r.ivarint()? } else { 0 };
+            let base = r.ivarint()?;
+            let mult = r.uvarint()?;
+            let log2 = r.u8()?;
+            if !(MIN_MB_LOG2..=MAX_MB_LOG2).contains(&log2) {
+                return Err(DecodeError::Invalid(format!("miniblock size 2^{log2} at byte {at}")));
+            }
+            let mb = 1usize << log2;
+            out.reserve(n);
+            let count = n - order;
+            match order {
+                0 => unpack_miniblocks(r, count, (base, mult, mb), Raw, out),
+                1 => {
+                    out.push(W::from_i64(v0));
+                    unpack_miniblocks(r, count, (base, mult, mb), Delta(v0), out)
+                }
+                _ => {
+                    let v1 = v0.wrapping_add(d1);
+                    out.push(W::from_i64(v0));
+                    out.push(W::from_i64(v1));
+                    unpack_miniblocks(r, count, (base, mult, mb), DoD(v1, d1), out)
+                }
+            }
+        }
+        t => Err(DecodeError::Invalid(format!("unknown ints tag {t} at byte {at}"))),
     }
 }
 
@@ -784,20 +828,24 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn radix_params_fill_32_bits() {
+    fn radix_params_minimise_bits_per_digit() {
         assert_eq!(radix_params(1), (1, 0));
-        assert_eq!(radix_params(2), (64, 64));
-        assert_eq!(radix_params(13), (17, 63));
-        assert_eq!(radix_params(21), (14, 62));
-        assert_eq!(radix_params(61), (10, 60));
-        assert_eq!(radix_params(100), (9, 60));
-        assert_eq!(radix_params(MAX_RADIX), (4, 64));
+        assert_eq!(radix_params(2), (48, 48));
+        assert_eq!(radix_params(MAX_RADIX), (3, 48));
         for r in 2..=MAX_RADIX {
             let (k, b) = radix_params(r);
-            let big = u128::from(r);
-            assert!(big.pow(k as u32) <= 1 << 64 && big.pow(k as u32 + 1) > 1 << 64, "{r}");
-            assert_eq!(b, 128 - (big.pow(k as u32) - 1).leading_zeros());
+            let valid: Vec<(usize, u32)> = (1..=48u32)
+                .take_while(|&j| r.checked_pow(j).is_some_and(|p| p <= MAX_GROUP))
+                .map(|j| (j as usize, width_of(r.pow(j) - 1)))
+                .collect();
+            assert!(valid.contains(&(k, b)), "{r}: {k} {b}");
+            for (j, c) in valid {
+                assert!(b as usize * j <= c as usize * k, "{r}: {k} {b} vs {j} {c}");
+            }
         }
+        // Fewer bits than fixed width for the workload's shapes.
+        assert!(radix_params(21).1 as f64 / radix_params(21).0 as f64 <= 4.4);
+        assert!(radix_params(100).1 as f64 / radix_params(100).0 as f64 <= 6.67);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! ```text
 //! u8      tag
 //!
-//! tag 0x00  REGULAR: every delta equal (also used for n == 1, with delta 0)
+//! tag 0x00  REGULAR: every delta equal (also used for n == 1, with delta 0); the
+//!           encoder uses it when t[0] and delta are not both multiples of 10
 //!   ivarint  t[0]
 //!   ivarint  delta            t[i] = t[0] + i * delta (wrapping)
 //!
@@ -17,11 +18,12 @@
 //!   u8       e in 1..=18
 //!   ivarint  a                t[0] = a * 10^e (must not overflow)
 //!   ivarint  d                delta = d * 10^e (must not overflow)
+//!           The encoder picks the largest such e.
 //!
 //! tag 0x01  GENERAL: an "ints" section (see `ints.rs`) holding t[0..n].
 //!           Its encoder picks delta-of-delta order for jittery scrapes, divides out
 //!           the common factor of the residuals (e.g. 1_000_000 for millisecond-aligned
-//!           nanosecond timestamps) and bit-packs them at the minimal width per miniblock.
+//!           nanosecond timestamps) and packs them per miniblock (fixed width or radix).
 //! ```
 
 use super::ints::{decode_ints, encode_ints};

@@ -159,9 +159,8 @@ fn radix_params(r: u64) -> (usize, u32) {
     }
     let (mut k, mut p) = (1usize, r);
     let mut best = (1usize, width_of(r - 1));
-    // r <= 2^16 and p <= 2^48: p * r cannot overflow.
-    while p * r <= MAX_GROUP {
-        p *= r;
+    while let Some(next) = p.checked_mul(r).filter(|&x| x <= MAX_GROUP) {
+        p = next;
         k += 1;
         let b = width_of(p - 1);
         if b as usize * best.0 <= best.1 as usize * k {

@@ -927,7 +927,8 @@ pub(crate) mod tests {
         assert!(decode(&[0x82], 1).is_err()); // unknown mode
                                               // Radix 2^16 + 1 is over the cap; 2^16 is fine.
         assert!(decode(&[MODE_RADIX, 0x80, 0x80, 0x04, 1, 0, 0, 0], 1).is_err());
-        assert_eq!(decode(&[MODE_RADIX, 0xff, 0xff, 0x03, 7, 0, 0, 0], 1), Ok(()));
+        assert_eq!(decode(&[MODE_RADIX, 0xff, 0xff, 0x03, 7, 0, 0, 0, 0, 0], 1), Ok(()));
+        assert!(decode(&[MODE_RADIX, 0xff, 0xff, 0x03, 7, 0, 0, 0, 0], 1).is_err());
         // Truncated digits and bitmaps.
         assert!(decode(&[MODE_RADIX, 2, 0, 0, 0], 8).is_err());
         assert!(decode(&[MODE_SPARSE, 0, 2], 8).is_err());

@@ -923,9 +923,10 @@ pub(crate) mod tests {
             let mut out: Vec<i64> = Vec::new();
             decode_ints(&mut ByteReader::new(&b), n, &mut out)
         };
-        assert!(decode(&[65], 1).is_err()); // width 65
-        assert!(decode(&[0x82], 1).is_err()); // unknown mode
-                                              // Radix 2^16 + 1 is over the cap; 2^16 is fine.
+        // Width 65 and an unknown mode.
+        assert!(decode(&[65], 1).is_err());
+        assert!(decode(&[0x82], 1).is_err());
+        // Radix 2^16 + 1 is over the cap; 2^16 is fine (3 digits per 48-bit group).
         assert!(decode(&[MODE_RADIX, 0x80, 0x80, 0x04, 1, 0, 0, 0], 1).is_err());
         assert_eq!(decode(&[MODE_RADIX, 0xff, 0xff, 0x03, 7, 0, 0, 0, 0, 0], 1), Ok(()));
         assert!(decode(&[MODE_RADIX, 0xff, 0xff, 0x03, 7, 0, 0, 0, 0], 1).is_err());

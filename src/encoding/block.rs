@@ -477,24 +477,75 @@ mod tests {
             ("xor", (0..N).map(|i| (i as f64).sqrt().to_bits()).collect()),
         ];
         for (name, vals) in &cases {
-            for (oname, opts) in [("plain", &NO_ZSTD), ("zstd3", &ZSTD)] {
-                let b = encode(&ts, vals, ValueKind::Float, opts);
-                let (mut dt, mut dv) = (Vec::with_capacity(N), Vec::with_capacity(N));
-                let iters = 20_000;
-                let t = std::time::Instant::now();
-                for _ in 0..iters {
-                    dt.clear();
-                    dv.clear();
-                    let n = decode_block(std::hint::black_box(&b), ValueKind::Float, &mut dt, &mut dv);
-                    assert_eq!(n, Ok(N));
+            for bits_only in [true, false] {
+                for (oname, opts) in [("plain", &NO_ZSTD), ("zstd3", &ZSTD)] {
+                    let b = crate::encoding::ints::tests::with_bits_only(bits_only, || {
+                        encode(&ts, vals, ValueKind::Float, opts)
+                    });
+                    let (mut dt, mut dv) = (Vec::with_capacity(N), Vec::with_capacity(N));
+                    let iters = 20_000;
+                    let t = std::time::Instant::now();
+                    for _ in 0..iters {
+                        dt.clear();
+                        dv.clear();
+                        let n = decode_block(std::hint::black_box(&b), ValueKind::Float, &mut dt, &mut dv);
+                        assert_eq!(n, Ok(N));
+                    }
+                    let secs = t.elapsed().as_secs_f64();
+                    let fmt = if bits_only { "bits-only" } else { "all modes" };
+                    eprintln!(
+                        "{name:<10} {fmt} {oname}: {:.4} B/sample, {:.0} M samples/s",
+                        b.len() as f64 / N as f64,
+                        (iters * N) as f64 / secs / 1e6
+                    );
                 }
-                let secs = t.elapsed().as_secs_f64();
-                eprintln!(
-                    "{name:<10} {oname}: {:.4} B/sample, {:.0} M samples/s",
-                    b.len() as f64 / N as f64,
-                    (iters * N) as f64 / secs / 1e6
-                );
             }
         }
+    }
+
+    /// Bytes per sample of the standard workload's shapes, per metric, as compaction
+    /// writes them (blocks of up to 2048 samples, zstd level 9); run with
+    /// `cargo test --release --lib encoding::block::tests::workload_breakdown -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn workload_breakdown() {
+        let w = crate::workload::Workload {
+            tenants: 2,
+            ..crate::workload::Workload::default()
+        };
+        let opts = BlockEncodeOptions { zstd_level: Some(9) };
+        let mut totals = [[0usize; 2]; crate::workload::METRICS_PER_INSTANCE];
+        let mut samples = [0usize; crate::workload::METRICS_PER_INSTANCE];
+        for i in 0..w.series_count() {
+            let mut d = crate::workload::SeriesData::default();
+            w.samples(i, 0, w.samples_per_series, &mut d);
+            let kind = w.value_kind(i);
+            let m = i % crate::workload::METRICS_PER_INSTANCE;
+            for (ts, vals) in d.ts.chunks(2048).zip(d.values.chunks(2048)) {
+                for (j, bits_only) in [true, false].into_iter().enumerate() {
+                    let b = crate::encoding::ints::tests::with_bits_only(bits_only, || encode(ts, vals, kind, &opts));
+                    totals[m][j] += b.len();
+                }
+                roundtrip(ts, vals, kind, &opts);
+                samples[m] += ts.len();
+            }
+        }
+        let (mut before, mut after) = (0, 0);
+        for (m, (t, &cnt)) in totals.iter().zip(&samples).enumerate() {
+            let name = w.series(m).0.metric_name().unwrap_or("?").to_string();
+            eprintln!(
+                "{m} {name:<22} bits-only {:.4} B/sample, all modes {:.4} B/sample",
+                t[0] as f64 / cnt as f64,
+                t[1] as f64 / cnt as f64
+            );
+            before += t[0];
+            after += t[1];
+        }
+        let n: usize = samples.iter().sum();
+        eprintln!(
+            "all: bits-only {:.4} B/sample, all modes {:.4} B/sample",
+            before as f64 / n as f64,
+            after as f64 / n as f64
+        );
     }
 }

@@ -8,14 +8,22 @@
 //! ```text
 //! u8      tag
 //!
-//! tag 0x00  REGULAR: every delta equal (also used for n == 1, with delta 0)
+//! tag 0x00  REGULAR: every delta equal (also used for n == 1, with delta 0); the
+//!           encoder uses it when t[0] and delta are not both multiples of 10
 //!   ivarint  t[0]
 //!   ivarint  delta            t[i] = t[0] + i * delta (wrapping)
+//!
+//! tag 0x02  REGULAR_SCALED: like REGULAR, with both numbers divided by a power of ten
+//!           (scrape timestamps are usually whole seconds or milliseconds)
+//!   u8       e in 1..=18
+//!   ivarint  a                t[0] = a * 10^e (must not overflow)
+//!   ivarint  d                delta = d * 10^e (must not overflow)
+//!           The encoder picks the largest such e.
 //!
 //! tag 0x01  GENERAL: an "ints" section (see `ints.rs`) holding t[0..n].
 //!           Its encoder picks delta-of-delta order for jittery scrapes, divides out
 //!           the common factor of the residuals (e.g. 1_000_000 for millisecond-aligned
-//!           nanosecond timestamps) and bit-packs them at the minimal width per miniblock.
+//!           nanosecond timestamps) and packs them per miniblock (fixed width or radix).
 //! ```
 
 use super::ints::{decode_ints, encode_ints};
@@ -23,6 +31,8 @@ use super::varint::{put_ivarint, ByteReader, DecodeError};
 
 const TAG_REGULAR: u8 = 0;
 const TAG_GENERAL: u8 = 1;
+const TAG_REGULAR_SCALED: u8 = 2;
+const MAX_SCALE_EXP: u32 = 18;
 
 /// Encodes a timestamp column (see the module docs for the layout).
 pub fn encode_timestamps(ts: &[i64], out: &mut Vec<u8>) {
@@ -34,9 +44,24 @@ pub fn encode_timestamps(ts: &[i64], out: &mut Vec<u8>) {
     // delta > 0 rules out a wrapped delta (strictly increasing input), so the decoder's
     // overflow check passes.
     if ts.len() == 1 || (delta > 0 && ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) == delta)) {
-        out.push(TAG_REGULAR);
-        put_ivarint(out, t0);
-        put_ivarint(out, delta);
+        // The largest power of ten dividing both (10^18 < i64::MAX).
+        let e = (1..=MAX_SCALE_EXP)
+            .take_while(|&e| t0 % 10i64.pow(e) == 0 && delta % 10i64.pow(e) == 0)
+            .last();
+        match e {
+            Some(e) => {
+                let p = 10i64.pow(e);
+                out.push(TAG_REGULAR_SCALED);
+                out.push(e as u8);
+                put_ivarint(out, t0 / p);
+                put_ivarint(out, delta / p);
+            }
+            None => {
+                out.push(TAG_REGULAR);
+                put_ivarint(out, t0);
+                put_ivarint(out, delta);
+            }
+        }
     } else {
         out.push(TAG_GENERAL);
         encode_ints(ts, out);
@@ -51,23 +76,20 @@ pub fn decode_timestamps(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<i64>) -
         TAG_REGULAR => {
             let t0 = r.ivarint()?;
             let delta = r.ivarint()?;
-            // Strictly increasing without overflow iff delta > 0 and the last one fits.
-            let last = i64::try_from(n.saturating_sub(1))
-                .ok()
-                .and_then(|k| delta.checked_mul(k))
-                .and_then(|span| t0.checked_add(span));
-            if n > 1 && (delta <= 0 || last.is_none()) {
-                return Err(DecodeError::Invalid(format!(
-                    "regular timestamps at byte {at} are not strictly increasing"
-                )));
+            regular(t0, delta, n, at, out)
+        }
+        TAG_REGULAR_SCALED => {
+            let e = u32::from(r.u8()?);
+            let a = r.ivarint()?;
+            let d = r.ivarint()?;
+            if !(1..=MAX_SCALE_EXP).contains(&e) {
+                return Err(DecodeError::Invalid(format!("timestamp scale 10^{e} at byte {at}")));
             }
-            let mut t = t0;
-            out.extend((0..n).map(|_| {
-                let v = t;
-                t = t.wrapping_add(delta);
-                v
-            }));
-            Ok(())
+            let p = 10i64.pow(e);
+            match (a.checked_mul(p), d.checked_mul(p)) {
+                (Some(t0), Some(delta)) => regular(t0, delta, n, at, out),
+                _ => Err(DecodeError::Invalid(format!("scaled timestamps overflow at byte {at}"))),
+            }
         }
         TAG_GENERAL => {
             let start = out.len();
@@ -81,6 +103,27 @@ pub fn decode_timestamps(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<i64>) -
         }
         t => Err(DecodeError::Invalid(format!("unknown timestamps tag {t} at byte {at}"))),
     }
+}
+
+/// Appends `n` timestamps `t0 + i * delta`, checking they strictly increase.
+fn regular(t0: i64, delta: i64, n: usize, at: usize, out: &mut Vec<i64>) -> Result<(), DecodeError> {
+    // Strictly increasing without overflow iff delta > 0 and the last one fits.
+    let last = i64::try_from(n.saturating_sub(1))
+        .ok()
+        .and_then(|k| delta.checked_mul(k))
+        .and_then(|span| t0.checked_add(span));
+    if n > 1 && (delta <= 0 || last.is_none()) {
+        return Err(DecodeError::Invalid(format!(
+            "regular timestamps at byte {at} are not strictly increasing"
+        )));
+    }
+    let mut t = t0;
+    out.extend((0..n).map(|_| {
+        let v = t;
+        t = t.wrapping_add(delta);
+        v
+    }));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -148,7 +191,26 @@ mod tests {
     fn ts_shapes() {
         let step = 15_000_000_000i64;
         let regular: Vec<i64> = (0..2048).map(|i| 1_700_000_000_000_000_000 + i * step).collect();
-        assert!(roundtrip(&regular) <= 16);
+        assert!(roundtrip(&regular) <= 9);
+        // Not a multiple of 10: unscaled.
+        let odd: Vec<i64> = (0..2048).map(|i| 1_700_000_000_000_000_001 + i * step).collect();
+        assert!(roundtrip(&odd) <= 16);
+        roundtrip(&[0]);
+        roundtrip(&[-1_000_000_000_000_000_000, 0, 1_000_000_000_000_000_000]);
+        roundtrip(&[i64::MAX - 7]);
+        roundtrip(&[i64::MIN]);
+        roundtrip(&[i64::MIN + 8, 0]);
+        // Scaled values whose product overflows, or a bad exponent, are rejected.
+        let mut out = vec![TAG_REGULAR_SCALED, 18];
+        put_ivarint(&mut out, 10);
+        put_ivarint(&mut out, 1);
+        assert!(decode_timestamps(&mut ByteReader::new(&out), 2, &mut Vec::new()).is_err());
+        for e in [0u8, 19, 255] {
+            let mut out = vec![TAG_REGULAR_SCALED, e];
+            put_ivarint(&mut out, 1);
+            put_ivarint(&mut out, 1);
+            assert!(decode_timestamps(&mut ByteReader::new(&out), 2, &mut Vec::new()).is_err());
+        }
         assert!(roundtrip(&[i64::MIN, i64::MAX]) <= 25);
         roundtrip(&[i64::MIN]);
         roundtrip(&[i64::MIN, -1, 0, i64::MAX]);

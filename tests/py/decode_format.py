@@ -170,6 +170,38 @@ def kind_of(b):
 
 # ---- §10 column sections ------------------------------------------------------------
 
+MODE_STATS = {}  # miniblock mode byte -> count, reported in the segment output
+
+
+def read_radix_value(r):
+    """RADIX/SPARSE: uvarint R - 1 with 1 <= R <= 2^16."""
+    rm1 = r.uvarint()
+    if rm1 >= 1 << 16:
+        raise FormatError(f"radix {rm1} + 1 out of range")
+    return rm1 + 1
+
+
+def read_radix_digits(r, radix, count):
+    """Radix digits: groups of k digits (R^k <= 2^32) as b-bit fields, lowest digit first."""
+    if radix == 1:
+        k, b = 1, 0
+    else:
+        k, p = 1, radix
+        while p * radix <= 1 << 32:
+            p *= radix
+            k += 1
+        b = (p - 1).bit_length()
+    groups = (count + k - 1) // k
+    br = BitReader(r.bytes((b * groups + 7) // 8))
+    digits = []
+    for _ in range(groups):
+        g = br.read(b)
+        for _ in range(k):
+            digits.append(g % radix)
+            g //= radix
+    return digits[:count]
+
+
 def decode_ints(r, n):
     """§10.2: returns n signed i64 values."""
     tag = r.u8()
@@ -193,13 +225,31 @@ def decode_ints(r, n):
     while len(residuals) < m:
         length = min(mb, m - len(residuals))
         qmin = r.uvarint()
-        w = r.u8()
-        if w > 64:
-            raise FormatError(f"bit width {w}")
-        packed = r.bytes((w * length + 7) // 8)
-        br = BitReader(packed)
-        for _ in range(length):
-            q = (qmin + br.read(w)) & MASK64
+        mode = r.u8()
+        if mode <= 64:  # BITS
+            br = BitReader(r.bytes((mode * length + 7) // 8))
+            fields = [br.read(mode) for _ in range(length)]
+        elif mode == 0x80:  # RADIX
+            radix = read_radix_value(r)
+            fields = read_radix_digits(r, radix, length)
+        elif mode == 0x81:  # SPARSE
+            z = r.uvarint()
+            radix = read_radix_value(r)
+            bitmap = BitReader(r.bytes((length + 7) // 8))
+            present = [bitmap.read(1) for _ in range(length)]
+            digits = iter(read_radix_digits(r, radix, sum(present)))
+            fields = []
+            for bit in present:
+                if bit:
+                    d = next(digits)
+                    fields.append(d + (1 if d >= z else 0))
+                else:
+                    fields.append(z)
+        else:
+            raise FormatError(f"miniblock mode {mode}")
+        MODE_STATS[mode] = MODE_STATS.get(mode, 0) + 1
+        for f in fields:
+            q = (qmin + f) & MASK64
             residuals.append(as_i64(base + ((q * mult) & MASK64)))
     if k == 0:
         return residuals
@@ -406,6 +456,7 @@ def decode_segment(path):
             "samples": samples, "version": version, "flags": flags,
         },
         "zstd_blocks": zstd_blocks,
+        "ints_miniblock_modes": {str(k): v for k, v in sorted(MODE_STATS.items())},
         "decoded_samples": total,
         "series": series,
     }

@@ -220,7 +220,13 @@ fn check_segment(path: &Path, entry: &Json) -> Json {
         let (mut ts, mut vals) = (Vec::new(), Vec::new());
         seg.read_series(i, i64::MIN, i64::MAX, &mut ts, &mut vals).unwrap();
         assert_eq!(p["ts"], strings(&ts), "{}: {} timestamps", path.display(), meta.labels);
-        assert_eq!(p["values"], strings(&vals), "{}: {} values", path.display(), meta.labels);
+        assert_eq!(
+            p["values"],
+            strings(&vals),
+            "{}: {} values",
+            path.display(),
+            meta.labels
+        );
     }
     py
 }
@@ -247,7 +253,9 @@ fn python_decoder_written_from_the_document_matches_tally() {
         store.flush().unwrap();
         // Un-flushed appends stay in the WAL, including duplicates of flushed data.
         store.append(&batch(&mut rng, 30 * STEP, 20, 6, 16)).unwrap();
-        store.append(&batch(&mut rng, 2 * HOUR + 200 * STEP, 50, 7, 17)).unwrap();
+        store
+            .append(&batch(&mut rng, 2 * HOUR + 200 * STEP, 50, 7, 17))
+            .unwrap();
         store.close().unwrap();
     }
 

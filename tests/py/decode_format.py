@@ -182,15 +182,20 @@ def read_radix_value(r):
 
 
 def read_radix_digits(r, radix, count):
-    """Radix digits: groups of k digits (R^k <= 2^32) as b-bit fields, lowest digit first."""
+    """Radix digits: groups of k digits as b-bit fields, lowest digit first; k is the count
+    with R^k <= 2^48 that minimises b(k)/k (the largest such k on ties)."""
     if radix == 1:
         k, b = 1, 0
     else:
         k, p = 1, radix
-        while p * radix <= 1 << 32:
+        best = (1, (radix - 1).bit_length())
+        while p * radix <= 1 << 48:
             p *= radix
             k += 1
-        b = (p - 1).bit_length()
+            bk = (p - 1).bit_length()
+            if bk * best[0] <= best[1] * k:
+                best = (k, bk)
+        k, b = best
     groups = (count + k - 1) // k
     br = BitReader(r.bytes((b * groups + 7) // 8))
     digits = []
@@ -273,6 +278,19 @@ def decode_timestamps(r, n):
         t0 = r.ivarint()
         delta = r.ivarint()
         ts = [t0 + i * delta for i in range(n)]
+        if n > 1 and (delta <= 0 or ts[-1] > (1 << 63) - 1):
+            raise FormatError("regular timestamps not strictly increasing")
+        return ts
+    if tag == 0x02:
+        e = r.u8()
+        if not 1 <= e <= 18:
+            raise FormatError(f"timestamp scale exponent {e} out of range")
+        p = 10 ** e
+        t0 = r.ivarint() * p
+        delta = r.ivarint() * p
+        ts = [t0 + i * delta for i in range(n)]
+        if not -(1 << 63) <= t0 <= (1 << 63) - 1 or not -(1 << 63) <= delta <= (1 << 63) - 1:
+            raise FormatError("scaled timestamps overflow i64")
         if n > 1 and (delta <= 0 or ts[-1] > (1 << 63) - 1):
             raise FormatError("regular timestamps not strictly increasing")
         return ts

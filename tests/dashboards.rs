@@ -35,7 +35,7 @@ fn now_s() -> i64 {
         .unwrap_or(0)
 }
 
-fn generate(now: i64) -> Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> {
+fn generate(now: i64) -> Vec<(common::LabelPairs, common::Points)> {
     let mut out = Vec::new();
     let minute_start = (now - 2 * 3600) / 60 * 60;
     let hourly: Vec<i64> = ((now - 62 * 86_400) / 3600..minute_start / 3600)

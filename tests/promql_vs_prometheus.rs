@@ -305,6 +305,71 @@ fn promql_answers_match_prometheus_2_42_over_http() {
         }
         queries_ok += usize::from(all_ok);
     }
+    // Metadata endpoints Grafana's label browser uses: same answers as Prometheus.
+    let meta = [
+        format!("/api/v1/labels?start={t0}&end={end}"),
+        format!("/api/v1/labels?match[]={}&start={t0}&end={end}", urlencode("temp")),
+        format!("/api/v1/label/__name__/values?start={t0}&end={end}"),
+        format!("/api/v1/label/job/values?start={t0}&end={end}"),
+        format!(
+            "/api/v1/label/le/values?match[]={}",
+            urlencode(r#"lat_bucket{svc="x"}"#)
+        ),
+        "/api/v1/label/v/values?match[]=nl".to_string(),
+        format!("/api/v1/series?match[]={}&start={t0}&end={end}", urlencode("temp")),
+        format!(
+            "/api/v1/series?match[]={}&match[]={}",
+            urlencode(r#"req_total{job="api"}"#),
+            urlencode(r#"{__name__=~"info|nl"}"#)
+        ),
+        "/api/v1/series?match[]=nonexistent".to_string(),
+        "/api/v1/series".to_string(),
+        "/api/v1/label/job/values?start=10&end=5".to_string(),
+        "/api/v1/status/buildinfo".to_string(),
+    ];
+    let mut meta_ok = 0;
+    for path in &meta {
+        let ours = http_get(&tally.addr, path).expect("tally");
+        let theirs = http_get(&prom.addr, path).expect("prometheus");
+        let (o, t) = (json(&ours), json(&theirs));
+        assert_eq!(
+            ours.status, theirs.status,
+            "{path}: ours {} theirs {}",
+            ours.body, theirs.body
+        );
+        assert_eq!(o["status"], t["status"], "{path}");
+        assert_eq!(
+            o["errorType"], t["errorType"],
+            "{path}: ours {} theirs {}",
+            ours.body, theirs.body
+        );
+        if path.contains("buildinfo") {
+            let v = |j: &Json| {
+                j["data"]["version"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split('+')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            };
+            assert_eq!(v(&o), v(&t), "buildinfo version");
+        } else if o["status"] == "success" {
+            let sorted = |j: &Json| {
+                let mut v: Vec<String> = j["data"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| x.to_string())
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(sorted(&o), sorted(&t), "{path}");
+        }
+        meta_ok += 1;
+    }
+    println!("metadata endpoints: {meta_ok}/{} agree with Prometheus", meta.len());
     // Sanity: the comparison is not vacuous (Prometheus really has the data).
     let r = json(
         &http_get(

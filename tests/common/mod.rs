@@ -210,9 +210,14 @@ pub fn json(r: &HttpResponse) -> serde_json::Value {
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): status {} body {:?}", r.status, r.body))
 }
 
+/// Label `(name, value)` pairs.
+pub type LabelPairs = Vec<(String, String)>;
+/// `(timestamp, value)` samples.
+pub type Points = Vec<(i64, f64)>;
+
 /// Writes float series (labels as pairs, samples as (ns, value)) into a fresh store in
 /// `dir` and closes it, ready for `TallyServer::start`.
-pub fn load_store(dir: &Path, series: &[(Vec<(String, String)>, Vec<(i64, f64)>)]) {
+pub fn load_store(dir: &Path, series: &[(LabelPairs, Points)]) {
     use tally::model::{LabelLimits, Labels, Sample, SeriesKind, Value};
     use tally::store::{Store, StoreOptions, WriteBatch};
     let store = Store::open(

@@ -1,6 +1,7 @@
 //! The HTTP server: one axum router; each concern adds its routes in its own file.
 
 mod metrics;
+pub mod prometheus;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Instant;
 
 use axum::Router;
 
+use crate::query::promql::EngineOptions;
 use crate::store::Store;
 
 /// Shared state of every handler.
@@ -16,18 +18,28 @@ pub struct AppState {
     pub started: Instant,
     /// False while starting or shutting down; `/readyz` reports it.
     pub ready: AtomicBool,
+    /// PromQL limits (max samples, timeout, lookback) for the Prometheus API.
+    pub engine: EngineOptions,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>) -> Arc<AppState> {
+        AppState::with_engine(store, EngineOptions::default())
+    }
+
+    pub fn with_engine(store: Arc<Store>, engine: EngineOptions) -> Arc<AppState> {
         Arc::new(AppState {
             store,
             started: Instant::now(),
             ready: AtomicBool::new(false),
+            engine,
         })
     }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().merge(metrics::routes()).with_state(state)
+    Router::new()
+        .merge(metrics::routes())
+        .merge(prometheus::routes())
+        .with_state(state)
 }

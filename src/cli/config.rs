@@ -21,6 +21,9 @@ pub struct FileConfig {
     pub flush_interval: Option<String>,
     pub compact_min_segments: Option<usize>,
     pub default_tenant: Option<String>,
+    pub query_max_samples: Option<usize>,
+    pub query_timeout: Option<String>,
+    pub query_lookback_delta: Option<String>,
 }
 
 impl FileConfig {

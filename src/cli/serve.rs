@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::config::{parse_duration, FileConfig};
 use crate::api::{self, AppState};
+use crate::query::promql::EngineOptions;
 use crate::store::{Store, StoreOptions};
 use crate::wal::FsyncPolicy;
 
@@ -48,6 +49,15 @@ pub struct ServeArgs {
     /// Tenant that owns series without a `tenant` label. Default: default
     #[arg(long, value_name = "NAME")]
     pub default_tenant: Option<String>,
+    /// Most samples one PromQL query may load before failing with errorType "execution". Default: 50000000
+    #[arg(long, value_name = "N")]
+    pub query_max_samples: Option<usize>,
+    /// Wall-clock limit per PromQL query (errorType "timeout"); `0s` = unlimited. Default: 2m
+    #[arg(long, value_name = "DURATION")]
+    pub query_timeout: Option<String>,
+    /// How far instant selectors look back for a sample. Default: 5m
+    #[arg(long, value_name = "DURATION")]
+    pub query_lookback_delta: Option<String>,
 }
 
 /// The effective settings after merging flags, config file and defaults.
@@ -56,6 +66,7 @@ pub struct ServeSettings {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub store: StoreOptions,
+    pub engine: EngineOptions,
 }
 
 impl ServeArgs {
@@ -103,10 +114,26 @@ impl ServeArgs {
         if let Some(t) = self.default_tenant.or(file.default_tenant) {
             store.default_tenant = t;
         }
+        let mut engine = EngineOptions::default();
+        if let Some(n) = self.query_max_samples.or(file.query_max_samples) {
+            engine.max_samples = n.max(1);
+        }
+        if let Some(t) = self.query_timeout.or(file.query_timeout) {
+            let d = parse_duration("--query-timeout", &t)?;
+            engine.timeout = (!d.is_zero()).then_some(d);
+        }
+        if let Some(l) = self.query_lookback_delta.or(file.query_lookback_delta) {
+            let d = parse_duration("--query-lookback-delta", &l)?;
+            if d.is_zero() {
+                bail!("--query-lookback-delta must be positive");
+            }
+            engine.lookback_ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        }
         Ok(ServeSettings {
             data_dir,
             listen,
             store,
+            engine,
         })
     }
 }
@@ -127,7 +154,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         .context("store open task")?
         .with_context(|| format!("opening data directory {}", settings.data_dir.display()))?;
     let store = Arc::new(store);
-    let state = AppState::new(store.clone());
+    let state = AppState::with_engine(store.clone(), settings.engine);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding HTTP listener on {}", settings.listen))?;

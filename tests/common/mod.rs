@@ -2,6 +2,8 @@
 //! TcpStream, and a `tally serve` child process that is always stopped by PID.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -22,9 +24,23 @@ pub struct HttpResponse {
 
 /// Minimal HTTP/1.1 request (Connection: close) — enough for tests, no extra crates.
 pub fn http(method: &str, addr: &str, path: &str, body: Option<(&str, &[u8])>) -> std::io::Result<HttpResponse> {
+    http_with_headers(method, addr, path, &[], body)
+}
+
+/// [`http`] with extra request headers (e.g. `("X-Scope-OrgID", "acme")`).
+pub fn http_with_headers(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> std::io::Result<HttpResponse> {
     let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     if let Some((ct, b)) = body {
         req.push_str(&format!("Content-Type: {ct}\r\nContent-Length: {}\r\n", b.len()));
     }
@@ -165,4 +181,74 @@ pub fn read_lines_until(r: &mut BufReader<impl Read>, mut pred: impl FnMut(&str)
             }
         }
     }
+}
+
+/// Percent-encodes a query-string component (RFC 3986 unreserved characters kept).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `k1=v1&k2=v2` with every key and value encoded.
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A response body parsed as JSON (panics with the body when it is not JSON).
+pub fn json(r: &HttpResponse) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): status {} body {:?}", r.status, r.body))
+}
+
+/// Label `(name, value)` pairs.
+pub type LabelPairs = Vec<(String, String)>;
+/// `(timestamp, value)` samples.
+pub type Points = Vec<(i64, f64)>;
+
+/// Writes float series (labels as pairs, samples as (ns, value)) into a fresh store in
+/// `dir` and closes it, ready for `TallyServer::start`.
+pub fn load_store(dir: &Path, series: &[(LabelPairs, Points)]) {
+    use tally::model::{LabelLimits, Labels, Sample, SeriesKind, Value};
+    use tally::store::{Store, StoreOptions, WriteBatch};
+    let store = Store::open(
+        dir,
+        StoreOptions {
+            background: false,
+            fsync: tally::wal::FsyncPolicy::Interval(Duration::from_secs(60)),
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open store");
+    let limits = LabelLimits::default();
+    for chunk in series.chunks(500) {
+        let mut b = WriteBatch::new();
+        for (labels, samples) in chunk {
+            let l = Labels::from_pairs(labels.iter().map(|(k, v)| (k.clone(), v.clone())), &limits).expect("labels");
+            let s = samples
+                .iter()
+                .map(|&(ts, v)| Sample {
+                    ts,
+                    value: Value::Float(v),
+                })
+                .collect();
+            b.add(l, SeriesKind::GAUGE, s);
+        }
+        store.append(&b).expect("append");
+    }
+    store.close().expect("close store");
+}
+
+/// `(name, value)` label pairs from string slices.
+pub fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }

@@ -1,4 +1,4 @@
-//! Differential check against a real Prometheus 2.42 (ignored by default; needs data
+//! Differential check against a real Prometheus 2.42, library level (ignored by default; needs data
 //! prepared outside the repo). `PROMQL_DIFF_DIR` must hold `data.om` (OpenMetrics
 //! lines `name{labels} value unix_seconds`, the file the Prometheus server was loaded
 //! from with `promtool tsdb create-blocks-from openmetrics`) and `results.json` (a
@@ -16,6 +16,10 @@
 //! python3 $REPO/src/query/promql/difftest/run.py            # results.json
 //! PROMQL_DIFF_DIR=$PWD cargo test --release --lib promql_differential -- --ignored --nocapture
 //! ```
+//! The same corpus (`difftest/queries.txt`) runs end to end — data generated in Rust,
+//! both servers started and queried over HTTP — in `tests/promql_vs_prometheus.rs`,
+//! which is part of the normal test suite (`scripts/test.sh`).
+//!
 //! Last run (Prometheus 2.42.0+ds, Debian 12): 2187 of 2187 answers agree, error types included (243 queries ×
 //! 3 range + 6 instant evaluations). Exact ties in `topk`/`bottomk` are avoided in the
 //! query set: Prometheus breaks them by its storage's series order, tally by label order.

@@ -177,6 +177,18 @@ pub fn parse(query: &str) -> Result<Expr, PromError> {
     dialect::parse(query)
 }
 
+/// Parses a series selector (the `match[]` parameter of the metadata endpoints) into
+/// the store's matchers, with the same regex semantics as query selectors.
+pub fn parse_selector(selector: &str) -> Result<Vec<crate::index::Matcher>, PromError> {
+    let expr = parse(selector)?;
+    match engine::unparen(&expr) {
+        Expr::VectorSelector(vs) => engine::Ctx::matchers(vs),
+        _ => Err(PromError::BadData(format!(
+            "invalid series selector {selector:?}: expected a vector selector"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod difftest;
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod encoding;
 pub mod index;
+pub mod ingest;
 pub mod model;
 pub mod segment;
 pub mod store;

@@ -21,6 +21,19 @@ pub struct FileConfig {
     pub flush_interval: Option<String>,
     pub compact_min_segments: Option<usize>,
     pub default_tenant: Option<String>,
+    // Ingest (see docs/ingest.md).
+    pub kafka_brokers: Option<String>,
+    pub topics: Option<Vec<String>>,
+    pub group: Option<String>,
+    pub price_book: Option<PathBuf>,
+    pub max_lateness: Option<String>,
+    pub max_future: Option<String>,
+    pub dedup_window: Option<String>,
+    pub dedup_max_keys: Option<usize>,
+    pub max_event_bytes: Option<usize>,
+    pub batch_max_events: Option<usize>,
+    pub batch_linger: Option<String>,
+    pub kafka_session_timeout: Option<String>,
 }
 
 impl FileConfig {
@@ -32,5 +45,6 @@ impl FileConfig {
 
 /// Parses durations like `15s`, `2h`, `400d`, `1h 30m`.
 pub fn parse_duration(what: &str, s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s.trim()).with_context(|| format!("invalid duration for {what}: {s:?} (examples: 15s, 2h, 400d)"))
+    humantime::parse_duration(s.trim())
+        .with_context(|| format!("invalid duration for {what}: {s:?} (examples: 15s, 2h, 400d)"))
 }

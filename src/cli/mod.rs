@@ -1,12 +1,17 @@
 //! Command-line interface: `tally <subcommand>`.
 
 pub mod config;
+pub mod gen;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tally", version, about = "Embedded time-series cost store with a Prometheus-compatible query server")]
+#[command(
+    name = "tally",
+    version,
+    about = "Embedded time-series cost store with a Prometheus-compatible query server"
+)]
 pub struct Cli {
     /// Log filter (e.g. `info`, `tally=debug`); also read from RUST_LOG.
     #[arg(long, global = true, env = "TALLY_LOG", default_value = "info")]
@@ -19,10 +24,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: store + HTTP API on a local data directory.
     Serve(serve::ServeArgs),
+    /// Produce synthetic cost events to Kafka and print what was sent (JSON).
+    Gen(gen::GenArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Gen(args) => gen::run(args),
     }
 }

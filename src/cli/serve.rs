@@ -10,6 +10,9 @@ use clap::Args;
 
 use super::config::{parse_duration, FileConfig};
 use crate::api::{self, AppState};
+use crate::ingest::kafka::{KafkaConfig, KafkaIngest};
+use crate::ingest::pipeline::PipelineConfig;
+use crate::ingest::{IngestMetrics, Pipeline, PriceBook};
 use crate::store::{Store, StoreOptions};
 use crate::wal::FsyncPolicy;
 
@@ -48,6 +51,42 @@ pub struct ServeArgs {
     /// Tenant that owns series without a `tenant` label. Default: default
     #[arg(long, value_name = "NAME")]
     pub default_tenant: Option<String>,
+    /// Kafka bootstrap servers (HOST:PORT[,HOST:PORT]); enables the Kafka ingest workers.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_brokers: Option<String>,
+    /// Comma-separated topics to consume. Default: cost.compute,cost.storage,cost.network
+    #[arg(long, value_name = "TOPICS", value_delimiter = ',')]
+    pub topics: Option<Vec<String>>,
+    /// Kafka consumer group; tally processes in one group split the partitions. Default: tally
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Price book (TOML, see docs/ingest.md) used to price events that carry a sku but no cost.
+    #[arg(long, value_name = "FILE")]
+    pub price_book: Option<PathBuf>,
+    /// Events older than this are rejected (`too_late`, dead-lettered). Default: 48h
+    #[arg(long, value_name = "DURATION")]
+    pub max_lateness: Option<String>,
+    /// Events further in the future than this are rejected (`too_far_in_future`). Default: 10m
+    #[arg(long, value_name = "DURATION")]
+    pub max_future: Option<String>,
+    /// event_id de-duplication window. Default: 24h
+    #[arg(long, value_name = "DURATION")]
+    pub dedup_window: Option<String>,
+    /// Most event_ids remembered (memory bound, ~50 bytes each). Default: 10000000
+    #[arg(long, value_name = "N")]
+    pub dedup_max_keys: Option<usize>,
+    /// Largest accepted event (Kafka message or NDJSON line), bytes. Default: 65536
+    #[arg(long, value_name = "BYTES")]
+    pub max_event_bytes: Option<usize>,
+    /// Append a Kafka batch once it holds this many events. Default: 20000
+    #[arg(long, value_name = "N")]
+    pub batch_max_events: Option<usize>,
+    /// Append a Kafka batch at least this often. Default: 50ms
+    #[arg(long, value_name = "DURATION")]
+    pub batch_linger: Option<String>,
+    /// Kafka consumer session timeout. Default: 10s
+    #[arg(long, value_name = "DURATION")]
+    pub kafka_session_timeout: Option<String>,
 }
 
 /// The effective settings after merging flags, config file and defaults.
@@ -56,6 +95,10 @@ pub struct ServeSettings {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub store: StoreOptions,
+    pub pipeline: PipelineConfig,
+    pub price_book: Option<PathBuf>,
+    /// Kafka ingest, when `--kafka-brokers` is given.
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl ServeArgs {
@@ -66,9 +109,13 @@ impl ServeArgs {
         };
         let mut store = StoreOptions::default();
         let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
-        let listen_s = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9201".to_string());
-        let listen: SocketAddr =
-            listen_s.parse().with_context(|| format!("invalid --listen address {listen_s:?} (expected HOST:PORT)"))?;
+        let listen_s = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:9201".to_string());
+        let listen: SocketAddr = listen_s
+            .parse()
+            .with_context(|| format!("invalid --listen address {listen_s:?} (expected HOST:PORT)"))?;
         if let Some(r) = self.retention.or(file.retention) {
             store.retention = Some(parse_duration("--retention", &r)?);
         }
@@ -99,13 +146,78 @@ impl ServeArgs {
         if let Some(t) = self.default_tenant.or(file.default_tenant) {
             store.default_tenant = t;
         }
-        Ok(ServeSettings { data_dir, listen, store })
+        let mut pipeline = PipelineConfig::default();
+        pipeline.limits.labels = store.label_limits;
+        if let Some(d) = self.max_lateness.or(file.max_lateness) {
+            pipeline.limits.max_lateness_ns = duration_ns(parse_duration("--max-lateness", &d)?);
+        }
+        if let Some(d) = self.max_future.or(file.max_future) {
+            pipeline.limits.max_future_ns = duration_ns(parse_duration("--max-future", &d)?);
+        }
+        if let Some(n) = self.max_event_bytes.or(file.max_event_bytes) {
+            pipeline.limits.max_payload_bytes = n.max(1);
+        }
+        if let Some(d) = self.dedup_window.or(file.dedup_window) {
+            pipeline.dedup.window = parse_duration("--dedup-window", &d)?;
+        }
+        if let Some(n) = self.dedup_max_keys.or(file.dedup_max_keys) {
+            pipeline.dedup.max_keys = n.max(8);
+        }
+        pipeline.dedup.fsync = matches!(store.fsync, FsyncPolicy::EveryBatch);
+        let price_book = self.price_book.or(file.price_book);
+        let kafka = match self.kafka_brokers.or(file.kafka_brokers) {
+            None => None,
+            Some(brokers) => {
+                let mut k = KafkaConfig {
+                    brokers,
+                    ..KafkaConfig::default()
+                };
+                if let Some(t) = self.topics.or(file.topics) {
+                    k.topics = t
+                        .into_iter()
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty())
+                        .collect();
+                    if k.topics.is_empty() {
+                        bail!("--topics must name at least one topic");
+                    }
+                }
+                if let Some(g) = self.group.or(file.group) {
+                    k.group = g;
+                }
+                if let Some(n) = self.batch_max_events.or(file.batch_max_events) {
+                    k.batch_max_events = n.max(1);
+                }
+                if let Some(d) = self.batch_linger.or(file.batch_linger) {
+                    k.batch_linger = parse_duration("--batch-linger", &d)?;
+                }
+                if let Some(d) = self.kafka_session_timeout.or(file.kafka_session_timeout) {
+                    k.session_timeout = parse_duration("--kafka-session-timeout", &d)?;
+                }
+                Some(k)
+            }
+        };
+        Ok(ServeSettings {
+            data_dir,
+            listen,
+            store,
+            pipeline,
+            price_book,
+            kafka,
+        })
     }
+}
+
+fn duration_ns(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(serve(settings))
 }
 
@@ -117,6 +229,30 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         .with_context(|| format!("opening data directory {}", settings.data_dir.display()))?;
     let store = Arc::new(store);
     let state = AppState::new(store.clone());
+    let prices = match &settings.price_book {
+        Some(p) => PriceBook::load(p)?,
+        None => PriceBook::default(),
+    };
+    let metrics = Arc::new(IngestMetrics::default());
+    let (st2, pcfg) = (store.clone(), settings.pipeline.clone());
+    let pipeline = tokio::task::spawn_blocking(move || Pipeline::new(st2, prices, pcfg, metrics))
+        .await
+        .context("ingest pipeline task")??;
+    let pipeline = Arc::new(pipeline);
+    let _ = state.ingest.set(pipeline.clone());
+    let kafka = match settings.kafka.clone() {
+        Some(k) => {
+            tracing::info!(brokers = %k.brokers, topics = ?k.topics, group = %k.group, "starting Kafka ingest");
+            let p = pipeline.clone();
+            Some(
+                tokio::task::spawn_blocking(move || KafkaIngest::start(p, k))
+                    .await
+                    .context("kafka start task")??,
+            )
+        }
+        None => None,
+    };
+    drop(pipeline);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding HTTP listener on {}", settings.listen))?;
@@ -132,9 +268,16 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         })
         .await
         .context("HTTP server")?;
+    if let Some(k) = kafka {
+        tokio::task::spawn_blocking(move || k.shutdown(std::time::Duration::from_secs(30)))
+            .await
+            .context("kafka shutdown task")?;
+    }
     drop(state);
     let store = Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("store still in use at shutdown"))?;
-    tokio::task::spawn_blocking(move || store.close()).await.context("store close task")??;
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("store close task")??;
     tracing::info!("store closed cleanly");
     Ok(())
 }

@@ -14,20 +14,13 @@ use super::AppState;
 use crate::store::metrics::{Counter, Histogram};
 
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 async fn healthz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let stats = st.store.stats();
     let ingest_degraded = st.ingest.get().is_some_and(|p| p.metrics.degraded());
-    let status = if stats.quarantined_segments > 0 || ingest_degraded {
-        "degraded"
-    } else {
-        "ok"
-    };
+    let status = if stats.quarantined_segments > 0 || ingest_degraded { "degraded" } else { "ok" };
     Json(serde_json::json!({
         "status": status,
         "kafka": if ingest_degraded { "unreachable" } else { "ok" },
@@ -40,19 +33,13 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     if st.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, Json(serde_json::json!({"status": "ready"})))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "not ready"})),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "not ready"})))
     }
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let body = render(&st);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        body,
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
 fn counter(out: &mut String, name: &str, help: &str, c: &Counter) {
@@ -69,114 +56,36 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     for (le, c) in buckets {
         let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {c}");
     }
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
-    );
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
 }
 
 pub fn render(st: &AppState) -> String {
     let m = st.store.metrics();
     let s = st.store.stats();
     let mut out = String::with_capacity(4096);
-    counter(
-        &mut out,
-        "tally_samples_appended_total",
-        "Samples acknowledged by the store.",
-        &m.samples_appended,
-    );
-    counter(
-        &mut out,
-        "tally_series_created_total",
-        "Series created.",
-        &m.series_created,
-    );
+    counter(&mut out, "tally_samples_appended_total", "Samples acknowledged by the store.", &m.samples_appended);
+    counter(&mut out, "tally_series_created_total", "Series created.", &m.series_created);
     counter(
         &mut out,
         "tally_duplicate_samples_replaced_total",
         "Samples that replaced a conflicting value at the same timestamp (Replace series).",
         &m.duplicates_replaced,
     );
-    counter(
-        &mut out,
-        "tally_head_flushes_total",
-        "Head flushes to segments.",
-        &m.flushes,
-    );
-    counter(
-        &mut out,
-        "tally_compactions_total",
-        "Partition compactions.",
-        &m.compactions,
-    );
-    counter(
-        &mut out,
-        "tally_partitions_dropped_total",
-        "Partitions dropped by retention.",
-        &m.partitions_dropped,
-    );
-    counter(
-        &mut out,
-        "tally_wal_trimmed_bytes_total",
-        "Bytes cut from torn or corrupt WAL tails at open.",
-        &m.wal_trimmed_bytes,
-    );
-    histogram(
-        &mut out,
-        "tally_wal_fsync_seconds",
-        "WAL fsync latency.",
-        &m.wal_fsync_seconds,
-    );
-    histogram(
-        &mut out,
-        "tally_wal_append_seconds",
-        "WAL append latency (write + fsync per policy).",
-        &m.wal_append_seconds,
-    );
-    histogram(
-        &mut out,
-        "tally_flush_seconds",
-        "Head flush duration.",
-        &m.flush_seconds,
-    );
+    counter(&mut out, "tally_head_flushes_total", "Head flushes to segments.", &m.flushes);
+    counter(&mut out, "tally_compactions_total", "Partition compactions.", &m.compactions);
+    counter(&mut out, "tally_partitions_dropped_total", "Partitions dropped by retention.", &m.partitions_dropped);
+    counter(&mut out, "tally_wal_trimmed_bytes_total", "Bytes cut from torn or corrupt WAL tails at open.", &m.wal_trimmed_bytes);
+    histogram(&mut out, "tally_wal_fsync_seconds", "WAL fsync latency.", &m.wal_fsync_seconds);
+    histogram(&mut out, "tally_wal_append_seconds", "WAL append latency (write + fsync per policy).", &m.wal_append_seconds);
+    histogram(&mut out, "tally_flush_seconds", "Head flush duration.", &m.flush_seconds);
     gauge(&mut out, "tally_series", "Series in the index.", s.series as f64);
-    gauge(
-        &mut out,
-        "tally_head_series",
-        "Series with samples in the head.",
-        s.head_series as f64,
-    );
-    gauge(
-        &mut out,
-        "tally_head_samples",
-        "Samples in the head.",
-        s.head_samples as f64,
-    );
-    gauge(
-        &mut out,
-        "tally_head_bytes",
-        "Approximate bytes held by head samples.",
-        s.head_bytes as f64,
-    );
+    gauge(&mut out, "tally_head_series", "Series with samples in the head.", s.head_series as f64);
+    gauge(&mut out, "tally_head_samples", "Samples in the head.", s.head_samples as f64);
+    gauge(&mut out, "tally_head_bytes", "Approximate bytes held by head samples.", s.head_bytes as f64);
     gauge(&mut out, "tally_segments", "Live segment files.", s.segments as f64);
-    gauge(
-        &mut out,
-        "tally_segment_bytes",
-        "Bytes in live segment files.",
-        s.segment_bytes as f64,
-    );
-    gauge(
-        &mut out,
-        "tally_quarantined_segments",
-        "Segments that failed verification.",
-        s.quarantined_segments as f64,
-    );
-    gauge(
-        &mut out,
-        "tally_uptime_seconds",
-        "Seconds since start.",
-        st.started.elapsed().as_secs_f64(),
-    );
+    gauge(&mut out, "tally_segment_bytes", "Bytes in live segment files.", s.segment_bytes as f64);
+    gauge(&mut out, "tally_quarantined_segments", "Segments that failed verification.", s.quarantined_segments as f64);
+    gauge(&mut out, "tally_uptime_seconds", "Seconds since start.", st.started.elapsed().as_secs_f64());
     if let Some(p) = st.ingest.get() {
         p.metrics.render(&mut out);
     }

@@ -23,18 +23,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<Store>) -> Arc<AppState> {
-        Arc::new(AppState {
-            store,
-            started: Instant::now(),
-            ready: AtomicBool::new(false),
-            ingest: OnceLock::new(),
-        })
+        Arc::new(AppState { store, started: Instant::now(), ready: AtomicBool::new(false), ingest: OnceLock::new() })
     }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .merge(metrics::routes())
-        .merge(ingest::routes())
-        .with_state(state)
+    Router::new().merge(metrics::routes()).merge(ingest::routes()).with_state(state)
 }

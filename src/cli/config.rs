@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 /// Every key is optional; unknown keys are an error (typos should not be silently ignored).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
@@ -45,6 +45,5 @@ impl FileConfig {
 
 /// Parses durations like `15s`, `2h`, `400d`, `1h 30m`.
 pub fn parse_duration(what: &str, s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s.trim())
-        .with_context(|| format!("invalid duration for {what}: {s:?} (examples: 15s, 2h, 400d)"))
+    humantime::parse_duration(s.trim()).with_context(|| format!("invalid duration for {what}: {s:?} (examples: 15s, 2h, 400d)"))
 }

@@ -7,11 +7,7 @@ pub mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "tally",
-    version,
-    about = "Embedded time-series cost store with a Prometheus-compatible query server"
-)]
+#[command(name = "tally", version, about = "Embedded time-series cost store with a Prometheus-compatible query server")]
 pub struct Cli {
     /// Log filter (e.g. `info`, `tally=debug`); also read from RUST_LOG.
     #[arg(long, global = true, env = "TALLY_LOG", default_value = "info")]

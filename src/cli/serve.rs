@@ -107,15 +107,12 @@ impl ServeArgs {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
+        let ingest_file = file.clone();
         let mut store = StoreOptions::default();
         let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
-        let listen_s = self
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| "127.0.0.1:9201".to_string());
-        let listen: SocketAddr = listen_s
-            .parse()
-            .with_context(|| format!("invalid --listen address {listen_s:?} (expected HOST:PORT)"))?;
+        let listen_s = self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9201".to_string());
+        let listen: SocketAddr =
+            listen_s.parse().with_context(|| format!("invalid --listen address {listen_s:?} (expected HOST:PORT)"))?;
         if let Some(r) = self.retention.or(file.retention) {
             store.retention = Some(parse_duration("--retention", &r)?);
         }
@@ -146,78 +143,31 @@ impl ServeArgs {
         if let Some(t) = self.default_tenant.or(file.default_tenant) {
             store.default_tenant = t;
         }
-        let mut pipeline = PipelineConfig::default();
-        pipeline.limits.labels = store.label_limits;
-        if let Some(d) = self.max_lateness.or(file.max_lateness) {
-            pipeline.limits.max_lateness_ns = duration_ns(parse_duration("--max-lateness", &d)?);
-        }
-        if let Some(d) = self.max_future.or(file.max_future) {
-            pipeline.limits.max_future_ns = duration_ns(parse_duration("--max-future", &d)?);
-        }
-        if let Some(n) = self.max_event_bytes.or(file.max_event_bytes) {
-            pipeline.limits.max_payload_bytes = n.max(1);
-        }
-        if let Some(d) = self.dedup_window.or(file.dedup_window) {
-            pipeline.dedup.window = parse_duration("--dedup-window", &d)?;
-        }
-        if let Some(n) = self.dedup_max_keys.or(file.dedup_max_keys) {
-            pipeline.dedup.max_keys = n.max(8);
-        }
-        pipeline.dedup.fsync = matches!(store.fsync, FsyncPolicy::EveryBatch);
-        let price_book = self.price_book.or(file.price_book);
-        let kafka = match self.kafka_brokers.or(file.kafka_brokers) {
-            None => None,
-            Some(brokers) => {
-                let mut k = KafkaConfig {
-                    brokers,
-                    ..KafkaConfig::default()
-                };
-                if let Some(t) = self.topics.or(file.topics) {
-                    k.topics = t
-                        .into_iter()
-                        .map(|t| t.trim().to_string())
-                        .filter(|t| !t.is_empty())
-                        .collect();
-                    if k.topics.is_empty() {
-                        bail!("--topics must name at least one topic");
-                    }
-                }
-                if let Some(g) = self.group.or(file.group) {
-                    k.group = g;
-                }
-                if let Some(n) = self.batch_max_events.or(file.batch_max_events) {
-                    k.batch_max_events = n.max(1);
-                }
-                if let Some(d) = self.batch_linger.or(file.batch_linger) {
-                    k.batch_linger = parse_duration("--batch-linger", &d)?;
-                }
-                if let Some(d) = self.kafka_session_timeout.or(file.kafka_session_timeout) {
-                    k.session_timeout = parse_duration("--kafka-session-timeout", &d)?;
-                }
-                Some(k)
-            }
-        };
-        Ok(ServeSettings {
-            data_dir,
-            listen,
-            store,
-            pipeline,
-            price_book,
-            kafka,
-        })
+        let (pipeline, price_book, kafka) = ingest_settings(
+            IngestFlags {
+                kafka_brokers: self.kafka_brokers,
+                topics: self.topics,
+                group: self.group,
+                price_book: self.price_book,
+                max_lateness: self.max_lateness,
+                max_future: self.max_future,
+                dedup_window: self.dedup_window,
+                dedup_max_keys: self.dedup_max_keys,
+                max_event_bytes: self.max_event_bytes,
+                batch_max_events: self.batch_max_events,
+                batch_linger: self.batch_linger,
+                kafka_session_timeout: self.kafka_session_timeout,
+            },
+            &ingest_file,
+            &store,
+        )?;
+        Ok(ServeSettings { data_dir, listen, store, pipeline, price_book, kafka })
     }
-}
-
-fn duration_ns(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(serve(settings))
 }
 
@@ -229,30 +179,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         .with_context(|| format!("opening data directory {}", settings.data_dir.display()))?;
     let store = Arc::new(store);
     let state = AppState::new(store.clone());
-    let prices = match &settings.price_book {
-        Some(p) => PriceBook::load(p)?,
-        None => PriceBook::default(),
-    };
-    let metrics = Arc::new(IngestMetrics::default());
-    let (st2, pcfg) = (store.clone(), settings.pipeline.clone());
-    let pipeline = tokio::task::spawn_blocking(move || Pipeline::new(st2, prices, pcfg, metrics))
-        .await
-        .context("ingest pipeline task")??;
-    let pipeline = Arc::new(pipeline);
-    let _ = state.ingest.set(pipeline.clone());
-    let kafka = match settings.kafka.clone() {
-        Some(k) => {
-            tracing::info!(brokers = %k.brokers, topics = ?k.topics, group = %k.group, "starting Kafka ingest");
-            let p = pipeline.clone();
-            Some(
-                tokio::task::spawn_blocking(move || KafkaIngest::start(p, k))
-                    .await
-                    .context("kafka start task")??,
-            )
-        }
-        None => None,
-    };
-    drop(pipeline);
+    let kafka = start_ingest(&settings.pipeline, settings.price_book.as_deref(), settings.kafka.clone(), &store, &state).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding HTTP listener on {}", settings.listen))?;
@@ -275,9 +202,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     }
     drop(state);
     let store = Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("store still in use at shutdown"))?;
-    tokio::task::spawn_blocking(move || store.close())
-        .await
-        .context("store close task")??;
+    tokio::task::spawn_blocking(move || store.close()).await.context("store close task")??;
     tracing::info!("store closed cleanly");
     Ok(())
 }
@@ -303,5 +228,109 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// Ingest flags (kept apart so the merge logic stays in one place).
+struct IngestFlags {
+    kafka_brokers: Option<String>,
+    topics: Option<Vec<String>>,
+    group: Option<String>,
+    price_book: Option<PathBuf>,
+    max_lateness: Option<String>,
+    max_future: Option<String>,
+    dedup_window: Option<String>,
+    dedup_max_keys: Option<usize>,
+    max_event_bytes: Option<usize>,
+    batch_max_events: Option<usize>,
+    batch_linger: Option<String>,
+    kafka_session_timeout: Option<String>,
+}
+
+fn duration_ns(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn ingest_settings(
+    f: IngestFlags,
+    file: &FileConfig,
+    store: &StoreOptions,
+) -> anyhow::Result<(PipelineConfig, Option<PathBuf>, Option<KafkaConfig>)> {
+    let mut pipeline = PipelineConfig::default();
+    pipeline.limits.labels = store.label_limits;
+    if let Some(d) = f.max_lateness.or(file.max_lateness.clone()) {
+        pipeline.limits.max_lateness_ns = duration_ns(parse_duration("--max-lateness", &d)?);
+    }
+    if let Some(d) = f.max_future.or(file.max_future.clone()) {
+        pipeline.limits.max_future_ns = duration_ns(parse_duration("--max-future", &d)?);
+    }
+    if let Some(n) = f.max_event_bytes.or(file.max_event_bytes) {
+        pipeline.limits.max_payload_bytes = n.max(1);
+    }
+    if let Some(d) = f.dedup_window.or(file.dedup_window.clone()) {
+        pipeline.dedup.window = parse_duration("--dedup-window", &d)?;
+    }
+    if let Some(n) = f.dedup_max_keys.or(file.dedup_max_keys) {
+        pipeline.dedup.max_keys = n.max(8);
+    }
+    pipeline.dedup.fsync = matches!(store.fsync, FsyncPolicy::EveryBatch);
+    let price_book = f.price_book.or(file.price_book.clone());
+    let kafka = match f.kafka_brokers.or(file.kafka_brokers.clone()) {
+        None => None,
+        Some(brokers) => {
+            let mut k = KafkaConfig { brokers, ..KafkaConfig::default() };
+            if let Some(t) = f.topics.or(file.topics.clone()) {
+                k.topics = t.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+                if k.topics.is_empty() {
+                    bail!("--topics must name at least one topic");
+                }
+            }
+            if let Some(g) = f.group.or(file.group.clone()) {
+                k.group = g;
+            }
+            if let Some(n) = f.batch_max_events.or(file.batch_max_events) {
+                k.batch_max_events = n.max(1);
+            }
+            if let Some(d) = f.batch_linger.or(file.batch_linger.clone()) {
+                k.batch_linger = parse_duration("--batch-linger", &d)?;
+            }
+            if let Some(d) = f.kafka_session_timeout.or(file.kafka_session_timeout.clone()) {
+                k.session_timeout = parse_duration("--kafka-session-timeout", &d)?;
+            }
+            Some(k)
+        }
+    };
+    Ok((pipeline, price_book, kafka))
+}
+
+/// Opens the ingest pipeline (dedup state, price book), publishes it to the HTTP routes and
+/// starts the Kafka workers when configured.
+async fn start_ingest(
+    pcfg: &PipelineConfig,
+    price_book: Option<&std::path::Path>,
+    kafka: Option<KafkaConfig>,
+    store: &Arc<Store>,
+    state: &Arc<AppState>,
+) -> anyhow::Result<Option<KafkaIngest>> {
+    let prices = match price_book {
+        Some(p) => PriceBook::load(p)?,
+        None => PriceBook::default(),
+    };
+    let metrics = Arc::new(IngestMetrics::default());
+    let (st, pcfg) = (store.clone(), pcfg.clone());
+    let pipeline = tokio::task::spawn_blocking(move || Pipeline::new(st, prices, pcfg, metrics))
+        .await
+        .context("ingest pipeline task")??;
+    let pipeline = Arc::new(pipeline);
+    let _ = state.ingest.set(pipeline.clone());
+    match kafka {
+        Some(k) => {
+            tracing::info!(brokers = %k.brokers, topics = ?k.topics, group = %k.group, "starting Kafka ingest");
+            let kafka = tokio::task::spawn_blocking(move || KafkaIngest::start(pipeline, k))
+                .await
+                .context("kafka start task")??;
+            Ok(Some(kafka))
+        }
+        None => Ok(None),
     }
 }

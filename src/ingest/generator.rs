@@ -120,6 +120,8 @@ pub struct TenantReport {
     pub events: u64,
     /// Events that carry a cost (explicit or priced from the book).
     pub priced_events: u64,
+    /// Sum of the usage values, in thousandths (values have 3 decimals): exact.
+    pub usage_thousandths: u64,
     /// Exact total cost (decimal, USD).
     pub cost: String,
     pub cost_nanos: String,
@@ -169,6 +171,7 @@ impl ProducerContext for GenCtx {
 struct Valid {
     json: String,
     tenant: usize,
+    qty_thousandths: u64,
 }
 
 /// Builds one valid event (and its exact cost, if any).
@@ -220,7 +223,14 @@ fn valid_event(
 \"instance\":\"{instance}\",\"cost_center\":\"{cc}\"}}}}",
         cfg.run_id
     );
-    (Valid { json, tenant }, cost)
+    (
+        Valid {
+            json,
+            tenant,
+            qty_thousandths,
+        },
+        cost,
+    )
 }
 
 fn malformed_event(kind: usize, seq: u64, now: i64, run: &str) -> String {
@@ -262,7 +272,7 @@ pub fn run(cfg: &GenConfig) -> Result<GenReport, KafkaIngestError> {
         topic: cfg.topic.clone(),
         ..Default::default()
     };
-    let mut sums: BTreeMap<usize, (u64, u64, MoneySum)> = BTreeMap::new();
+    let mut sums: BTreeMap<usize, (u64, u64, MoneySum, u64)> = BTreeMap::new();
     let mut recent: Vec<(String, usize)> = Vec::new();
     let started = Instant::now();
     for seq in 0..cfg.count {
@@ -292,6 +302,7 @@ pub fn run(cfg: &GenConfig) -> Result<GenReport, KafkaIngestError> {
             let (v, cost) = valid_event(&mut rng, cfg, &book, seq, now, late, unpriced);
             let e = sums.entry(v.tenant).or_default();
             e.0 += 1;
+            e.3 += v.qty_thousandths;
             if let Some(c) = cost {
                 e.1 += 1;
                 e.2.add(c);
@@ -339,12 +350,13 @@ pub fn run(cfg: &GenConfig) -> Result<GenReport, KafkaIngestError> {
         rej.sort();
         report.rejected = rej;
     }
-    for (t, (n, priced, sum)) in sums {
+    for (t, (n, priced, sum, usage)) in sums {
         report.tenants.insert(
             format!("tenant-{t:03}"),
             TenantReport {
                 events: n,
                 priced_events: priced,
+                usage_thousandths: usage,
                 cost: sum.to_string(),
                 cost_nanos: sum.nanos().to_string(),
             },

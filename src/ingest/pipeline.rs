@@ -266,6 +266,7 @@ impl Pipeline {
         let mut out = CommitOutcome::default();
         let mut per_series: Vec<Vec<Sample>> = vec![Vec::new(); batch.series.len()];
         let mut keys = Vec::with_capacity(batch.events.len());
+        let mut fresh_ts = Vec::with_capacity(batch.events.len());
         let mut unpriced: Vec<&'static str> = Vec::new();
         let mut dedup = self.dedup.lock();
         for e in &batch.events {
@@ -274,6 +275,7 @@ impl Pipeline {
                 continue;
             }
             keys.push(e.key);
+            fresh_ts.push(e.ts);
             per_series[e.usage_series as usize].push(Sample {
                 ts: e.ts,
                 value: Value::Float(e.value),
@@ -314,8 +316,8 @@ impl Pipeline {
         self.metrics.dedup_evicted.store(dedup.evicted, Ordering::Relaxed);
         drop(dedup);
         let now = now_ns();
-        for e in &batch.events {
-            self.metrics.freshness.observe((now - e.ts) as f64 / 1e9);
+        for ts in fresh_ts {
+            self.metrics.freshness.observe((now - ts) as f64 / 1e9);
         }
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
         self.metrics.add_accepted(src, out.accepted);

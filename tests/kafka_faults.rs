@@ -42,7 +42,12 @@ fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
 /// generator's malformed set.
 fn assert_dlq_covers(broker: &Broker, topic: &str, report: &GenReport) {
     let want: BTreeSet<(i32, i64, String)> = report.rejected.iter().cloned().collect();
-    let dlq = read_topic(&broker.addr, &format!("{topic}.dlq"), want.len(), Duration::from_secs(60));
+    let dlq = read_topic(
+        &broker.addr,
+        &format!("{topic}.dlq"),
+        want.len(),
+        Duration::from_secs(60),
+    );
     let got: BTreeSet<(i32, i64, String)> = dlq
         .iter()
         .map(|d| {
@@ -82,7 +87,10 @@ fn kafka_sigkill_restart_cycles_exact_totals() {
         seed: 11,
         ..GenConfig::default()
     });
-    let seed = std::env::var("TALLY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    let seed = std::env::var("TALLY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("kill-point seed: {seed} (TALLY_TEST_SEED to replay)");
     let mut rng = fastrand::Rng::with_seed(seed);
     let cycles = 5;
@@ -112,8 +120,13 @@ fn kafka_broker_outage_degraded_then_resumes_exact() {
     let topic = "cost.network";
     broker.create_topic(topic, 2);
     let data = tmp.path().join("data");
-    let opts =
-        TallyOpts { brokers: Some(&broker.addr), topics: &[topic], group: "tally", price_book: Some(&prices), extra: &[] };
+    let opts = TallyOpts {
+        brokers: Some(&broker.addr),
+        topics: &[topic],
+        group: "tally",
+        price_book: Some(&prices),
+        extra: &[],
+    };
     let mut t = Tally::start(&data, &opts);
     let gen = gen_in_background(GenConfig {
         brokers: broker.addr.clone(),
@@ -129,13 +142,17 @@ fn kafka_broker_outage_degraded_then_resumes_exact() {
     // Pause the broker for longer than the 6 s session timeout.
     broker.pause();
     let paused = Instant::now();
-    wait_for("/healthz degraded", Duration::from_secs(30), || t.health_status().as_deref() == Some("degraded"));
+    wait_for("/healthz degraded", Duration::from_secs(30), || {
+        t.health_status().as_deref() == Some("degraded")
+    });
     assert!(t.metrics().contains("tally_ingest_kafka_up 0"));
     if let Some(rest) = Duration::from_secs(10).checked_sub(paused.elapsed()) {
         std::thread::sleep(rest);
     }
     broker.resume();
-    wait_for("/healthz ok again", Duration::from_secs(60), || t.health_status().as_deref() == Some("ok"));
+    wait_for("/healthz ok again", Duration::from_secs(60), || {
+        t.health_status().as_deref() == Some("ok")
+    });
     let report = gen.join().expect("generator thread");
     assert_eq!(report.delivery_errors, 0);
     wait_caught_up(&[&t], topic, 2, Duration::from_secs(120));
@@ -186,7 +203,10 @@ fn kafka_two_processes_split_partitions_exact_after_rebalance() {
     b.stop();
     let (ta, pa) = store_totals(&da);
     let (tb, pb) = store_totals(&db);
-    assert!(!pa.is_empty() && !pb.is_empty(), "both processes stored data: {pa:?} {pb:?}");
+    assert!(
+        !pa.is_empty() && !pb.is_empty(),
+        "both processes stored data: {pa:?} {pb:?}"
+    );
     assert_totals_match(&report, &merge_totals(&[ta, tb]));
     assert_dlq_covers(&broker, topic, &report);
 }

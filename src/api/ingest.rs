@@ -28,13 +28,15 @@ pub fn routes() -> Router<Arc<AppState>> {
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
-fn pipeline(st: &AppState) -> Result<Arc<Pipeline>, Response> {
+fn pipeline(st: &AppState) -> Result<Arc<Pipeline>, Box<Response>> {
     st.ingest.get().cloned().ok_or_else(|| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "error", "error": "ingest is not ready"})),
+        Box::new(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "error", "error": "ingest is not ready"})),
+            )
+                .into_response(),
         )
-            .into_response()
     })
 }
 
@@ -45,7 +47,7 @@ fn error(status: StatusCode, msg: String) -> Response {
 async fn ingest(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     let p = match pipeline(&st) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let res = tokio::task::spawn_blocking(move || p.ingest_ndjson(&body)).await;
     match res {
@@ -72,7 +74,7 @@ async fn ingest(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
 async fn write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let p = match pipeline(&st) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let org = headers
         .get("X-Scope-OrgID")

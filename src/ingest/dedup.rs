@@ -282,7 +282,9 @@ fn for_each_record(mut bytes: &[u8], mut f: impl FnMut(&[(String, i64)], &[u128]
     }
 }
 
-fn decode(p: &[u8]) -> Option<(Vec<(String, i64)>, Vec<u128>)> {
+type Record = (Vec<(String, i64)>, Vec<u128>);
+
+fn decode(p: &[u8]) -> Option<Record> {
     let mut r = p;
     let mut take = |n: usize| -> Option<&[u8]> {
         let (a, b) = r.split_at_checked(n)?;

@@ -23,7 +23,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 #[derive(Debug, Clone)]
 pub struct DedupConfig {
@@ -65,6 +65,13 @@ type KeyMap = HashMap<u128, u32, BuildHasherDefault<IdHasher>>;
 
 /// The dedup key of an event.
 pub fn dedup_key(tenant: &str, event_id: &str) -> u128 {
+    let mut buf = [0u8; 512];
+    let n = tenant.len() + 1 + event_id.len();
+    if n <= buf.len() {
+        buf[..tenant.len()].copy_from_slice(tenant.as_bytes());
+        buf[tenant.len() + 1..n].copy_from_slice(event_id.as_bytes());
+        return xxh3_128(&buf[..n]);
+    }
     let mut h = Xxh3::new();
     h.update(tenant.as_bytes());
     h.update(&[0]);

@@ -254,6 +254,24 @@ fn malformed_event(kind: usize, seq: u64, now: i64, run: &str) -> String {
     }
 }
 
+/// `n` valid events as JSON (benchmarks): the same shape `run` produces.
+pub fn sample_events(n: u64, tenants: usize, seed: u64) -> Vec<String> {
+    let cfg = GenConfig {
+        tenants,
+        ..GenConfig::default()
+    };
+    let book = PriceBook::parse(PRICE_BOOK).unwrap_or_default();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let now = now_ns();
+    (0..n)
+        .map(|i| {
+            valid_event(&mut rng, &cfg, &book, i, now + i as i64, false, false)
+                .0
+                .json
+        })
+        .collect()
+}
+
 /// Produces the events and returns the exact report.
 pub fn run(cfg: &GenConfig) -> Result<GenReport, KafkaIngestError> {
     ensure_topics(&cfg.brokers, std::slice::from_ref(&cfg.topic), cfg.partitions)?;

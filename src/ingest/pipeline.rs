@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::dedup::{dedup_key, Dedup, DedupConfig, IdHasher};
 use super::event::{parse_event, Event, Reject, RejectCode, ValidationLimits};
@@ -55,6 +55,7 @@ pub struct Batch {
     /// source ("topic/partition", "http") → next position.
     pub positions: BTreeMap<String, i64>,
     pub rejected: u64,
+    key_buf: Vec<u8>,
 }
 
 impl Batch {
@@ -188,10 +189,11 @@ impl Pipeline {
         currency: Option<&str>,
         unpriced: Option<&str>,
     ) -> Result<u32, Reject> {
-        let mut h = Xxh3::new();
+        let buf = &mut batch.key_buf;
+        buf.clear();
         let mut part = |s: &str| {
-            h.update(s.as_bytes());
-            h.update(&[0xff]);
+            buf.extend_from_slice(s.as_bytes());
+            buf.push(0xff);
         };
         part(if currency.is_some() { "c" } else { "u" });
         part(&ev.metric);
@@ -207,7 +209,7 @@ impl Pipeline {
             part(k);
             part(v);
         }
-        let key = h.digest128();
+        let key = xxh3_128(&batch.key_buf);
         if let Some(&i) = batch.index.get(&key) {
             return Ok(i);
         }

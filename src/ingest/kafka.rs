@@ -321,7 +321,7 @@ impl Ctx {
         if st.batch.is_empty() {
             return true;
         }
-        let ok = self.ack_dlq(st, pipeline, revoking) && {
+        let ok = (st.dlq.is_empty() || self.ack_dlq(st, pipeline, revoking)) && {
             let mut attempt = 0u32;
             loop {
                 match pipeline.commit(&st.batch, Source::Kafka) {
@@ -468,6 +468,8 @@ impl KafkaIngest {
                 (cfg.session_timeout.as_millis() / 5).max(100).to_string(),
             )
             .set("queued.max.messages.kbytes", "65536")
+            // Low fetch wait: freshness (some brokers hold a fetch for the full wait).
+            .set("fetch.wait.max.ms", "25")
             .set("enable.partition.eof", "false");
         for (k, v) in &cfg.extra {
             cc.set(k, v);

@@ -157,8 +157,14 @@ fn kafka_broker_outage_degraded_then_resumes_exact() {
     assert_eq!(report.delivery_errors, 0);
     wait_caught_up(&[&t], topic, 2, Duration::from_secs(120));
     let m = t.metrics();
-    let rebalances = m.lines().find(|l| l.starts_with("tally_ingest_rebalances_total")).unwrap_or("");
-    eprintln!("after the outage: {rebalances}; lost assignment logged: {}", t.log_text().contains("partitions lost"));
+    let rebalances = m
+        .lines()
+        .find(|l| l.starts_with("tally_ingest_rebalances_total"))
+        .unwrap_or("");
+    eprintln!(
+        "after the outage: {rebalances}; lost assignment logged: {}",
+        t.log_text().contains("partitions lost")
+    );
     t.stop();
     let (totals, _) = store_totals(&data);
     assert_totals_match(&report, &totals);

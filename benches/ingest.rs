@@ -149,7 +149,7 @@ fn main() {
             }
             prep += t.elapsed();
             prep_cpu += thread_cpu() - c;
-            batch.set_position("bench/0".into(), i as i64);
+            batch.set_position("bench/0", i as i64);
             let (t, c) = (Instant::now(), thread_cpu());
             p.commit(&batch, tally::ingest::Source::Kafka).expect("commit");
             commit += t.elapsed();
@@ -179,7 +179,7 @@ fn main() {
         topic: "bench.fill".into(),
         rate: 0,
         count: n,
-        tenants: 50,
+        tenants: env_u64("TALLY_BENCH_TENANTS", 50) as usize,
         report_offsets: false,
         ..GenConfig::default()
     })

@@ -201,7 +201,19 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
             .context("kafka shutdown task")?;
     }
     drop(state);
-    let store = Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("store still in use at shutdown"))?;
+    // Connection tasks finishing after graceful shutdown may still hold the state for a moment.
+    let mut store = store;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let store = loop {
+        match Arc::try_unwrap(store) {
+            Ok(s) => break s,
+            Err(s) if std::time::Instant::now() < deadline => {
+                store = s;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(_) => bail!("store still in use at shutdown"),
+        }
+    };
     tokio::task::spawn_blocking(move || store.close()).await.context("store close task")??;
     tracing::info!("store closed cleanly");
     Ok(())

@@ -120,7 +120,8 @@ struct State {
     dlq: Vec<DlqMsg>,
     batch_started: Option<Instant>,
     /// Owned partitions → next offset to process.
-    next: HashMap<Tp, i64>,
+    /// Keyed by source key `topic/partition`.
+    next: HashMap<String, i64>,
     /// Owned partitions → offset of the last durable position (rewind target).
     base: HashMap<Tp, i64>,
 }
@@ -187,7 +188,7 @@ impl ConsumerContext for Ctx {
                         tracing::error!(error = %e, topic = %t, partition = p, "cannot set start offset");
                     }
                     tracing::info!(topic = %t, partition = p, ?stored, committed = ?comm, ?start, "partition assigned");
-                    st.next.insert((t.clone(), p), start.unwrap_or(0));
+                    st.next.insert(source_key(&t, p), start.unwrap_or(0));
                     st.base.insert((t.clone(), p), start.unwrap_or(0));
                     owned.insert((t, p), start.unwrap_or(0));
                 }
@@ -364,7 +365,7 @@ impl Ctx {
             for src in st.batch.positions.keys() {
                 if let Some(tp) = parse_source_key(src) {
                     let base = st.base.get(&tp).copied().unwrap_or(0);
-                    st.next.insert(tp.clone(), base);
+                    st.next.insert(src.clone(), base);
                     if !revoking {
                         if let Err(e) = c.seek(&tp.0, tp.1, Offset::Offset(base), Duration::from_secs(10)) {
                             tracing::error!(error = %e, "rewind failed");
@@ -531,6 +532,8 @@ fn run_worker(consumer: BaseConsumer<Ctx>, state: Arc<Mutex<State>>, stop: Arc<A
         return;
     };
     let ctx = consumer.context();
+    // (topic, partition, source key) of the last message: no allocation per message.
+    let mut cur: (String, i32, String) = (String::new(), -1, String::new());
     while !stop.load(Ordering::Relaxed) {
         let wait = {
             let st = state.lock();
@@ -543,8 +546,16 @@ fn run_worker(consumer: BaseConsumer<Ctx>, state: Arc<Mutex<State>>, stop: Arc<A
             Some(Ok(m)) => {
                 let now = now_ns();
                 let mut st = state.lock();
-                let tp = (m.topic().to_string(), m.partition());
-                let Some(&next) = st.next.get(&tp) else { continue };
+                if cur.1 != m.partition() || cur.0 != m.topic() {
+                    cur = (
+                        m.topic().to_string(),
+                        m.partition(),
+                        source_key(m.topic(), m.partition()),
+                    );
+                }
+                let Some(&next) = st.next.get(cur.2.as_str()) else {
+                    continue;
+                };
                 if m.offset() < next {
                     continue;
                 }
@@ -553,12 +564,12 @@ fn run_worker(consumer: BaseConsumer<Ctx>, state: Arc<Mutex<State>>, stop: Arc<A
                 if let Err(r) = pipeline.prepare(&mut st.batch, payload, now) {
                     pipeline.metrics.add_rejected(Source::Kafka, r.code, 1);
                     let msg = DlqMsg {
-                        topic: format!("{}.dlq", tp.0),
+                        topic: format!("{}.dlq", cur.0),
                         payload: payload.to_vec(),
                         key: m.key().map(<[u8]>::to_vec),
                         reject: r,
-                        src_topic: tp.0.clone(),
-                        partition: tp.1,
+                        src_topic: cur.0.clone(),
+                        partition: cur.1,
                         offset: m.offset(),
                     };
                     let idx = st.dlq.len();
@@ -568,8 +579,10 @@ fn run_worker(consumer: BaseConsumer<Ctx>, state: Arc<Mutex<State>>, stop: Arc<A
                     }
                     st.dlq.push(msg);
                 }
-                st.batch.set_position(source_key(&tp.0, tp.1), m.offset() + 1);
-                st.next.insert(tp, m.offset() + 1);
+                st.batch.set_position(&cur.2, m.offset() + 1);
+                if let Some(n) = st.next.get_mut(cur.2.as_str()) {
+                    *n = m.offset() + 1;
+                }
                 if st.batch_started.is_none() {
                     st.batch_started = Some(Instant::now());
                 }

@@ -79,9 +79,14 @@ impl Batch {
         self.rejected = 0;
     }
 
-    /// Keeps only the positions (and events) of sources for which `keep` is true.
-    pub fn set_position(&mut self, source: String, next: i64) {
-        self.positions.insert(source, next);
+    /// Records that the batch advances `source` to `next` (no allocation once present).
+    pub fn set_position(&mut self, source: &str, next: i64) {
+        match self.positions.get_mut(source) {
+            Some(v) => *v = next,
+            None => {
+                self.positions.insert(source.to_string(), next);
+            }
+        }
     }
 }
 

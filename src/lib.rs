@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod encoding;
 pub mod index;
+pub mod ingest;
 pub mod model;
 pub mod query;
 pub mod segment;

@@ -22,13 +22,15 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 async fn healthz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let stats = st.store.stats();
-    let status = if stats.quarantined_segments > 0 {
+    let ingest_degraded = st.ingest.get().is_some_and(|p| p.metrics.degraded());
+    let status = if stats.quarantined_segments > 0 || ingest_degraded {
         "degraded"
     } else {
         "ok"
     };
     Json(serde_json::json!({
         "status": status,
+        "kafka": if ingest_degraded { "unreachable" } else { "ok" },
         "uptime_seconds": st.started.elapsed().as_secs_f64(),
         "quarantined_segments": stats.quarantined_segments,
     }))
@@ -175,5 +177,8 @@ pub fn render(st: &AppState) -> String {
         "Seconds since start.",
         st.started.elapsed().as_secs_f64(),
     );
+    if let Some(p) = st.ingest.get() {
+        p.metrics.render(&mut out);
+    }
     out
 }

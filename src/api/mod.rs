@@ -1,10 +1,11 @@
 //! The HTTP server: one axum router; each concern adds its routes in its own file.
 
+pub mod ingest;
 mod metrics;
 pub mod prometheus;
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::Router;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// PromQL limits (max samples, timeout, lookback) for the Prometheus API.
     pub engine: EngineOptions,
+    /// The ingest pipeline (HTTP push, remote-write); set once the server has opened it.
+    pub ingest: OnceLock<Arc<crate::ingest::Pipeline>>,
 }
 
 impl AppState {
@@ -33,6 +36,7 @@ impl AppState {
             started: Instant::now(),
             ready: AtomicBool::new(false),
             engine,
+            ingest: OnceLock::new(),
         })
     }
 }
@@ -41,5 +45,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(metrics::routes())
         .merge(prometheus::routes())
+        .merge(ingest::routes())
         .with_state(state)
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 /// Every key is optional; unknown keys are an error (typos should not be silently ignored).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
@@ -24,6 +24,19 @@ pub struct FileConfig {
     pub query_max_samples: Option<usize>,
     pub query_timeout: Option<String>,
     pub query_lookback_delta: Option<String>,
+    // Ingest (see docs/ingest.md).
+    pub kafka_brokers: Option<String>,
+    pub topics: Option<Vec<String>>,
+    pub group: Option<String>,
+    pub price_book: Option<PathBuf>,
+    pub max_lateness: Option<String>,
+    pub max_future: Option<String>,
+    pub dedup_window: Option<String>,
+    pub dedup_max_keys: Option<usize>,
+    pub max_event_bytes: Option<usize>,
+    pub batch_max_events: Option<usize>,
+    pub batch_linger: Option<String>,
+    pub kafka_session_timeout: Option<String>,
 }
 
 impl FileConfig {

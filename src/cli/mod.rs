@@ -1,6 +1,7 @@
 //! Command-line interface: `tally <subcommand>`.
 
 pub mod config;
+pub mod gen;
 pub mod promql_test;
 pub mod serve;
 
@@ -23,17 +24,21 @@ pub struct Cli {
 // Parsed once per process: the size difference between subcommands does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the server: store + HTTP API on a local data directory.
     Serve(serve::ServeArgs),
     /// Run Prometheus PromQL test files (`*.test`, 2.42 format) against fresh stores.
     #[command(name = "promql-test")]
     PromqlTest(promql_test::PromqlTestArgs),
+    /// Produce synthetic cost events to Kafka and print what was sent (JSON).
+    Gen(gen::GenArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::PromqlTest(args) => promql_test::run(args),
+        Command::Gen(args) => gen::run(args),
     }
 }

@@ -10,6 +10,9 @@ use clap::Args;
 
 use super::config::{parse_duration, FileConfig};
 use crate::api::{self, AppState};
+use crate::ingest::kafka::{KafkaConfig, KafkaIngest};
+use crate::ingest::pipeline::PipelineConfig;
+use crate::ingest::{IngestMetrics, Pipeline, PriceBook};
 use crate::query::promql::EngineOptions;
 use crate::store::{Store, StoreOptions};
 use crate::wal::FsyncPolicy;
@@ -58,6 +61,42 @@ pub struct ServeArgs {
     /// How far instant selectors look back for a sample. Default: 5m
     #[arg(long, value_name = "DURATION")]
     pub query_lookback_delta: Option<String>,
+    /// Kafka bootstrap servers (HOST:PORT[,HOST:PORT]); enables the Kafka ingest workers.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_brokers: Option<String>,
+    /// Comma-separated topics to consume. Default: cost.compute,cost.storage,cost.network
+    #[arg(long, value_name = "TOPICS", value_delimiter = ',')]
+    pub topics: Option<Vec<String>>,
+    /// Kafka consumer group; tally processes in one group split the partitions. Default: tally
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Price book (TOML, see docs/ingest.md) used to price events that carry a sku but no cost.
+    #[arg(long, value_name = "FILE")]
+    pub price_book: Option<PathBuf>,
+    /// Events older than this are rejected (`too_late`, dead-lettered). Default: 48h
+    #[arg(long, value_name = "DURATION")]
+    pub max_lateness: Option<String>,
+    /// Events further in the future than this are rejected (`too_far_in_future`). Default: 10m
+    #[arg(long, value_name = "DURATION")]
+    pub max_future: Option<String>,
+    /// event_id de-duplication window. Default: 24h
+    #[arg(long, value_name = "DURATION")]
+    pub dedup_window: Option<String>,
+    /// Most event_ids remembered (memory bound, ~50 bytes each). Default: 10000000
+    #[arg(long, value_name = "N")]
+    pub dedup_max_keys: Option<usize>,
+    /// Largest accepted event (Kafka message or NDJSON line), bytes. Default: 65536
+    #[arg(long, value_name = "BYTES")]
+    pub max_event_bytes: Option<usize>,
+    /// Append a Kafka batch once it holds this many events. Default: 20000
+    #[arg(long, value_name = "N")]
+    pub batch_max_events: Option<usize>,
+    /// Append a Kafka batch at least this often. Default: 50ms
+    #[arg(long, value_name = "DURATION")]
+    pub batch_linger: Option<String>,
+    /// Kafka consumer session timeout. Default: 10s
+    #[arg(long, value_name = "DURATION")]
+    pub kafka_session_timeout: Option<String>,
 }
 
 /// The effective settings after merging flags, config file and defaults.
@@ -67,6 +106,10 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     pub store: StoreOptions,
     pub engine: EngineOptions,
+    pub pipeline: PipelineConfig,
+    pub price_book: Option<PathBuf>,
+    /// Kafka ingest, when `--kafka-brokers` is given.
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl ServeArgs {
@@ -75,6 +118,7 @@ impl ServeArgs {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
+        let ingest_file = file.clone();
         let mut store = StoreOptions::default();
         let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
         let listen_s = self
@@ -129,11 +173,32 @@ impl ServeArgs {
             }
             engine.lookback_ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         }
+        let (pipeline, price_book, kafka) = ingest_settings(
+            IngestFlags {
+                kafka_brokers: self.kafka_brokers,
+                topics: self.topics,
+                group: self.group,
+                price_book: self.price_book,
+                max_lateness: self.max_lateness,
+                max_future: self.max_future,
+                dedup_window: self.dedup_window,
+                dedup_max_keys: self.dedup_max_keys,
+                max_event_bytes: self.max_event_bytes,
+                batch_max_events: self.batch_max_events,
+                batch_linger: self.batch_linger,
+                kafka_session_timeout: self.kafka_session_timeout,
+            },
+            &ingest_file,
+            &store,
+        )?;
         Ok(ServeSettings {
             data_dir,
             listen,
             store,
             engine,
+            pipeline,
+            price_book,
+            kafka,
         })
     }
 }
@@ -155,6 +220,14 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         .with_context(|| format!("opening data directory {}", settings.data_dir.display()))?;
     let store = Arc::new(store);
     let state = AppState::with_engine(store.clone(), settings.engine);
+    let kafka = start_ingest(
+        &settings.pipeline,
+        settings.price_book.as_deref(),
+        settings.kafka.clone(),
+        &store,
+        &state,
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding HTTP listener on {}", settings.listen))?;
@@ -170,6 +243,11 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         })
         .await
         .context("HTTP server")?;
+    if let Some(k) = kafka {
+        tokio::task::spawn_blocking(move || k.shutdown(std::time::Duration::from_secs(30)))
+            .await
+            .context("kafka shutdown task")?;
+    }
     drop(state);
     tokio::task::spawn_blocking(move || store.close())
         .await
@@ -199,5 +277,116 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// Ingest flags (kept apart so the merge logic stays in one place).
+struct IngestFlags {
+    kafka_brokers: Option<String>,
+    topics: Option<Vec<String>>,
+    group: Option<String>,
+    price_book: Option<PathBuf>,
+    max_lateness: Option<String>,
+    max_future: Option<String>,
+    dedup_window: Option<String>,
+    dedup_max_keys: Option<usize>,
+    max_event_bytes: Option<usize>,
+    batch_max_events: Option<usize>,
+    batch_linger: Option<String>,
+    kafka_session_timeout: Option<String>,
+}
+
+fn duration_ns(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn ingest_settings(
+    f: IngestFlags,
+    file: &FileConfig,
+    store: &StoreOptions,
+) -> anyhow::Result<(PipelineConfig, Option<PathBuf>, Option<KafkaConfig>)> {
+    let mut pipeline = PipelineConfig::default();
+    pipeline.limits.labels = store.label_limits;
+    if let Some(d) = f.max_lateness.or(file.max_lateness.clone()) {
+        pipeline.limits.max_lateness_ns = duration_ns(parse_duration("--max-lateness", &d)?);
+    }
+    if let Some(d) = f.max_future.or(file.max_future.clone()) {
+        pipeline.limits.max_future_ns = duration_ns(parse_duration("--max-future", &d)?);
+    }
+    if let Some(n) = f.max_event_bytes.or(file.max_event_bytes) {
+        pipeline.limits.max_payload_bytes = n.max(1);
+    }
+    if let Some(d) = f.dedup_window.or(file.dedup_window.clone()) {
+        pipeline.dedup.window = parse_duration("--dedup-window", &d)?;
+    }
+    if let Some(n) = f.dedup_max_keys.or(file.dedup_max_keys) {
+        pipeline.dedup.max_keys = n.max(8);
+    }
+    pipeline.dedup.fsync = matches!(store.fsync, FsyncPolicy::EveryBatch);
+    let price_book = f.price_book.or(file.price_book.clone());
+    let kafka = match f.kafka_brokers.or(file.kafka_brokers.clone()) {
+        None => None,
+        Some(brokers) => {
+            let mut k = KafkaConfig {
+                brokers,
+                ..KafkaConfig::default()
+            };
+            if let Some(t) = f.topics.or(file.topics.clone()) {
+                k.topics = t
+                    .into_iter()
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                if k.topics.is_empty() {
+                    bail!("--topics must name at least one topic");
+                }
+            }
+            if let Some(g) = f.group.or(file.group.clone()) {
+                k.group = g;
+            }
+            if let Some(n) = f.batch_max_events.or(file.batch_max_events) {
+                k.batch_max_events = n.max(1);
+            }
+            if let Some(d) = f.batch_linger.or(file.batch_linger.clone()) {
+                k.batch_linger = parse_duration("--batch-linger", &d)?;
+            }
+            if let Some(d) = f.kafka_session_timeout.or(file.kafka_session_timeout.clone()) {
+                k.session_timeout = parse_duration("--kafka-session-timeout", &d)?;
+            }
+            Some(k)
+        }
+    };
+    Ok((pipeline, price_book, kafka))
+}
+
+/// Opens the ingest pipeline (dedup state, price book), publishes it to the HTTP routes and
+/// starts the Kafka workers when configured.
+async fn start_ingest(
+    pcfg: &PipelineConfig,
+    price_book: Option<&std::path::Path>,
+    kafka: Option<KafkaConfig>,
+    store: &Arc<Store>,
+    state: &Arc<AppState>,
+) -> anyhow::Result<Option<KafkaIngest>> {
+    let prices = match price_book {
+        Some(p) => PriceBook::load(p)?,
+        None => PriceBook::default(),
+    };
+    let metrics = Arc::new(IngestMetrics::default());
+    let (st, pcfg) = (store.clone(), pcfg.clone());
+    let pipeline = tokio::task::spawn_blocking(move || Pipeline::new(st, prices, pcfg, metrics))
+        .await
+        .context("ingest pipeline task")??;
+    let pipeline = Arc::new(pipeline);
+    let _ = state.ingest.set(pipeline.clone());
+    match kafka {
+        Some(k) => {
+            tracing::info!(brokers = %k.brokers, topics = ?k.topics, group = %k.group, "starting Kafka ingest");
+            let kafka = tokio::task::spawn_blocking(move || KafkaIngest::start(pipeline, k))
+                .await
+                .context("kafka start task")??;
+            Ok(Some(kafka))
+        }
+        None => Ok(None),
     }
 }

@@ -2,6 +2,7 @@
 //! TcpStream, and a `tally serve` child process that is always stopped by PID.
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod prometheus;
 
 use std::io::{BufRead, BufReader, Read, Write};

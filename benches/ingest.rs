@@ -1,0 +1,275 @@
+//! Kafka ingest benchmarks against a real tansu broker (needs `scripts/test.sh` or
+//! `bash scripts/deps/python.sh` first; `TALLY_TEST_DEPS` or `.test-deps/tansu`).
+//!
+//! `cargo bench --bench ingest` runs both:
+//! * throughput: consume + validate + price + dedup + write from a pre-filled topic, the
+//!   tally side pinned to one core (`TALLY_BENCH_EVENTS`, default 1,000,000);
+//! * freshness: a steady `TALLY_BENCH_RATE` events/s (default 50,000) for
+//!   `TALLY_BENCH_SECONDS` (default 10); p50/p99 of (visible in the store − event time)
+//!   from `tally_ingest_freshness_seconds` (bucket upper bounds).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tally::ingest::generator::{self, GenConfig};
+use tally::ingest::kafka::{KafkaConfig, KafkaIngest};
+use tally::ingest::pipeline::PipelineConfig;
+use tally::ingest::{IngestMetrics, Pipeline, PriceBook};
+use tally::store::{Store, StoreOptions};
+
+fn env_u64(k: &str, d: u64) -> u64 {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+struct Broker(Child, String);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn broker() -> Broker {
+    let deps = std::env::var_os("TALLY_TEST_DEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".test-deps"));
+    let tansu = deps.join("tansu");
+    assert!(
+        tansu.exists(),
+        "{} missing: run scripts/test.sh (or bash scripts/deps/python.sh)",
+        tansu.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0);
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu)
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Broker(child, format!("127.0.0.1:{port}"))
+}
+
+/// CPU seconds used so far by this thread (immune to other load on a shared machine).
+fn thread_cpu() -> f64 {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// CPU seconds used so far by the whole process (all threads, incl. librdkafka's).
+fn process_cpu() -> f64 {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn cpu_clock(id: libc::clockid_t) -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe {
+        libc::clock_gettime(id, &mut ts);
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn pin_to_one_core() {
+    // SAFETY: plain libc call on a zeroed cpu_set_t for this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn unpin() {
+    // SAFETY: as above; all CPUs the machine has.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn start_tally(dir: &std::path::Path, brokers: &str, topic: &str, group: &str) -> (Arc<IngestMetrics>, KafkaIngest) {
+    let store = Arc::new(Store::open(dir, StoreOptions::default()).expect("store"));
+    let metrics = Arc::new(IngestMetrics::default());
+    let prices = PriceBook::parse(generator::PRICE_BOOK).expect("prices");
+    let p = Arc::new(Pipeline::new(store, prices, PipelineConfig::default(), metrics.clone()).expect("pipeline"));
+    let cfg = KafkaConfig {
+        brokers: brokers.into(),
+        topics: vec![topic.into()],
+        group: group.into(),
+        ..KafkaConfig::default()
+    };
+    let k = KafkaIngest::start(p, cfg).expect("kafka ingest");
+    (metrics, k)
+}
+
+fn accepted(m: &IngestMetrics) -> u64 {
+    m.accepted.lock().get("kafka").copied().unwrap_or(0)
+}
+
+fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("ingest bench: run with `cargo bench --bench ingest`");
+        return;
+    }
+    // 0. The pipeline alone (no Kafka): parse + validate + price, then dedup + store append.
+    {
+        pin_to_one_core();
+        let n = env_u64("TALLY_BENCH_EVENTS", 1_000_000) as usize;
+        let events = generator::sample_events(n as u64, env_u64("TALLY_BENCH_TENANTS", 50) as usize, 9);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).expect("store"));
+        let prices = PriceBook::parse(generator::PRICE_BOOK).expect("prices");
+        let metrics = Arc::new(IngestMetrics::default());
+        let p = Pipeline::new(store, prices, PipelineConfig::default(), metrics).expect("pipeline");
+        let (mut prep, mut commit) = (Duration::ZERO, Duration::ZERO);
+        let (mut prep_cpu, mut commit_cpu) = (0f64, 0f64);
+        let now = tally::store::now_ns();
+        for (i, chunk) in events.chunks(20_000).enumerate() {
+            let mut batch = tally::ingest::Batch::new();
+            let (t, c) = (Instant::now(), thread_cpu());
+            for e in chunk {
+                p.prepare(&mut batch, e.as_bytes(), now).expect("valid");
+            }
+            prep += t.elapsed();
+            prep_cpu += thread_cpu() - c;
+            batch.set_position("bench/0", i as i64);
+            let (t, c) = (Instant::now(), thread_cpu());
+            p.commit(&batch, tally::ingest::Source::Kafka).expect("commit");
+            commit += t.elapsed();
+            commit_cpu += thread_cpu() - c;
+        }
+        println!(
+            "pipeline only ({n} events): CPU prepare {:.2} us/event, commit (dedup+store append) {:.2} us/event \
+             => {:.0} events per CPU-second; wall {:.0} events/s",
+            prep_cpu * 1e6 / n as f64,
+            commit_cpu * 1e6 / n as f64,
+            n as f64 / (prep_cpu + commit_cpu),
+            n as f64 / (prep + commit).as_secs_f64()
+        );
+        if std::env::var("TALLY_BENCH_ONLY").as_deref() == Ok("pipeline") {
+            return;
+        }
+        unpin();
+    }
+    let b = broker();
+    let tmp = tempfile::tempdir().expect("tempdir");
+
+    // 1. Throughput from a pre-filled topic.
+    let n = env_u64("TALLY_BENCH_EVENTS", 1_000_000);
+    let t0 = Instant::now();
+    let report = generator::run(&GenConfig {
+        brokers: b.1.clone(),
+        topic: "bench.fill".into(),
+        rate: 0,
+        count: n,
+        tenants: env_u64("TALLY_BENCH_TENANTS", 50) as usize,
+        report_offsets: false,
+        ..GenConfig::default()
+    })
+    .expect("prefill");
+    println!(
+        "prefill: {} messages in {:.1}s",
+        report.sent,
+        t0.elapsed().as_secs_f64()
+    );
+    let handle = std::thread::spawn({
+        let brokers = b.1.clone();
+        let dir = tmp.path().join("tp");
+        move || {
+            pin_to_one_core();
+            let (m, k) = start_tally(&dir, &brokers, "bench.fill", "bench-tp");
+            let mut first: Option<(Instant, u64, f64)> = None;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                let a = accepted(&m);
+                if first.is_none() && a > 0 {
+                    first = Some((Instant::now(), a, process_cpu()));
+                }
+                if a >= report.valid || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let (t, a0, c0) = first.unwrap_or((Instant::now(), 0, process_cpu()));
+            let secs = t.elapsed().as_secs_f64();
+            let cpu = process_cpu() - c0;
+            let msgs = (report.sent as f64) * ((report.valid - a0) as f64 / report.valid as f64);
+            println!(
+                "throughput (pinned to 1 core): {} valid of {} messages; wall {:.0} messages/s ({:.0} accepted events/s); \
+                 {:.0} messages per CPU-second (all tally + librdkafka threads)",
+                report.valid,
+                report.sent,
+                msgs / secs,
+                (report.valid - a0) as f64 / secs,
+                msgs / cpu
+            );
+            k.shutdown(Duration::from_secs(30));
+        }
+    });
+    let _ = handle.join();
+
+    if std::env::var("TALLY_BENCH_ONLY").as_deref() == Ok("throughput") {
+        return;
+    }
+    // 2. Freshness at a steady rate.
+    let rate = env_u64("TALLY_BENCH_RATE", 50_000);
+    let secs = env_u64("TALLY_BENCH_SECONDS", 10);
+    let topic = "bench.steady";
+    tally::ingest::kafka::ensure_topics(&b.1, &[topic.to_string()], 4).expect("topic");
+    let (m, k) = start_tally(&tmp.path().join("fr"), &b.1, topic, "bench-fr");
+    // Wait for the group join before producing, so the figure is steady-state.
+    let end = Instant::now() + Duration::from_secs(60);
+    while m.rebalances.load(Ordering::Relaxed) == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let report = generator::run(&GenConfig {
+        brokers: b.1.clone(),
+        topic: topic.into(),
+        rate,
+        count: rate * secs,
+        tenants: 50,
+        late_share: 0.0,
+        report_offsets: false,
+        ..GenConfig::default()
+    })
+    .expect("steady producer");
+    let end = Instant::now() + Duration::from_secs(120);
+    while accepted(&m) < report.valid && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (buckets, sum, count) = m.freshness.snapshot();
+    let q = |p: f64| {
+        let target = (count as f64 * p).ceil() as u64;
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= target)
+            .map_or(f64::INFINITY, |(le, _)| *le)
+    };
+    println!(
+        "freshness at {:.0} events/s produced ({} events): mean {:.3}s, p50 <= {}s, p99 <= {}s",
+        report.sent as f64 / report.elapsed_seconds,
+        count,
+        sum / count.max(1) as f64,
+        q(0.5),
+        q(0.99)
+    );
+    k.shutdown(Duration::from_secs(30));
+}

@@ -1,0 +1,382 @@
+//! The one write path of every ingest source: validate → price → dedup → batch → append.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::dedup::{dedup_key, Dedup, DedupConfig, IdHasher};
+use super::event::{parse_event, Event, Reject, RejectCode, ValidationLimits};
+use super::pricing::PriceBook;
+use super::{IngestMetrics, Source};
+use crate::model::{Labels, LabelsBuilder, Money, Sample, SeriesKind, Value};
+use crate::store::{now_ns, Store, StoreError, WriteBatch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("dedup log {path}: {source}")]
+    Dedup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Settings shared by every ingest path.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineConfig {
+    pub limits: ValidationLimits,
+    pub dedup: DedupConfig,
+}
+
+/// One event ready to write (its dedup decision is made at commit).
+#[derive(Debug, Clone, Copy)]
+struct Prepared {
+    key: u128,
+    ts: i64,
+    usage_series: u32,
+    value: f64,
+    cost: Option<(u32, Money)>,
+    unpriced: Option<&'static str>,
+}
+
+/// Events collected for one atomic append, with the source positions they advance.
+#[derive(Debug, Default)]
+pub struct Batch {
+    series: Vec<(Labels, SeriesKind)>,
+    index: HashMap<u128, u32, BuildHasherDefault<IdHasher>>,
+    events: Vec<Prepared>,
+    /// source ("topic/partition", "http") → next position.
+    pub positions: BTreeMap<String, i64>,
+    pub rejected: u64,
+    key_buf: Vec<u8>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn events(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.positions.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.series.clear();
+        self.index.clear();
+        self.events.clear();
+        self.positions.clear();
+        self.rejected = 0;
+    }
+
+    /// Records that the batch advances `source` to `next` (no allocation once present).
+    pub fn set_position(&mut self, source: &str, next: i64) {
+        match self.positions.get_mut(source) {
+            Some(v) => *v = next,
+            None => {
+                self.positions.insert(source.to_string(), next);
+            }
+        }
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub unpriced: u64,
+}
+
+/// Series label sets built so far (validated once), keyed by a hash of their parts.
+#[derive(Default)]
+struct SeriesCache {
+    map: HashMap<u128, Labels, BuildHasherDefault<IdHasher>>,
+}
+
+const CACHE_MAX: usize = 1_000_000;
+
+pub struct Pipeline {
+    pub store: Arc<Store>,
+    prices: PriceBook,
+    pub limits: ValidationLimits,
+    dedup: Mutex<Dedup>,
+    cache: Mutex<SeriesCache>,
+    pub metrics: Arc<IngestMetrics>,
+    /// Sequence of HTTP batches (the store position of source `http`); also serialises them.
+    http_seq: Mutex<i64>,
+}
+
+impl Pipeline {
+    /// Opens the dedup state under `<store dir>/ingest/dedup`.
+    pub fn new(
+        store: Arc<Store>,
+        prices: PriceBook,
+        cfg: PipelineConfig,
+        metrics: Arc<IngestMetrics>,
+    ) -> Result<Pipeline, IngestError> {
+        let dir = store.dir().join("ingest").join("dedup");
+        let st = store.clone();
+        let dedup =
+            Dedup::open(&dir, cfg.dedup.clone(), &|s| st.source_position(s)).map_err(|source| IngestError::Dedup {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        tracing::info!(keys = dedup.len(), dir = %dir.display(), "dedup state loaded");
+        let http_seq = store.source_position("http").unwrap_or(0);
+        Ok(Pipeline {
+            store,
+            prices,
+            limits: cfg.limits,
+            dedup: Mutex::new(dedup),
+            cache: Mutex::new(SeriesCache::default()),
+            metrics,
+            http_seq: Mutex::new(http_seq),
+        })
+    }
+
+    pub fn dedup_dir(store_dir: &Path) -> std::path::PathBuf {
+        store_dir.join("ingest").join("dedup")
+    }
+
+    /// Validates, prices and adds one event to `batch`. The caller handles the rejection
+    /// (dead-letter or HTTP response) and counts it via `metrics.add_rejected`.
+    pub fn prepare(&self, batch: &mut Batch, bytes: &[u8], now: i64) -> Result<(), Reject> {
+        let ev = parse_event(bytes, &self.limits, now)?;
+        self.prepare_event(batch, &ev)
+    }
+
+    fn prepare_event(&self, batch: &mut Batch, ev: &Event<'_>) -> Result<(), Reject> {
+        let mut cost: Option<(Money, &str)> = None;
+        let mut unpriced = None;
+        if let Some(c) = ev.cost {
+            cost = ev.currency.as_deref().map(|cur| (c, cur));
+        } else if let Some(sku) = ev.sku.as_deref() {
+            match self
+                .prices
+                .price(sku, ev.ts, ev.unit.as_deref(), ev.currency.as_deref(), ev.qty_nanos)
+            {
+                Ok((c, cur)) => cost = Some((c, cur)),
+                Err(u) => unpriced = Some(u.as_str()),
+            }
+        }
+        let usage_series = self.series_for(batch, ev, None, unpriced)?;
+        let cost = match cost {
+            Some((c, cur)) => Some((self.series_for(batch, ev, Some(cur), None)?, c)),
+            None => None,
+        };
+        batch.events.push(Prepared {
+            key: dedup_key(&ev.tenant, &ev.event_id),
+            ts: ev.ts,
+            usage_series,
+            value: ev.value,
+            cost,
+            unpriced,
+        });
+        Ok(())
+    }
+
+    /// The batch-local index of the usage series (`currency` None) or cost series of `ev`.
+    fn series_for(
+        &self,
+        batch: &mut Batch,
+        ev: &Event<'_>,
+        currency: Option<&str>,
+        unpriced: Option<&str>,
+    ) -> Result<u32, Reject> {
+        let buf = &mut batch.key_buf;
+        buf.clear();
+        let mut part = |s: &str| {
+            buf.extend_from_slice(s.as_bytes());
+            buf.push(0xff);
+        };
+        part(if currency.is_some() { "c" } else { "u" });
+        part(&ev.metric);
+        part(&ev.tenant);
+        part(ev.sku.as_deref().unwrap_or(""));
+        if let Some(cur) = currency {
+            part(cur);
+        } else {
+            part(ev.unit.as_deref().unwrap_or(""));
+            part(unpriced.unwrap_or(""));
+        }
+        for (k, v) in &ev.labels {
+            part(k);
+            part(v);
+        }
+        let key = xxh3_128(&batch.key_buf);
+        if let Some(&i) = batch.index.get(&key) {
+            return Ok(i);
+        }
+        let labels = {
+            let mut cache = self.cache.lock();
+            match cache.map.get(&key) {
+                Some(l) => l.clone(),
+                None => {
+                    let mut b = LabelsBuilder::new();
+                    b.push("tenant", ev.tenant.as_ref());
+                    if let Some(sku) = &ev.sku {
+                        b.push("sku", sku.as_ref());
+                    }
+                    if let Some(cur) = currency {
+                        b.metric("cost");
+                        b.push("currency", cur);
+                        b.push("source_metric", ev.metric.as_ref());
+                    } else {
+                        b.metric(ev.metric.as_ref());
+                        if let Some(u) = &ev.unit {
+                            b.push("unit", u.as_ref());
+                        }
+                        if let Some(u) = unpriced {
+                            b.push("unpriced", u);
+                        }
+                    }
+                    for (k, v) in &ev.labels {
+                        b.push(k.as_ref(), v.as_ref());
+                    }
+                    let l = b.build(&self.limits.labels).map_err(|e| Reject {
+                        code: RejectCode::InvalidLabel,
+                        reason: e.to_string(),
+                    })?;
+                    if cache.map.len() >= CACHE_MAX {
+                        cache.map.clear();
+                    }
+                    cache.map.insert(key, l.clone());
+                    l
+                }
+            }
+        };
+        let kind = if currency.is_some() {
+            SeriesKind::MONEY
+        } else {
+            SeriesKind::DELTA
+        };
+        let i = batch.series.len() as u32;
+        batch.series.push((labels, kind));
+        batch.index.insert(key, i);
+        Ok(i)
+    }
+
+    /// De-duplicates and appends the batch atomically with its positions. On error nothing
+    /// of the batch is stored and the dedup state is as before: the caller may retry.
+    pub fn commit(&self, batch: &Batch, src: Source) -> Result<CommitOutcome, IngestError> {
+        let mut out = CommitOutcome::default();
+        let mut per_series: Vec<Vec<Sample>> = vec![Vec::new(); batch.series.len()];
+        let mut keys = Vec::with_capacity(batch.events.len());
+        let mut fresh_ts = Vec::with_capacity(batch.events.len());
+        let mut unpriced: Vec<&'static str> = Vec::new();
+        let mut dedup = self.dedup.lock();
+        for e in &batch.events {
+            if !dedup.check_insert(e.key) {
+                out.duplicates += 1;
+                continue;
+            }
+            keys.push(e.key);
+            fresh_ts.push(e.ts);
+            per_series[e.usage_series as usize].push(Sample {
+                ts: e.ts,
+                value: Value::Float(e.value),
+            });
+            if let Some((s, m)) = e.cost {
+                per_series[s as usize].push(Sample {
+                    ts: e.ts,
+                    value: Value::Money(m),
+                });
+            }
+            if let Some(u) = e.unpriced {
+                unpriced.push(u);
+            }
+            out.accepted += 1;
+        }
+        let mut wb = WriteBatch::new();
+        for ((labels, kind), samples) in batch.series.iter().zip(per_series) {
+            if !samples.is_empty() {
+                wb.add(labels.clone(), *kind, samples);
+            }
+        }
+        wb.positions = batch.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        if let Err(source) = dedup.log(&wb.positions, &keys) {
+            dedup.rollback(&keys);
+            return Err(IngestError::Dedup {
+                path: "ingest/dedup".into(),
+                source,
+            });
+        }
+        if wb.is_empty() {
+            return Ok(out);
+        }
+        if let Err(e) = self.store.append(&wb) {
+            dedup.rollback(&keys);
+            self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(e.into());
+        }
+        self.metrics.dedup_evicted.store(dedup.evicted, Ordering::Relaxed);
+        drop(dedup);
+        let now = now_ns();
+        for ts in fresh_ts {
+            self.metrics.freshness.observe((now - ts) as f64 / 1e9);
+        }
+        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        self.metrics.add_accepted(src, out.accepted);
+        self.metrics.dedup_hits.fetch_add(out.duplicates, Ordering::Relaxed);
+        out.unpriced = unpriced.len() as u64;
+        if !unpriced.is_empty() {
+            let mut m = self.metrics.unpriced.lock();
+            for u in unpriced {
+                *m.entry(u).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `POST /api/v1/ingest`: NDJSON events; each line is validated, the valid ones are
+    /// appended in one atomic batch (position `http` = request sequence, so the dedup
+    /// log survives crashes exactly like Kafka's).
+    pub fn ingest_ndjson(&self, body: &[u8]) -> Result<NdjsonOutcome, IngestError> {
+        let now = now_ns();
+        let mut batch = Batch::new();
+        let mut rejected = Vec::new();
+        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            if let Err(r) = self.prepare(&mut batch, line, now) {
+                self.metrics.add_rejected(Source::Http, r.code, 1);
+                rejected.push((i + 1, r));
+            }
+        }
+        let mut seq = self.http_seq.lock();
+        batch.positions.insert("http".to_string(), *seq + 1);
+        let out = self.commit(&batch, Source::Http)?;
+        *seq += 1;
+        Ok(NdjsonOutcome { outcome: out, rejected })
+    }
+
+    /// Appends remote-write series (gauges) as one batch.
+    pub fn append_series(&self, wb: &WriteBatch) -> Result<u64, IngestError> {
+        if wb.series.is_empty() {
+            return Ok(0);
+        }
+        let out = self.store.append(wb)?;
+        self.metrics.add_accepted(Source::RemoteWrite, out.samples);
+        Ok(out.samples)
+    }
+}
+
+#[derive(Debug)]
+pub struct NdjsonOutcome {
+    pub outcome: CommitOutcome,
+    /// (1-based line, rejection).
+    pub rejected: Vec<(usize, Reject)>,
+}

@@ -24,7 +24,6 @@ pub struct Cli {
 // Parsed once per process: the size difference between subcommands does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
     /// Run the server: store + HTTP API on a local data directory.
     Serve(serve::ServeArgs),

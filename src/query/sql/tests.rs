@@ -1,0 +1,3 @@
+//! Engine tests over an in-memory store.
+
+use super::*;

@@ -1,6 +1,7 @@
 //! The HTTP server: one axum router; each concern adds its routes in its own file.
 
 mod metrics;
+pub mod sql;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -29,5 +30,8 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().merge(metrics::routes()).with_state(state)
+    Router::new()
+        .merge(metrics::routes())
+        .merge(sql::routes())
+       .with_state(state)
 }

@@ -1,7 +1,9 @@
 //! Command-line interface: `tally <subcommand>`.
 
 pub mod config;
+pub mod export;
 pub mod serve;
+pub mod sql;
 
 use clap::{Parser, Subcommand};
 
@@ -23,10 +25,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: store + HTTP API on a local data directory.
     Serve(serve::ServeArgs),
+    /// Run a SQL query (tables `samples` and `costs`) against a server or a data directory.
+    Sql(sql::SqlArgs),
+    /// Export data for finance tools (`tally export ledger --month YYYY-MM ...`).
+    Export(export::ExportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Sql(args) => sql::run(args),
+        Command::Export(args) => export::run(args),
     }
 }

@@ -184,6 +184,47 @@ impl QueryResult {
     }
 }
 
+impl QueryResult {
+    /// Reads back [`QueryResult::to_json`] (used by the CLI against a server).
+    pub fn from_json(v: &serde_json::Value) -> Option<QueryResult> {
+        use super::value::{parse_number, parse_timestamp};
+        let mut columns = Vec::new();
+        for c in v.get("columns")?.as_array()? {
+            let name = c.get("name")?.as_str()?.to_string();
+            let ty = match c.get("type")?.as_str()? {
+                "BOOLEAN" => Type::Bool,
+                "BIGINT" => Type::Int,
+                "DOUBLE" => Type::Float,
+                "DECIMAL(38,9)" => Type::Dec,
+                "TIMESTAMP" => Type::Ts,
+                "INTERVAL" => Type::Interval,
+                _ => Type::Str,
+            };
+            columns.push((name, ty));
+        }
+        let mut rows = Vec::new();
+        for r in v.get("rows")?.as_array()? {
+            let mut row = Vec::new();
+            for (i, x) in r.as_array()?.iter().enumerate() {
+                let ty = columns.get(i).map_or(Type::Str, |c| c.1);
+                row.push(match (ty, x) {
+                    (_, serde_json::Value::Null) => Val::Null,
+                    (Type::Bool, serde_json::Value::Bool(b)) => Val::Bool(*b),
+                    (Type::Int, x) => x.as_i64().map_or(Val::Null, Val::Int),
+                    (Type::Interval, x) => x.as_i64().map_or(Val::Null, Val::Interval),
+                    (Type::Float, x) => x.as_f64().map_or(Val::Null, Val::Float),
+                    (Type::Dec, serde_json::Value::String(s)) => parse_number(s).map_or(Val::Null, |v| v.cast_to(Type::Dec)),
+                    (Type::Ts, serde_json::Value::String(s)) => parse_timestamp(s).map_or(Val::Null, Val::Ts),
+                    (_, serde_json::Value::String(s)) => Val::str(s),
+                    (_, other) => Val::str(&other.to_string()),
+                });
+            }
+            rows.push(row);
+        }
+        Some(QueryResult { columns, rows })
+    }
+}
+
 fn json_val(v: &Val) -> serde_json::Value {
     match v {
         Val::Null => serde_json::Value::Null,

@@ -223,6 +223,43 @@ impl Acc {
         Ok(())
     }
 
+    /// Folds another worker's state for the same group into this one.
+    pub fn merge(&mut self, o: Acc) -> Result<(), SqlError> {
+        let ov = || SqlError::Exec("sum overflowed".into());
+        match (self, o) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::SumInt(a, x), Acc::SumInt(b, y)) | (Acc::SumDec(a, x), Acc::SumDec(b, y)) => {
+                *a = a.checked_add(b).ok_or_else(ov)?;
+                *x |= y;
+            }
+            (Acc::SumFloat(a, x), Acc::SumFloat(b, y)) => {
+                *a += b;
+                *x |= y;
+            }
+            (Acc::AvgFloat(a, n), Acc::AvgFloat(b, m)) => {
+                *a += b;
+                *n += m;
+            }
+            (Acc::AvgDec(a, n), Acc::AvgDec(b, m)) => {
+                *a += b;
+                *n += m;
+            }
+            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b),
+            (Acc::Min(a), Acc::Min(b)) => {
+                if !b.is_null() && (a.is_null() || compare(&b, a) == Some(std::cmp::Ordering::Less)) {
+                    *a = b;
+                }
+            }
+            (Acc::Max(a), Acc::Max(b)) => {
+                if !b.is_null() && (a.is_null() || compare(&b, a) == Some(std::cmp::Ordering::Greater)) {
+                    *a = b;
+                }
+            }
+            (a, b) => return Err(SqlError::Exec(format!("internal: cannot merge {a:?} with {b:?}"))),
+        }
+        Ok(())
+    }
+
     pub fn finish(&self, ty: Type) -> Val {
         match self {
             Acc::Count(c) => Val::Int(*c),

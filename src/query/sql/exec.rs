@@ -3,17 +3,18 @@
 //! are typed arrays ([`Datum::A`]). Label predicates and label-only group keys therefore
 //! cost O(1) per series, and aggregates fold whole runs of rows with equal keys at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::agg::Acc;
 use super::bind::BoundQuery;
 use super::expr::{and3, eval_scalar, or3, CmpOp, Col, Expr};
 use super::output::QueryResult;
-use super::plan::{Plan, TableKind};
+use super::plan::{Plan, Select, TableKind};
 use super::value::{compare, date_trunc, order, time_bucket, ArithOp, Type, Val};
 use super::{ExecStats, QueryOptions, SqlError};
-use crate::model::{Labels, ValueKind};
+use crate::model::{Labels, ValueKind, TENANT};
 use crate::store::{SampleValues, SelectRequest, SeriesSource};
 
 /// A typed column of a chunk.
@@ -254,6 +255,8 @@ struct Guard<'a> {
     opts: &'a QueryOptions,
     started: Instant,
     stats: ExecStats,
+    /// Rows scanned by every worker of the query.
+    total_scanned: &'a AtomicU64,
 }
 
 impl Guard<'_> {
@@ -261,7 +264,8 @@ impl Guard<'_> {
         self.stats.rows_scanned += n as u64;
         self.stats.series += 1;
         let l = &self.opts.limits;
-        if self.stats.rows_scanned > l.max_rows_scanned {
+        let total = self.total_scanned.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if total > l.max_rows_scanned {
             return Err(SqlError::Limit(format!(
                 "the query scanned more than {} rows (max rows scanned); narrow the time range or tenant",
                 l.max_rows_scanned
@@ -291,17 +295,29 @@ fn val_bytes(v: &Val) -> usize {
     }
 }
 
-/// Runs a planned query.
-pub fn run(
+/// What one worker produced.
+struct Partial {
+    groups: HashMap<Vec<Val>, usize>,
+    states: Vec<(Vec<Val>, Vec<Acc>)>,
+    rows: Vec<(Vec<Val>, Vec<Val>)>,
+    stats: ExecStats,
+}
+
+/// Scans `selects` (one worker's share of the plan).
+fn scan(
     src: &dyn SeriesSource,
     q: &BoundQuery,
     plan: &Plan,
+    selects: &[Select],
     opts: &QueryOptions,
-) -> Result<(QueryResult, ExecStats), SqlError> {
+    started: Instant,
+    total_scanned: &AtomicU64,
+) -> Result<Partial, SqlError> {
     let mut g = Guard {
         opts,
-        started: Instant::now(),
+        started,
         stats: ExecStats::default(),
+        total_scanned,
     };
     let mut groups: HashMap<Vec<Val>, usize> = HashMap::new();
     let mut states: Vec<(Vec<Val>, Vec<Acc>)> = Vec::new();
@@ -312,7 +328,7 @@ pub fn run(
         .then(|| q.limit.map(|l| l.saturating_add(q.offset) as usize))
         .flatten();
 
-    'scan: for sel in &plan.selects {
+    'scan: for sel in selects {
         g.stats.selects += 1;
         let req = SelectRequest {
             tenant: sel.tenant.as_deref(),
@@ -411,6 +427,87 @@ pub fn run(
         }
     }
 
+    Ok(Partial {
+        groups,
+        states,
+        rows,
+        stats: g.stats,
+    })
+}
+
+/// Runs a planned query. Aggregations over several tenants are split across worker
+/// threads by tenant (each with its own group table, merged at the end).
+pub fn run(
+    src: &dyn SeriesSource,
+    q: &BoundQuery,
+    plan: &Plan,
+    opts: &QueryOptions,
+) -> Result<(QueryResult, ExecStats), SqlError> {
+    let started = Instant::now();
+    let total_scanned = AtomicU64::new(0);
+    let mut selects = plan.selects.clone();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if q.aggregate && workers > 1 && selects.len() == 1 && selects[0].tenant.is_none() {
+        let m = &selects[0].matchers;
+        let mut tenants: BTreeSet<String> = src
+            .label_values(None, TENANT, m, plan.start, plan.end)?
+            .into_iter()
+            .collect();
+        tenants.insert(opts.default_tenant.clone());
+        selects = tenants
+            .into_iter()
+            .map(|t| Select {
+                tenant: Some(t),
+                matchers: m.clone(),
+            })
+            .collect();
+    }
+    let parts: Vec<Partial> = if q.aggregate && workers > 1 && selects.len() > 1 {
+        let shares: Vec<Vec<Select>> = (0..workers)
+            .map(|w| selects.iter().skip(w).step_by(workers).cloned().collect())
+            .collect();
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = shares
+                .iter()
+                .map(|share| sc.spawn(|| scan(src, q, plan, share, opts, started, &total_scanned)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(SqlError::Exec("query worker panicked".into()))))
+                .collect::<Result<Vec<_>, _>>()
+        })?
+    } else {
+        vec![scan(src, q, plan, &selects, opts, started, &total_scanned)?]
+    };
+    let mut stats = ExecStats::default();
+    let mut groups: HashMap<Vec<Val>, usize> = HashMap::new();
+    let mut states: Vec<(Vec<Val>, Vec<Acc>)> = Vec::new();
+    let mut rows: Vec<(Vec<Val>, Vec<Val>)> = Vec::new();
+    for p in parts {
+        stats.selects += p.stats.selects;
+        stats.series += p.stats.series;
+        stats.rows_scanned += p.stats.rows_scanned;
+        rows.extend(p.rows);
+        if states.is_empty() {
+            groups = p.groups;
+            states = p.states;
+            continue;
+        }
+        for (key, accs) in p.states {
+            match groups.get(&key) {
+                Some(&gi) => {
+                    for (a, b) in states[gi].1.iter_mut().zip(accs) {
+                        a.merge(b)?;
+                    }
+                }
+                None => {
+                    groups.insert(key.clone(), states.len());
+                    states.push((key, accs));
+                }
+            }
+        }
+    }
+
     if q.aggregate {
         if states.is_empty() && q.keys.is_empty() {
             states.push((vec![], q.aggs.iter().map(Acc::new).collect()));
@@ -485,6 +582,6 @@ pub fn run(
             columns,
             rows: out_rows,
         },
-        g.stats,
+        stats,
     ))
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{Decimal128Builder, Float64Builder, StringBuilder, TimestampNanosecondBuilder};
+use arrow_array::builder::{Decimal128Builder, Float64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
@@ -49,8 +49,9 @@ impl Format {
 /// Parquet row groups of this many rows (a month of hourly rows for ~100 resources).
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// Microseconds: period bounds are whole hours, and Spark/Trino read `TIMESTAMP(MICROS)` natively.
 fn ts_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
 /// The documented ledger schema, in column order.
@@ -97,8 +98,8 @@ fn werr(what: &str, e: impl std::fmt::Display) -> ExportError {
 pub fn ledger_batch(l: &Ledger, rows: &[&LedgerRow]) -> Result<RecordBatch, ExportError> {
     let n = rows.len();
     let ts = |f: &dyn Fn(&LedgerRow) -> i64| -> ArrayRef {
-        let mut b = TimestampNanosecondBuilder::with_capacity(n);
-        rows.iter().for_each(|r| b.append_value(f(r)));
+        let mut b = TimestampMicrosecondBuilder::with_capacity(n);
+        rows.iter().for_each(|r| b.append_value(f(r).div_euclid(1000)));
         Arc::new(b.finish().with_timezone("UTC"))
     };
     let dec = |f: &dyn Fn(&LedgerRow) -> i128| -> Result<ArrayRef, ExportError> {

@@ -10,6 +10,7 @@ SPEC: {"parquet": path, "arrow": path, "rounded": path, "partitioned": dir or nu
 """
 import json
 import sys
+from datetime import datetime
 from decimal import Decimal, ROUND_HALF_EVEN
 
 import duckdb
@@ -18,7 +19,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 DEC = pa.decimal128(38, 9)
-TS = pa.timestamp("ns", tz="UTC")
+TS = pa.timestamp("us", tz="UTC")
 SCHEMA = [
     ("BillingPeriodStart", TS), ("BillingPeriodEnd", TS),
     ("ChargePeriodStart", TS), ("ChargePeriodEnd", TS),
@@ -88,9 +89,12 @@ def main():
     ).fetchone()[0]
     if bad:
         fail(f"{bad} parquet rows have bad periods / category / ids")
-    bp = con.execute(f"SELECT DISTINCT BillingPeriodStart, BillingPeriodEnd FROM read_parquet('{pqf}')").fetchall()
-    if len(bp) != 1 or bp[0][0].isoformat().replace("+00:00", "Z") != spec["month_start"]:
-        fail(f"billing period {bp} != {spec['month_start']}")
+    bp = con.execute(
+        f"SELECT DISTINCT epoch(BillingPeriodStart), epoch(BillingPeriodEnd) FROM read_parquet('{pqf}')"
+    ).fetchall()
+    want = tuple(datetime.fromisoformat(spec[k].replace("Z", "+00:00")).timestamp() for k in ("month_start", "month_end"))
+    if len(bp) != 1 or tuple(bp[0]) != want:
+        fail(f"billing period {bp} != {want}")
     dup = con.execute(
         f"SELECT count(*) FROM (SELECT ChargePeriodStart, x_TenantId, x_CostCenter, ResourceId, SkuId, "
         f"BillingCurrency, ServiceName, RegionId, Tags, count(*) n FROM read_parquet('{pqf}') "

@@ -6,7 +6,6 @@
 //! one month of 1-minute cost samples for ~450 series).
 
 #[path = "../tests/common/costgen.rs"]
-#[allow(dead_code)]
 mod costgen;
 
 use std::path::{Path, PathBuf};
@@ -46,7 +45,9 @@ fn main() {
         .unwrap_or(20_000_000);
     let per_series = 31 * 24 * 60; // one month of 1-minute samples
     let series = n.div_ceil(per_series);
-    let base = std::env::var("TALLY_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+    let base = std::env::var("TALLY_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir());
     let tmp = tempfile::tempdir_in(base).expect("temp dir");
     let dir = tmp.path().join("data");
     let t0 = Instant::now();
@@ -102,10 +103,17 @@ fn main() {
             let (r, st) = execute_with_stats(&snap, q, &opts).expect("tally query");
             let dt = t.elapsed().as_secs_f64();
             best = best.min(dt);
-            assert_eq!(st.rows_scanned as usize, samples, "{name} scanned a different number of rows");
+            assert_eq!(
+                st.rows_scanned as usize, samples,
+                "{name} scanned a different number of rows"
+            );
             res = Some(r);
         }
-        println!("tally  {name:<20} {:>8.3}s  ({:.0} M samples/s)", best, samples as f64 / best / 1e6);
+        println!(
+            "tally  {name:<20} {:>8.3}s  ({:.0} M samples/s)",
+            best,
+            samples as f64 / best / 1e6
+        );
         tally_times.push(best);
         tally_results.push(res.expect("ran"));
     }
@@ -232,7 +240,12 @@ print(json.dumps(out))
 "#;
     let qs: Vec<&str> = QUERIES.iter().map(|q| q.1).collect();
     let o = Command::new(py)
-        .args(["-c", script, pq.to_str().unwrap_or(""), &serde_json::to_string(&qs).unwrap_or_default()])
+        .args([
+            "-c",
+            script,
+            pq.to_str().unwrap_or(""),
+            &serde_json::to_string(&qs).unwrap_or_default(),
+        ])
         .output()
         .expect("run duckdb");
     eprint!("{}", String::from_utf8_lossy(&o.stderr));

@@ -64,7 +64,9 @@ fn sql_json(target: &[&str], q: &str) -> serde_json::Value {
 fn expected(target: &[&str], grain: &str) -> (serde_json::Value, usize) {
     let sums = sql_json(
         target,
-        &format!("SELECT tenant, currency, sum(cost), count(*) FROM costs WHERE {MONTH_WHERE} GROUP BY 1, 2 ORDER BY 1, 2"),
+        &format!(
+            "SELECT tenant, currency, sum(cost), count(*) FROM costs WHERE {MONTH_WHERE} GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
     );
     let groups = sql_json(
         target,
@@ -81,7 +83,11 @@ fn check(py: &Path, work: &Path, spec: serde_json::Value) {
     let spec_path = work.join(format!("spec-{}.json", rand_suffix()));
     std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/check_ledger.py");
-    let out = Command::new(py).arg(script).arg(&spec_path).output().expect("run python");
+    let out = Command::new(py)
+        .arg(script)
+        .arg(&spec_path)
+        .output()
+        .expect("run python");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -113,10 +119,26 @@ fn ledger_files_match_sql_exactly_in_duckdb_and_pyarrow() {
         let ar = out(&format!("ledger-{grain}.arrow"));
         let rd = out(&format!("ledger-{grain}-rounded.parquet"));
         let part = out(&format!("bucket-{grain}"));
-        let base = ["export", "ledger", "--data-dir", d, "--month", "2026-10", "--grain", grain, "--quiet"];
+        let base = [
+            "export",
+            "ledger",
+            "--data-dir",
+            d,
+            "--month",
+            "2026-10",
+            "--grain",
+            grain,
+            "--quiet",
+        ];
         tally(&[&base[..], &["--format", "parquet", "--out", &pq]].concat());
         tally(&[&base[..], &["--format", "arrow", "--out", &ar]].concat());
-        tally(&[&base[..], &["--format", "parquet", "--round", "minor-units", "--out", &rd]].concat());
+        tally(
+            &[
+                &base[..],
+                &["--format", "parquet", "--round", "minor-units", "--out", &rd],
+            ]
+            .concat(),
+        );
         tally(&[&base[..], &["--format", "parquet", "--partitioned", "--out", &part]].concat());
         let (sums, n) = expected(&["--data-dir", d], grain);
         assert!(n > 100, "too few ledger rows to be a meaningful test: {n}");
@@ -143,7 +165,14 @@ fn ledger_files_match_sql_exactly_in_duckdb_and_pyarrow() {
     let msg = String::from_utf8_lossy(&e.stderr);
     assert!(msg.contains("--server"), "lock error should point at --server: {msg}");
 
-    let (st, body) = http_raw("GET", &srv.addr, "/api/v1/export/ledger?month=2026-10&format=parquet", &[], &[]).unwrap();
+    let (st, body) = http_raw(
+        "GET",
+        &srv.addr,
+        "/api/v1/export/ledger?month=2026-10&format=parquet",
+        &[],
+        &[],
+    )
+    .unwrap();
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
     let http_pq = out("http.parquet");
     std::fs::write(&http_pq, &body).unwrap();
@@ -159,7 +188,9 @@ fn ledger_files_match_sql_exactly_in_duckdb_and_pyarrow() {
     let http_rd = out("http-rounded.parquet");
     std::fs::write(&http_rd, &body).unwrap();
     let cli_ar = out("cli-server.arrow");
-    tally(&["export", "ledger", "--server", &url, "--month", "2026-10", "--format", "arrow", "--out", &cli_ar, "--quiet"]);
+    tally(&[
+        "export", "ledger", "--server", &url, "--month", "2026-10", "--format", "arrow", "--out", &cli_ar, "--quiet",
+    ]);
     let (sums, n) = expected(&["--server", &url], "day");
     check(
         &py,
@@ -196,7 +227,12 @@ fn ledger_files_match_sql_exactly_in_duckdb_and_pyarrow() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "['t3']");
 
     // Bad requests are 400 with a message.
-    for q in ["month=2026-13", "month=2026-10&format=csv", "month=2026-10&grain=week", "format=parquet"] {
+    for q in [
+        "month=2026-13",
+        "month=2026-10&format=csv",
+        "month=2026-10&grain=week",
+        "format=parquet",
+    ] {
         let (st, body) = http_raw("GET", &srv.addr, &format!("/api/v1/export/ledger?{q}"), &[], &[]).unwrap();
         assert_eq!(st, 400, "{q}: {}", String::from_utf8_lossy(&body));
     }
@@ -211,20 +247,37 @@ fn sql_over_http_json_csv_arrow_and_tenant_isolation() {
     make_data(&data);
     let srv = TallyServer::start(&data, &[]);
     let q = "SELECT tenant, sum(cost) AS total, count(*) AS n FROM costs GROUP BY tenant ORDER BY tenant";
-    let (st, json) = http_raw("POST", &srv.addr, "/api/v1/sql", &[("Content-Type", "text/plain")], q.as_bytes()).unwrap();
+    let (st, json) = http_raw(
+        "POST",
+        &srv.addr,
+        "/api/v1/sql",
+        &[("Content-Type", "text/plain")],
+        q.as_bytes(),
+    )
+    .unwrap();
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&json));
     let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(v["columns"][1]["type"], "DECIMAL(38,9)");
     let rows = v["rows"].as_array().unwrap().clone();
     assert_eq!(rows.len(), 6, "t0..t4 and default: {v}");
 
-    let (st, csv) = http_raw("POST", &srv.addr, "/api/v1/sql", &[("Accept", "text/csv")], q.as_bytes()).unwrap();
+    let (st, csv) = http_raw(
+        "POST",
+        &srv.addr,
+        "/api/v1/sql",
+        &[("Accept", "text/csv")],
+        q.as_bytes(),
+    )
+    .unwrap();
     assert_eq!(st, 200);
     let csv = String::from_utf8(csv).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "tenant,total,n");
     for (line, r) in lines[1..].iter().zip(&rows) {
-        assert_eq!(*line, format!("{},{},{}", r[0].as_str().unwrap(), r[1].as_str().unwrap(), r[2]));
+        assert_eq!(
+            *line,
+            format!("{},{},{}", r[0].as_str().unwrap(), r[1].as_str().unwrap(), r[2])
+        );
     }
 
     let (st, arrow) = http_raw(
@@ -276,7 +329,14 @@ fn sql_over_http_json_csv_arrow_and_tenant_isolation() {
     assert_eq!(v["rows"], serde_json::json!([[t1[0], t1[1]]]));
 
     // Errors: 400 with the construct named.
-    let (st, body) = http_raw("POST", &srv.addr, "/api/v1/sql", &[], b"SELECT * FROM costs a JOIN samples b ON a.ts = b.ts").unwrap();
+    let (st, body) = http_raw(
+        "POST",
+        &srv.addr,
+        "/api/v1/sql",
+        &[],
+        b"SELECT * FROM costs a JOIN samples b ON a.ts = b.ts",
+    )
+    .unwrap();
     assert_eq!(st, 400);
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("JOIN") && body.contains("line 1, column"), "{body}");

@@ -76,7 +76,11 @@ fn opts() -> QueryOptions {
 fn rows_text(r: &QueryResult) -> Vec<Vec<String>> {
     r.rows
         .iter()
-        .map(|row| row.iter().map(|v| if v.is_null() { "NULL".into() } else { v.to_string() }).collect())
+        .map(|row| {
+            row.iter()
+                .map(|v| if v.is_null() { "NULL".into() } else { v.to_string() })
+                .collect()
+        })
         .collect()
 }
 
@@ -130,12 +134,24 @@ fn f_sql(f: &F) -> String {
     let ts = |t: i64| format!("TIMESTAMP '{}'", format_ts(t));
     match f {
         F::TenantEq(t) => format!("tenant = '{}'", tname(*t)),
-        F::TenantIn(v) => format!("tenant IN ({})", v.iter().map(|t| format!("'{}'", tname(*t))).collect::<Vec<_>>().join(", ")),
+        F::TenantIn(v) => format!(
+            "tenant IN ({})",
+            v.iter()
+                .map(|t| format!("'{}'", tname(*t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         F::TsGe(t) => format!("ts >= {}", ts(*t)),
         F::TsLt(t) => format!("ts < '{}'", format_ts(*t)),
         F::CcEq(c) => format!("cost_center = 'cc-{c}'"),
         F::CcIsNull => "cost_center IS NULL".into(),
-        F::SkuIn(v) => format!("sku IN ({})", v.iter().map(|s| format!("'{}'", SKUS[*s])).collect::<Vec<_>>().join(", ")),
+        F::SkuIn(v) => format!(
+            "sku IN ({})",
+            v.iter()
+                .map(|s| format!("'{}'", SKUS[*s]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         F::SkuNotEq(s) => format!("NOT (sku = '{}')", SKUS[*s]),
         F::CostGt(n) => format!("cost > {}", format_dec(*n as i128)),
         F::Usd => "currency = 'USD'".into(),
@@ -228,7 +244,10 @@ fn reference(data: &[CostRow], filters: &[F], keys: &[K], aggs: &[A]) -> Vec<Vec
     let mut groups: BTreeMap<Vec<String>, Vec<&CostRow>> = BTreeMap::new();
     for r in data {
         if filters.iter().all(|f| f_ref(f, r)) {
-            groups.entry(keys.iter().map(|k| k_ref(*k, r)).collect()).or_default().push(r);
+            groups
+                .entry(keys.iter().map(|k| k_ref(*k, r)).collect())
+                .or_default()
+                .push(r);
         }
     }
     if keys.is_empty() && groups.is_empty() {
@@ -267,11 +286,27 @@ fn random_queries_match_the_reference() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, data) = dataset(tmp.path());
     let keys = prop::sample::subsequence(
-        vec![K::Tenant, K::CostCenter, K::Sku, K::Currency, K::Day, K::Month, K::Bucket6h],
+        vec![
+            K::Tenant,
+            K::CostCenter,
+            K::Sku,
+            K::Currency,
+            K::Day,
+            K::Month,
+            K::Bucket6h,
+        ],
         0..3,
     );
     let aggs = prop::collection::vec(
-        prop::sample::select(vec![A::Sum, A::Count, A::Min, A::Max, A::Avg, A::CountDistinctSku, A::SumTimesTwo]),
+        prop::sample::select(vec![
+            A::Sum,
+            A::Count,
+            A::Min,
+            A::Max,
+            A::Avg,
+            A::CountDistinctSku,
+            A::SumTimesTwo,
+        ]),
         1..3,
     );
     let filters = prop::collection::vec(filter_strategy(), 0..4);
@@ -298,7 +333,8 @@ fn random_queries_match_the_reference() {
                 sql.push_str(" GROUP BY ");
                 sql.push_str(&(1..=keys.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
             }
-            let got = execute(&store.snapshot(), &sql, &opts()).map_err(|e| TestCaseError::fail(format!("{sql}: {e}")))?;
+            let got =
+                execute(&store.snapshot(), &sql, &opts()).map_err(|e| TestCaseError::fail(format!("{sql}: {e}")))?;
             let mut got = rows_text(&got);
             got.sort();
             let want = reference(&data, &filters, &keys, &aggs);
@@ -325,7 +361,10 @@ fn chargeback_order_limit_having_case_and_projection() {
     let mut want: BTreeMap<(String, String), i128> = BTreeMap::new();
     for x in data.iter().filter(|x| x.ts >= m0 && x.ts < m1 && x.currency == "USD") {
         *want
-            .entry((x.tenant_or_default().to_string(), x.cost_center.clone().unwrap_or("NULL".into())))
+            .entry((
+                x.tenant_or_default().to_string(),
+                x.cost_center.clone().unwrap_or("NULL".into()),
+            ))
             .or_default() += x.cost as i128;
     }
     let mut v: Vec<_> = want.into_iter().collect();
@@ -347,7 +386,10 @@ fn chargeback_order_limit_having_case_and_projection() {
     );
     assert_eq!(r.rows.len(), SKUS.len());
     let skus: BTreeSet<&str> = SKUS.iter().copied().collect();
-    assert_eq!(rows_text(&r).iter().map(|x| x[0].clone()).collect::<Vec<_>>(), skus.into_iter().map(String::from).collect::<Vec<_>>());
+    assert_eq!(
+        rows_text(&r).iter().map(|x| x[0].clone()).collect::<Vec<_>>(),
+        skus.into_iter().map(String::from).collect::<Vec<_>>()
+    );
 
     // Non-aggregate projection with expressions and LIMIT.
     let r = run(
@@ -366,19 +408,41 @@ fn chargeback_order_limit_having_case_and_projection() {
     }
 
     // The samples table: usage metrics and money as DOUBLE.
-    let r = run(&store, "SELECT metric, count(*) FROM samples WHERE metric IN ('cost', 'cpu_hours') GROUP BY metric ORDER BY metric");
+    let r = run(
+        &store,
+        "SELECT metric, count(*) FROM samples WHERE metric IN ('cost', 'cpu_hours') GROUP BY metric ORDER BY metric",
+    );
     assert_eq!(rows_text(&r)[0][0], "cost");
     assert_eq!(rows_text(&r)[0][1], data.len().to_string());
 
     // now() - INTERVAL.
-    let r = run(&store, "SELECT count(*) FROM costs WHERE ts > now() - INTERVAL '7 days'");
+    let r = run(
+        &store,
+        "SELECT count(*) FROM costs WHERE ts > now() - INTERVAL '7 days'",
+    );
     let cut = opts().now_ns - 7 * 24 * HOUR;
-    assert_eq!(rows_text(&r)[0][0], data.iter().filter(|x| x.ts > cut).count().to_string());
+    assert_eq!(
+        rows_text(&r)[0][0],
+        data.iter().filter(|x| x.ts > cut).count().to_string()
+    );
 
     // SHOW TABLES / DESCRIBE.
-    assert_eq!(rows_text(&run(&store, "SHOW TABLES")), vec![vec!["costs".to_string()], vec!["samples".to_string()]]);
+    assert_eq!(
+        rows_text(&run(&store, "SHOW TABLES")),
+        vec![vec!["costs".to_string()], vec!["samples".to_string()]]
+    );
     let d = rows_text(&run(&store, "DESCRIBE costs"));
-    for col in ["ts", "tenant", "cost", "currency", "source_metric", "sku", "cost_center", "region", "instance"] {
+    for col in [
+        "ts",
+        "tenant",
+        "cost",
+        "currency",
+        "source_metric",
+        "sku",
+        "cost_center",
+        "region",
+        "instance",
+    ] {
         assert!(d.iter().any(|r| r[0] == col), "DESCRIBE costs lacks {col}: {d:?}");
     }
     assert!(d.iter().any(|r| r[0] == "cost" && r[1] == "DECIMAL(38,9)"));
@@ -392,18 +456,35 @@ fn pushdown_restricts_what_is_read() {
     let total = data.len() as u64;
     let (_, all) = execute_with_stats(&snap, "SELECT count(*) FROM costs", &opts()).unwrap();
     assert_eq!(all.rows_scanned, total);
-    let (_, st) = execute_with_stats(&snap, "SELECT sum(cost) FROM costs WHERE tenant IN ('t1', 't2')", &opts()).unwrap();
+    let (_, st) = execute_with_stats(
+        &snap,
+        "SELECT sum(cost) FROM costs WHERE tenant IN ('t1', 't2')",
+        &opts(),
+    )
+    .unwrap();
     assert_eq!(st.selects, 2);
-    let want = data.iter().filter(|r| matches!(r.tenant.as_deref(), Some("t1" | "t2"))).count() as u64;
-    assert_eq!(st.rows_scanned, want, "tenant predicate should read only those tenants' samples");
+    let want = data
+        .iter()
+        .filter(|r| matches!(r.tenant.as_deref(), Some("t1" | "t2")))
+        .count() as u64;
+    assert_eq!(
+        st.rows_scanned, want,
+        "tenant predicate should read only those tenants' samples"
+    );
     let (_, st) = execute_with_stats(
         &snap,
         "SELECT sum(cost) FROM costs WHERE ts >= '2026-10-10' AND ts < '2026-10-11'",
         &opts(),
     )
     .unwrap();
-    let (a, b) = (parse_timestamp("2026-10-10").unwrap(), parse_timestamp("2026-10-11").unwrap());
-    assert_eq!(st.rows_scanned, data.iter().filter(|r| r.ts >= a && r.ts < b).count() as u64);
+    let (a, b) = (
+        parse_timestamp("2026-10-10").unwrap(),
+        parse_timestamp("2026-10-11").unwrap(),
+    );
+    assert_eq!(
+        st.rows_scanned,
+        data.iter().filter(|r| r.ts >= a && r.ts < b).count() as u64
+    );
     let (_, st) = execute_with_stats(&snap, "SELECT count(*) FROM costs WHERE sku = 'gp3'", &opts()).unwrap();
     assert_eq!(st.rows_scanned, data.iter().filter(|r| r.sku == "gp3").count() as u64);
 }
@@ -452,7 +533,10 @@ fn limits_give_clear_errors() {
         ..opts()
     };
     let e = execute(&snap, "SELECT ts, cost FROM costs", &o).unwrap_err();
-    assert!(matches!(e, SqlError::Limit(_)) && e.to_string().contains("memory"), "{e}");
+    assert!(
+        matches!(e, SqlError::Limit(_)) && e.to_string().contains("memory"),
+        "{e}"
+    );
     let o = QueryOptions {
         limits: Limits {
             timeout: Duration::ZERO,
@@ -481,7 +565,10 @@ fn unsupported_sql_names_the_construct_and_position() {
         ("SELECT DISTINCT sku FROM costs", "DISTINCT"),
         ("SELECT * FROM nope", "unknown table"),
         ("SELECT nope FROM costs", "unknown column `nope`"),
-        ("SELECT sku, sum(cost) FROM costs GROUP BY tenant", "must appear in GROUP BY"),
+        (
+            "SELECT sku, sum(cost) FROM costs GROUP BY tenant",
+            "must appear in GROUP BY",
+        ),
         ("SELECT * FROM costs WHERE sum(cost) > 1", "not allowed in WHERE"),
         ("SELECT sum(sum(cost)) FROM costs", "not allowed"),
         ("SELECT * FROM costs WHERE ts > 'yesterday-ish'", "timestamp"),

@@ -33,5 +33,5 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(metrics::routes())
         .merge(sql::routes())
-       .with_state(state)
+        .with_state(state)
 }

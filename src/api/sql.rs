@@ -109,7 +109,13 @@ async fn sql_query(State(st): State<Arc<AppState>>, headers: HeaderMap, body: By
             };
             return error(status, kind, e.to_string());
         }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("query task failed: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("query task failed: {e}"),
+            )
+        }
     };
     if accept.contains(ARROW_STREAM) {
         match result.to_arrow_stream() {
@@ -164,7 +170,11 @@ async fn ledger(State(st): State<Arc<AppState>>, headers: HeaderMap, Query(p): Q
         Err(r) => return *r,
     };
     let Some(month) = p.month else {
-        return error(StatusCode::BAD_REQUEST, "bad_data", "missing parameter month=YYYY-MM".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "missing parameter month=YYYY-MM".into(),
+        );
     };
     let format = match Format::parse(p.format.as_deref().unwrap_or("parquet")) {
         Ok(f) => f,
@@ -201,6 +211,10 @@ async fn ledger(State(st): State<Arc<AppState>>, headers: HeaderMap, Query(p): Q
         }
         Ok(Err(export::ExportError::Invalid(m))) => error(StatusCode::BAD_REQUEST, "bad_data", m),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("export task failed: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("export task failed: {e}"),
+        ),
     }
 }

@@ -79,7 +79,10 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
             if a.partitioned {
                 bail!("--partitioned needs --data-dir (the server returns one file)");
             }
-            let mut path = format!("/api/v1/export/ledger?month={}&format={}&grain={}", a.month, a.format, a.grain);
+            let mut path = format!(
+                "/api/v1/export/ledger?month={}&format={}&grain={}",
+                a.month, a.format, a.grain
+            );
             if let Some(r) = &a.round {
                 path.push_str(&format!("&round={r}"));
             }
@@ -87,7 +90,11 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
             if let Some(t) = &a.tenant {
                 headers.push(("X-Scope-OrgID", t.clone()));
             }
-            let pb = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+            let pb = if a.quiet {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new_spinner()
+            };
             pb.set_message("downloading ledger");
             let resp = http_request(url, "GET", &path, &headers, &[], &mut |n| pb.set_position(n))?;
             pb.finish_and_clear();
@@ -99,8 +106,9 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
         }
         (None, Some(dir)) => {
             let store = open_local(dir)?;
-            let opts = crate::api::sql::ledger_options(&store, &a.month, &a.grain, a.round.as_deref(), a.tenant.clone())
-                .map_err(anyhow::Error::msg)?;
+            let opts =
+                crate::api::sql::ledger_options(&store, &a.month, &a.grain, a.round.as_deref(), a.tenant.clone())
+                    .map_err(anyhow::Error::msg)?;
             let pb = bar(a.quiet, "reading cost series");
             let snap = store.snapshot();
             let l = export::build_ledger(&snap, &opts, &mut |done, total| {
@@ -125,7 +133,12 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?
                     .sync_all()?;
                 std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
-                eprintln!("wrote {} rows to {} ({} samples)", l.rows.len(), a.out.display(), l.samples);
+                eprintln!(
+                    "wrote {} rows to {} ({} samples)",
+                    l.rows.len(),
+                    a.out.display(),
+                    l.samples
+                );
             }
         }
         (None, None) => bail!("give --server URL (a running tally) or --data-dir DIR"),

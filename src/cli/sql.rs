@@ -62,7 +62,10 @@ pub fn run(a: SqlArgs) -> anyhow::Result<()> {
                 "arrow" => crate::api::sql::ARROW_STREAM,
                 _ => "application/json",
             };
-            let mut headers = vec![("Accept", accept.to_string()), ("Content-Type", "text/plain".to_string())];
+            let mut headers = vec![
+                ("Accept", accept.to_string()),
+                ("Content-Type", "text/plain".to_string()),
+            ];
             if let Some(t) = &a.tenant {
                 headers.push(("X-Scope-OrgID", t.clone()));
             }
@@ -134,7 +137,10 @@ pub fn http_request(
     }
     let mut s = TcpStream::connect(hostport).with_context(|| format!("connecting to tally at {server}"))?;
     s.set_read_timeout(Some(Duration::from_secs(600)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -26,7 +26,9 @@ impl Grain {
         match s {
             "hour" => Ok(Grain::Hour),
             "day" => Ok(Grain::Day),
-            other => Err(ExportError::Invalid(format!("grain {other:?}: expected `hour` or `day`"))),
+            other => Err(ExportError::Invalid(format!(
+                "grain {other:?}: expected `hour` or `day`"
+            ))),
         }
     }
 
@@ -135,7 +137,12 @@ fn keys_of(l: &Labels, default_tenant: &str) -> (RowKey, String) {
         region,
         tags: serde_json::Value::Object(tags).to_string(),
     };
-    let join = usage_join_key(l, &tenant, &["__name__", "currency", "source_metric", "tenant"], l.get("source_metric"));
+    let join = usage_join_key(
+        l,
+        &tenant,
+        &["__name__", "currency", "source_metric", "tenant"],
+        l.get("source_metric"),
+    );
     (key, join)
 }
 
@@ -256,9 +263,7 @@ pub fn build_ledger(
             }
         })
         .collect();
-    rows.sort_by(|a, b| {
-        (&a.key.tenant, a.period_start, &a.key).cmp(&(&b.key.tenant, b.period_start, &b.key))
-    });
+    rows.sort_by(|a, b| (&a.key.tenant, a.period_start, &a.key).cmp(&(&b.key.tenant, b.period_start, &b.key)));
     if opts.round_minor_units {
         round_rows(&mut rows)?;
     }
@@ -288,7 +293,12 @@ fn round_rows(rows: &mut [LedgerRow]) -> Result<(), ExportError> {
         }
         let parts: Vec<(usize, i128)> = idx
             .iter()
-            .map(|&i| (tenants.get(rows[i].key.tenant.as_str()).copied().unwrap_or(0), rows[i].cost))
+            .map(|&i| {
+                (
+                    tenants.get(rows[i].key.tenant.as_str()).copied().unwrap_or(0),
+                    rows[i].cost,
+                )
+            })
             .collect();
         let ngroups = tenants.len();
         let rounded = round_hierarchical(&parts, ngroups, minor_unit_nanos(&cur))

@@ -27,7 +27,9 @@ impl Format {
         match s {
             "parquet" => Ok(Format::Parquet),
             "arrow" => Ok(Format::Arrow),
-            other => Err(ExportError::Invalid(format!("format {other:?}: expected `parquet` or `arrow`"))),
+            other => Err(ExportError::Invalid(format!(
+                "format {other:?}: expected `parquet` or `arrow`"
+            ))),
         }
     }
 
@@ -105,7 +107,11 @@ pub fn ledger_batch(l: &Ledger, rows: &[&LedgerRow]) -> Result<RecordBatch, Expo
     let dec = |f: &dyn Fn(&LedgerRow) -> i128| -> Result<ArrayRef, ExportError> {
         let mut b = Decimal128Builder::with_capacity(n);
         rows.iter().for_each(|r| b.append_value(f(r)));
-        Ok(Arc::new(b.finish().with_precision_and_scale(38, 9).map_err(|e| werr("decimal column", e))?))
+        Ok(Arc::new(
+            b.finish()
+                .with_precision_and_scale(38, 9)
+                .map_err(|e| werr("decimal column", e))?,
+        ))
     };
     let st = |f: &dyn Fn(&LedgerRow) -> Option<String>| -> ArrayRef {
         let mut b = StringBuilder::with_capacity(n, n * 16);
@@ -153,7 +159,9 @@ pub fn write_rows<W: Write + Send>(l: &Ledger, rows: &[&LedgerRow], format: Form
     match format {
         Format::Parquet => {
             let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| werr("zstd level", e))?))
+                .set_compression(Compression::ZSTD(
+                    ZstdLevel::try_new(3).map_err(|e| werr("zstd level", e))?,
+                ))
                 .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                 .set_statistics_enabled(EnabledStatistics::Page)
                 .set_created_by(format!("tally {}", env!("CARGO_PKG_VERSION")))

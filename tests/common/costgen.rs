@@ -45,7 +45,10 @@ pub struct GenSpec {
 pub const SKUS: &[&str] = &["m5.large", "r6g.xlarge", "s3-standard", "gp3"];
 pub const METRICS: &[&str] = &["cpu_hours", "mem_gb_hours", "storage_gb_hours", "iops"];
 
-pub fn series_labels(s: usize, tenants: usize) -> (Option<String>, Option<String>, String, String, String, String, String) {
+pub fn series_labels(
+    s: usize,
+    tenants: usize,
+) -> (Option<String>, Option<String>, String, String, String, String, String) {
     let tenant = (s % 11 != 5).then(|| format!("t{}", s % tenants));
     let cc = (s % 7 != 3).then(|| format!("cc-{}", s % 3));
     let sku = SKUS[s % SKUS.len()].to_string();
@@ -96,7 +99,11 @@ pub fn generate(store: &Store, spec: &GenSpec, keep: bool) -> Vec<CostRow> {
             let ts = spec.start + k as i64 * spec.step + jitter;
             // 6-decimal prices, occasionally a credit.
             let micros: i64 = rng.gen_range(1..5_000_000);
-            let nanos = if rng.gen_ratio(1, 50) { -micros * 1000 } else { micros * 1000 };
+            let nanos = if rng.gen_ratio(1, 50) {
+                -micros * 1000
+            } else {
+                micros * 1000
+            };
             samples.push(Sample {
                 ts,
                 value: Value::Money(Money::from_nanos(nanos)),
@@ -121,9 +128,17 @@ pub fn generate(store: &Store, spec: &GenSpec, keep: bool) -> Vec<CostRow> {
                 });
             }
         }
-        b.add(Labels::from_pairs(cost_l, &limits).expect("labels"), SeriesKind::MONEY, samples);
+        b.add(
+            Labels::from_pairs(cost_l, &limits).expect("labels"),
+            SeriesKind::MONEY,
+            samples,
+        );
         if spec.usage {
-            b.add(Labels::from_pairs(usage_l, &limits).expect("labels"), SeriesKind::DELTA, usage);
+            b.add(
+                Labels::from_pairs(usage_l, &limits).expect("labels"),
+                SeriesKind::DELTA,
+                usage,
+            );
         }
         in_batch += 1;
         if in_batch >= per_batch {

@@ -198,7 +198,9 @@ pub fn http_raw(
         let mut out = Vec::new();
         let mut b: &[u8] = &body;
         while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-            let n = std::str::from_utf8(&b[..eol]).ok().and_then(|l| usize::from_str_radix(l.trim(), 16).ok());
+            let n = std::str::from_utf8(&b[..eol])
+                .ok()
+                .and_then(|l| usize::from_str_radix(l.trim(), 16).ok());
             let Some(n) = n.filter(|n| *n > 0) else { break };
             b = &b[eol + 2..];
             out.extend_from_slice(&b[..n.min(b.len())]);

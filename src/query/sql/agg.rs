@@ -112,14 +112,18 @@ impl Acc {
                     *c += n
                 }
             }
-            (Acc::Count(c), Datum::A(Arr::Any(vs))) => *c += vs[from..to].iter().filter(|v| !v.is_null()).count() as i64,
+            (Acc::Count(c), Datum::A(Arr::Any(vs))) => {
+                *c += vs[from..to].iter().filter(|v| !v.is_null()).count() as i64
+            }
             (Acc::Count(c), Datum::A(_)) => *c += n,
             (Acc::SumDec(s, any), Datum::A(Arr::Dec(v))) => {
                 let mut t: i128 = 0;
                 for x in &v[from..to] {
                     t += *x;
                 }
-                *s = s.checked_add(t).ok_or_else(|| SqlError::Exec("sum overflowed DECIMAL(38,9)".into()))?;
+                *s = s
+                    .checked_add(t)
+                    .ok_or_else(|| SqlError::Exec("sum overflowed DECIMAL(38,9)".into()))?;
                 *any |= to > from;
             }
             (Acc::SumDec(s, any), Datum::A(Arr::Money(v))) => {
@@ -127,7 +131,9 @@ impl Acc {
                 for x in &v[from..to] {
                     t += *x as i128;
                 }
-                *s = s.checked_add(t).ok_or_else(|| SqlError::Exec("sum overflowed DECIMAL(38,9)".into()))?;
+                *s = s
+                    .checked_add(t)
+                    .ok_or_else(|| SqlError::Exec("sum overflowed DECIMAL(38,9)".into()))?;
                 *any |= to > from;
             }
             (Acc::SumFloat(s, any), Datum::A(Arr::Float(v))) => {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use sqlparser::ast::{
     self, BinaryOperator, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
-    LimitClause, ObjectNamePart, OrderByKind, OrderBySort, SelectItem, SetExpr, Spanned, TableFactor,
-    UnaryOperator, Value,
+    LimitClause, ObjectNamePart, OrderByKind, OrderBySort, SelectItem, SetExpr, Spanned, TableFactor, UnaryOperator,
+    Value,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
@@ -17,7 +17,9 @@ use sqlparser::tokenizer::Span;
 use super::agg::{AggFunc, AggSpec};
 use super::expr::{eval_scalar, type_of, CmpOp, Col, Expr, Like};
 use super::plan::{Schema, TableKind};
-use super::value::{arith_type, like_regex, parse_interval, parse_number, parse_timestamp, ArithOp, TruncUnit, Type, Val};
+use super::value::{
+    arith_type, like_regex, parse_interval, parse_number, parse_timestamp, ArithOp, TruncUnit, Type, Val,
+};
 use super::{QueryOptions, SqlError};
 
 pub enum Statement {
@@ -95,10 +97,7 @@ fn table_of(name: &ast::ObjectName) -> Result<TableKind, SqlError> {
     match parts.as_slice() {
         [t] if t.eq_ignore_ascii_case("samples") => Ok(TableKind::Samples),
         [t] if t.eq_ignore_ascii_case("costs") => Ok(TableKind::Costs),
-        _ => bind_err(
-            format!("unknown table `{name}` (tables: samples, costs)"),
-            name.span(),
-        ),
+        _ => bind_err(format!("unknown table `{name}` (tables: samples, costs)"), name.span()),
     }
 }
 
@@ -132,9 +131,7 @@ pub fn parse(sql: &str) -> Result<Statement, SqlError> {
                 return unsupported("JOIN", j.relation.span());
             }
             let (table, alias) = match &from.relation {
-                TableFactor::Table {
-                    name, alias, args, ..
-                } => {
+                TableFactor::Table { name, alias, args, .. } => {
                     if args.is_some() {
                         return unsupported("table function", name.span());
                     }
@@ -149,7 +146,10 @@ pub fn parse(sql: &str) -> Result<Statement, SqlError> {
             let text = other.to_string();
             let kw: Vec<&str> = text.split_whitespace().take(2).collect();
             unsupported(
-                format!("statement `{}` (only SELECT, SHOW TABLES and DESCRIBE are supported)", kw.join(" ")),
+                format!(
+                    "statement `{}` (only SELECT, SHOW TABLES and DESCRIBE are supported)",
+                    kw.join(" ")
+                ),
                 other.span(),
             )
         }
@@ -404,9 +404,7 @@ fn resolve_output_ref(
             },
             _ => Ok(None),
         },
-        ast::Expr::Identifier(i) if schema.find(&i.value).is_none() => {
-            Ok(proj.iter().position(|(n, _)| n == &i.value))
-        }
+        ast::Expr::Identifier(i) if schema.find(&i.value).is_none() => Ok(proj.iter().position(|(n, _)| n == &i.value)),
         _ => Ok(None),
     }
 }
@@ -443,7 +441,9 @@ fn limit_offset(lc: Option<&LimitClause>) -> Result<(Option<u64>, u64), SqlError
             };
             Ok((l, o))
         }
-        Some(LimitClause::OffsetCommaLimit { offset, limit }) => Ok((Some(num(limit, "LIMIT")?), num(offset, "OFFSET")?)),
+        Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+            Ok((Some(num(limit, "LIMIT")?), num(offset, "OFFSET")?))
+        }
     }
 }
 
@@ -478,7 +478,10 @@ impl Binder<'_> {
     fn expect_bool(&self, e: &Expr, span: Span, what: &str) -> Result<(), SqlError> {
         match self.ty(e) {
             Type::Bool | Type::Null => Ok(()),
-            t => bind_err(format!("{what} needs a boolean expression, found {}", t.sql_name()), span),
+            t => bind_err(
+                format!("{what} needs a boolean expression, found {}", t.sql_name()),
+                span,
+            ),
         }
     }
 
@@ -490,7 +493,12 @@ impl Binder<'_> {
                     "unknown column `{}` in table {} (columns: {})",
                     ident.value,
                     self.schema.table.name(),
-                    self.schema.columns.iter().map(|c| c.0.as_str()).collect::<Vec<_>>().join(", ")
+                    self.schema
+                        .columns
+                        .iter()
+                        .map(|c| c.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 ident.span,
             ),
@@ -556,9 +564,9 @@ impl Binder<'_> {
                             None => return bind_err(format!("cannot read {s:?} as a timestamp"), span),
                         }
                     }
-                    ast::DataType::Interval { .. } => Expr::Lit(Val::Interval(
-                        parse_interval(&s, None).or_else(|m| bind_err(m, span))?,
-                    )),
+                    ast::DataType::Interval { .. } => {
+                        Expr::Lit(Val::Interval(parse_interval(&s, None).or_else(|m| bind_err(m, span))?))
+                    }
                     other => return unsupported(format!("typed literal {other} '…'"), span),
                 }
             }
@@ -604,7 +612,12 @@ impl Binder<'_> {
                     let (ta, tb) = (self.ty(&a), self.ty(&b));
                     if arith_type(op, ta, tb).is_none() {
                         return bind_err(
-                            format!("operator `{}` is not defined for {} and {}", op.symbol(), ta.sql_name(), tb.sql_name()),
+                            format!(
+                                "operator `{}` is not defined for {} and {}",
+                                op.symbol(),
+                                ta.sql_name(),
+                                tb.sql_name()
+                            ),
                             span,
                         );
                     }
@@ -752,7 +765,11 @@ impl Binder<'_> {
         Type::unify(ty, rt).map_or_else(
             || {
                 bind_err(
-                    format!("CASE branches have incompatible types {} and {}", ty.sql_name(), rt.sql_name()),
+                    format!(
+                        "CASE branches have incompatible types {} and {}",
+                        ty.sql_name(),
+                        rt.sql_name()
+                    ),
                     span,
                 )
             },
@@ -800,7 +817,10 @@ impl Binder<'_> {
         };
         if let Some(func) = AggFunc::from_name(&name) {
             if !self.agg_allowed {
-                return bind_err(format!("aggregate function {name} is not allowed in {}", self.where_clause), span);
+                return bind_err(
+                    format!("aggregate function {name} is not allowed in {}", self.where_clause),
+                    span,
+                );
             }
             if distinct && func != AggFunc::Count {
                 return unsupported(format!("{name}(DISTINCT ...)"), span);
@@ -887,7 +907,10 @@ impl Binder<'_> {
                     xs.push(x);
                 }
                 let last = xs.pop().map(Box::new);
-                let whens = xs.into_iter().map(|x| (Expr::IsNull(x.clone().bx(), true), x)).collect();
+                let whens = xs
+                    .into_iter()
+                    .map(|x| (Expr::IsNull(x.clone().bx(), true), x))
+                    .collect();
                 fold(Expr::Case(whens, last))
             }
             _ => unsupported(format!("function {name}()"), span),

@@ -272,7 +272,10 @@ impl Guard<'_> {
             )));
         }
         if self.started.elapsed() > l.timeout {
-            return Err(SqlError::Limit(format!("the query ran longer than {:?} (timeout)", l.timeout)));
+            return Err(SqlError::Limit(format!(
+                "the query ran longer than {:?} (timeout)",
+                l.timeout
+            )));
         }
         Ok(())
     }
@@ -473,7 +476,10 @@ pub fn run(
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(SqlError::Exec("query worker panicked".into()))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(SqlError::Exec("query worker panicked".into())))
+                })
                 .collect::<Result<Vec<_>, _>>()
         })?
     } else {
@@ -524,8 +530,16 @@ pub fn run(
                     continue;
                 }
             }
-            let r: Vec<Val> = q.outputs.iter().map(|o| eval_scalar(&o.1, &leaf)).collect::<Result<_, _>>()?;
-            let o: Vec<Val> = q.order.iter().map(|o| eval_scalar(&o.0, &leaf)).collect::<Result<_, _>>()?;
+            let r: Vec<Val> = q
+                .outputs
+                .iter()
+                .map(|o| eval_scalar(&o.1, &leaf))
+                .collect::<Result<_, _>>()?;
+            let o: Vec<Val> = q
+                .order
+                .iter()
+                .map(|o| eval_scalar(&o.0, &leaf))
+                .collect::<Result<_, _>>()?;
             rows.push((r, o));
         }
     }

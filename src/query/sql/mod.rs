@@ -127,5 +127,3 @@ pub fn execute_with_stats(
     }
 }
 
-#[cfg(test)]
-mod tests;

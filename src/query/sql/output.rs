@@ -140,7 +140,11 @@ impl QueryResult {
         let cells: Vec<Vec<String>> = self
             .rows
             .iter()
-            .map(|r| r.iter().map(|v| if v.is_null() { "NULL".into() } else { v.to_string() }).collect())
+            .map(|r| {
+                r.iter()
+                    .map(|v| if v.is_null() { "NULL".into() } else { v.to_string() })
+                    .collect()
+            })
             .collect();
         let mut w: Vec<usize> = self.columns.iter().map(|(n, _)| n.chars().count()).collect();
         for r in &cells {
@@ -179,7 +183,11 @@ impl QueryResult {
         for r in &cells {
             line(&mut out, r, &right);
         }
-        out.push_str(&format!("({} row{})\n", cells.len(), if cells.len() == 1 { "" } else { "s" }));
+        out.push_str(&format!(
+            "({} row{})\n",
+            cells.len(),
+            if cells.len() == 1 { "" } else { "s" }
+        ));
         out
     }
 }
@@ -213,7 +221,9 @@ impl QueryResult {
                     (Type::Int, x) => x.as_i64().map_or(Val::Null, Val::Int),
                     (Type::Interval, x) => x.as_i64().map_or(Val::Null, Val::Interval),
                     (Type::Float, x) => x.as_f64().map_or(Val::Null, Val::Float),
-                    (Type::Dec, serde_json::Value::String(s)) => parse_number(s).map_or(Val::Null, |v| v.cast_to(Type::Dec)),
+                    (Type::Dec, serde_json::Value::String(s)) => {
+                        parse_number(s).map_or(Val::Null, |v| v.cast_to(Type::Dec))
+                    }
                     (Type::Ts, serde_json::Value::String(s)) => parse_timestamp(s).map_or(Val::Null, Val::Ts),
                     (_, serde_json::Value::String(s)) => Val::str(s),
                     (_, other) => Val::str(&other.to_string()),

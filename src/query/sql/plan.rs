@@ -228,10 +228,7 @@ pub fn plan(q: &BoundQuery, opts: &QueryOptions) -> Result<Plan, SqlError> {
         vec![]
     } else {
         match tenants {
-            None => vec![Select {
-                tenant: None,
-                matchers,
-            }],
+            None => vec![Select { tenant: None, matchers }],
             Some(ts) => ts
                 .into_iter()
                 .map(|t| Select {

@@ -422,7 +422,11 @@ pub fn month_start(ts: i64) -> i64 {
 /// Start of the month after the one starting at `start` (both UTC ns).
 pub fn next_month(start: i64) -> i64 {
     let dt = Utc.timestamp_nanos(start);
-    let (y, m) = if dt.month() == 12 { (dt.year() + 1, 1) } else { (dt.year(), dt.month() + 1) };
+    let (y, m) = if dt.month() == 12 {
+        (dt.year() + 1, 1)
+    } else {
+        (dt.year(), dt.month() + 1)
+    };
     NaiveDate::from_ymd_opt(y, m, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .and_then(|d| d.and_utc().timestamp_nanos_opt())
@@ -440,7 +444,12 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return dt.timestamp_nanos_opt();
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(t.trim_end_matches('Z'), f) {
             return dt.and_utc().timestamp_nanos_opt();
         }
@@ -478,9 +487,14 @@ pub fn parse_interval(s: &str, unit: Option<&str>) -> Result<i64, String> {
             .unwrap_or(tok.len());
         let (num, mut u) = (&tok[..split], tok[split..].to_string());
         if u.is_empty() {
-            u = toks.next().ok_or_else(|| format!("interval {text:?}: missing unit after {num}"))?.to_string();
+            u = toks
+                .next()
+                .ok_or_else(|| format!("interval {text:?}: missing unit after {num}"))?
+                .to_string();
         }
-        let n: f64 = num.parse().map_err(|_| format!("interval {text:?}: bad number {num:?}"))?;
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("interval {text:?}: bad number {num:?}"))?;
         let width: i64 = match u.to_ascii_lowercase().trim_end_matches('s') {
             "n" | "ns" | "nanosecond" => 1,
             "u" | "us" | "microsecond" => 1_000,
@@ -520,7 +534,11 @@ impl fmt::Display for Val {
             Val::Dec(d) => f.write_str(&format_dec(*d)),
             Val::Str(s) => f.write_str(s),
             Val::Ts(t) => f.write_str(&format_ts(*t)),
-            Val::Interval(i) => write!(f, "{}", humantime::format_duration(std::time::Duration::from_nanos(i.unsigned_abs()))),
+            Val::Interval(i) => write!(
+                f,
+                "{}",
+                humantime::format_duration(std::time::Duration::from_nanos(i.unsigned_abs()))
+            ),
         }
     }
 }
@@ -563,8 +581,14 @@ mod tests {
             s = arith(ArithOp::Add, &s, &a).unwrap();
         }
         assert_eq!(s, Val::Dec(SCALE));
-        assert_eq!(arith(ArithOp::Div, &Val::Dec(SCALE), &Val::Int(3)).unwrap(), Val::Dec(333_333_333));
-        assert_eq!(arith(ArithOp::Div, &Val::Dec(2 * SCALE), &Val::Int(3)).unwrap(), Val::Dec(666_666_667));
+        assert_eq!(
+            arith(ArithOp::Div, &Val::Dec(SCALE), &Val::Int(3)).unwrap(),
+            Val::Dec(333_333_333)
+        );
+        assert_eq!(
+            arith(ArithOp::Div, &Val::Dec(2 * SCALE), &Val::Int(3)).unwrap(),
+            Val::Dec(666_666_667)
+        );
     }
 
     #[test]

@@ -1,3 +1,0 @@
-//! Engine tests over an in-memory store.
-
-use super::*;

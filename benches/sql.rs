@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench sql` (needs `$TALLY_TEST_DEPS/venv/bin/python` with duckdb, as
 //! installed by `scripts/test.sh`). Size: `TALLY_BENCH_SQL_SAMPLES` (default 20M samples:
-//! one month of 1-minute cost samples for ~450 series).
+//! one month of 1-minute cost samples for ~450 series; 200k when run by `cargo test`).
+//! Reported run: `TALLY_BENCH_SQL_SAMPLES=100000000`.
 
 #[path = "../tests/common/costgen.rs"]
 mod costgen;
@@ -39,10 +40,12 @@ const QUERIES: &[(&str, &str)] = &[
 ];
 
 fn main() {
+    // `cargo bench` passes --bench; under `cargo test --all-targets` run a quick smoke size.
+    let full = std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::var("TALLY_BENCH_SQL_SAMPLES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000_000);
+        .unwrap_or(if full { 20_000_000 } else { 200_000 });
     let per_series = 31 * 24 * 60; // one month of 1-minute samples
     let series = n.div_ceil(per_series);
     let base = std::env::var("TALLY_BENCH_DIR")

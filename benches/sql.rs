@@ -228,6 +228,7 @@ fn duckdb_times(pq: &Path) -> Vec<(f64, String)> {
 import sys, time, json, duckdb
 con = duckdb.connect()
 con.execute("SET TimeZone='UTC'")
+con.execute("SET enable_progress_bar=false")
 con.execute(f"CREATE VIEW costs AS SELECT * FROM read_parquet('{sys.argv[1]}')")
 print("duckdb", duckdb.__version__, "threads", con.execute("SELECT current_setting('threads')").fetchone()[0], file=sys.stderr)
 out = []
@@ -253,7 +254,9 @@ print(json.dumps(out))
         .expect("run duckdb");
     eprint!("{}", String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "duckdb failed");
-    let v: Vec<(f64, String)> = serde_json::from_slice(&o.stdout).expect("duckdb output");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last = stdout.lines().rev().find(|l| l.starts_with('[')).unwrap_or("");
+    let v: Vec<(f64, String)> = serde_json::from_str(last).expect("duckdb output");
     v.into_iter()
         .map(|(t, s)| {
             let s = if s.contains('.') {

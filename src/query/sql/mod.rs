@@ -126,4 +126,3 @@ pub fn execute_with_stats(
         }
     }
 }
-

@@ -11,6 +11,7 @@
 
 pub mod agg;
 pub mod bind;
+pub mod bind_expr;
 pub mod exec;
 pub mod expr;
 pub mod output;

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod cli;
 pub mod encoding;
+pub mod export;
 pub mod index;
 pub mod ingest;
 pub mod model;

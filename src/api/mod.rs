@@ -3,6 +3,7 @@
 pub mod ingest;
 mod metrics;
 pub mod prometheus;
+pub mod sql;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -46,5 +47,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(metrics::routes())
         .merge(prometheus::routes())
         .merge(ingest::routes())
+        .merge(sql::routes())
         .with_state(state)
 }

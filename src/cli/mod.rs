@@ -1,9 +1,11 @@
 //! Command-line interface: `tally <subcommand>`.
 
 pub mod config;
+pub mod export;
 pub mod gen;
 pub mod promql_test;
 pub mod serve;
+pub mod sql;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +34,10 @@ pub enum Command {
     PromqlTest(promql_test::PromqlTestArgs),
     /// Produce synthetic cost events to Kafka and print what was sent (JSON).
     Gen(gen::GenArgs),
+    /// Run a SQL query (tables `samples` and `costs`) against a server or a data directory.
+    Sql(sql::SqlArgs),
+    /// Export data for finance tools (`tally export ledger --month YYYY-MM ...`).
+    Export(export::ExportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -39,5 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::PromqlTest(args) => promql_test::run(args),
         Command::Gen(args) => gen::run(args),
+        Command::Sql(args) => sql::run(args),
+        Command::Export(args) => export::run(args),
     }
 }

@@ -4,3 +4,4 @@
 //! Prometheus 2.42 speaks, and that tally's Prometheus-compatible API promises).
 
 pub mod promql;
+pub mod sql;

@@ -2,6 +2,7 @@
 //! TcpStream, and a `tally serve` child process that is always stopped by PID.
 #![allow(dead_code)]
 
+pub mod costgen;
 pub mod kafka;
 pub mod prometheus;
 
@@ -252,4 +253,61 @@ pub fn load_store(dir: &Path, series: &[(LabelPairs, Points)]) {
 /// `(name, value)` label pairs from string slices.
 pub fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// An HTTP/1.1 request with extra headers; returns the status and the raw body bytes.
+pub fn http_raw(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut body = raw.get(split + 4..).unwrap_or(&[]).to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut b: &[u8] = &body;
+        while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+            let n = std::str::from_utf8(&b[..eol])
+                .ok()
+                .and_then(|l| usize::from_str_radix(l.trim(), 16).ok());
+            let Some(n) = n.filter(|n| *n > 0) else { break };
+            b = &b[eol + 2..];
+            out.extend_from_slice(&b[..n.min(b.len())]);
+            b = b.get(n + 2..).unwrap_or(&[]);
+        }
+        body = out;
+    }
+    Ok((status, body))
+}
+
+/// The test venv's python (`scripts/test.sh` installs duckdb and pyarrow there).
+pub fn venv_python() -> PathBuf {
+    let deps = std::env::var("TALLY_TEST_DEPS").unwrap_or_else(|_| {
+        panic!("TALLY_TEST_DEPS is not set: run the tests with scripts/test.sh (it installs duckdb + pyarrow)")
+    });
+    let py = PathBuf::from(deps).join("venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/test.sh to install the test dependencies (duckdb, pyarrow)",
+        py.display()
+    );
+    py
 }

@@ -1,0 +1,147 @@
+//! `tally export ledger --month 2026-10 --format parquet|arrow --out FILE`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::sql::{error_text, http_request, open_local};
+use crate::export::{self, Format};
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub what: ExportWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportWhat {
+    /// The monthly cost ledger (FOCUS 1.2 column names, exact Decimal128(38, 9) money).
+    Ledger(LedgerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// Month to export, YYYY-MM (UTC).
+    #[arg(long)]
+    pub month: String,
+    #[arg(long, default_value = "parquet", value_parser = ["parquet", "arrow"])]
+    pub format: String,
+    /// Output file; with --partitioned, a directory receiving month=…/tenant=…/ledger.<ext>.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// Charge period of a row.
+    #[arg(long, default_value = "day", value_parser = ["hour", "day"])]
+    pub grain: String,
+    /// Round amounts to the currency's minor unit, keeping totals exact (largest remainder).
+    #[arg(long, value_parser = ["minor-units"])]
+    pub round: Option<String>,
+    /// Hive-style output: one file per tenant under --out/month=…/tenant=…/ (needs --data-dir).
+    #[arg(long)]
+    pub partitioned: bool,
+    /// Export only this tenant (X-Scope-OrgID for a server).
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    pub server: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(a: ExportArgs) -> anyhow::Result<()> {
+    match a.what {
+        ExportWhat::Ledger(l) => ledger(l),
+    }
+}
+
+fn bar(quiet: bool, msg: &'static str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
+    let format = Format::parse(&a.format)?;
+    match (&a.server, &a.data_dir) {
+        (Some(url), _) => {
+            if a.partitioned {
+                bail!("--partitioned needs --data-dir (the server returns one file)");
+            }
+            let mut path = format!(
+                "/api/v1/export/ledger?month={}&format={}&grain={}",
+                a.month, a.format, a.grain
+            );
+            if let Some(r) = &a.round {
+                path.push_str(&format!("&round={r}"));
+            }
+            let mut headers = vec![];
+            if let Some(t) = &a.tenant {
+                headers.push(("X-Scope-OrgID", t.clone()));
+            }
+            let pb = if a.quiet {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new_spinner()
+            };
+            pb.set_message("downloading ledger");
+            let resp = http_request(url, "GET", &path, &headers, &[], &mut |n| pb.set_position(n))?;
+            pb.finish_and_clear();
+            if resp.status != 200 {
+                bail!("server answered {}: {}", resp.status, error_text(&resp.body));
+            }
+            std::fs::write(&a.out, &resp.body).with_context(|| format!("writing {}", a.out.display()))?;
+            eprintln!("wrote {} ({} bytes)", a.out.display(), resp.body.len());
+        }
+        (None, Some(dir)) => {
+            let store = open_local(dir)?;
+            let opts =
+                crate::api::sql::ledger_options(&store, &a.month, &a.grain, a.round.as_deref(), a.tenant.clone())
+                    .map_err(anyhow::Error::msg)?;
+            let pb = bar(a.quiet, "reading cost series");
+            let snap = store.snapshot();
+            let l = export::build_ledger(&snap, &opts, &mut |done, total| {
+                pb.set_length(total);
+                pb.set_position(done);
+            })?;
+            pb.finish_and_clear();
+            if a.partitioned {
+                let files = export::write_partitioned(&l, format, &a.out)?;
+                eprintln!(
+                    "wrote {} rows in {} files under {} ({} samples)",
+                    l.rows.len(),
+                    files.len(),
+                    a.out.display(),
+                    l.samples
+                );
+            } else {
+                let tmp = a.out.with_extension("tmp");
+                let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                let w = export::write_ledger(&l, format, std::io::BufWriter::new(f))?;
+                w.into_inner()
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?
+                    .sync_all()?;
+                std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+                eprintln!(
+                    "wrote {} rows to {} ({} samples)",
+                    l.rows.len(),
+                    a.out.display(),
+                    l.samples
+                );
+            }
+        }
+        (None, None) => bail!("give --server URL (a running tally) or --data-dir DIR"),
+    }
+    Ok(())
+}

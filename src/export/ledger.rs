@@ -1,0 +1,311 @@
+//! The monthly ledger: exact cost per (charge period, tenant, cost center, resource, SKU,
+//! currency — and, where series differ in other labels, per label set) with the quantity
+//! consumed, named after FOCUS 1.2 columns.
+//!
+//! Money is summed in `i128` nano-units and never across currencies. The ledger's total
+//! per tenant and currency equals `SELECT sum(cost) FROM costs WHERE tenant = … AND ts in
+//! the month` exactly (same series, same range, same arithmetic).
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::rounding::{minor_unit_nanos, round_hierarchical};
+use super::ExportError;
+use crate::index::Matcher;
+use crate::model::{Labels, METRIC_NAME};
+use crate::query::sql::value::{date_trunc, parse_month, TruncUnit};
+use crate::store::{SampleValues, SelectRequest, SeriesSource};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    Hour,
+    Day,
+}
+
+impl Grain {
+    pub fn parse(s: &str) -> Result<Grain, ExportError> {
+        match s {
+            "hour" => Ok(Grain::Hour),
+            "day" => Ok(Grain::Day),
+            other => Err(ExportError::Invalid(format!(
+                "grain {other:?}: expected `hour` or `day`"
+            ))),
+        }
+    }
+
+    fn unit(self) -> TruncUnit {
+        match self {
+            Grain::Hour => TruncUnit::Hour,
+            Grain::Day => TruncUnit::Day,
+        }
+    }
+
+    fn width(self) -> i64 {
+        self.unit().fixed_width().unwrap_or(86_400_000_000_000)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerOptions {
+    /// `YYYY-MM`.
+    pub month: String,
+    pub grain: Grain,
+    /// Round amounts to the currency's minor unit (largest remainder).
+    pub round_minor_units: bool,
+    /// Restrict to one tenant (`X-Scope-OrgID`).
+    pub tenant_scope: Option<String>,
+    pub default_tenant: String,
+    /// `x_LedgerRunId`.
+    pub run_id: String,
+    /// `x_SourceWatermark` (e.g. the store's durable source positions as JSON).
+    pub watermark: String,
+}
+
+/// The identity of a ledger row apart from its charge period.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RowKey {
+    pub tenant: String,
+    pub cost_center: Option<String>,
+    pub resource: Option<String>,
+    pub sku: Option<String>,
+    pub currency: String,
+    pub service: Option<String>,
+    pub region: Option<String>,
+    /// Remaining labels as a JSON object (sorted keys).
+    pub tags: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRow {
+    pub period_start: i64,
+    pub period_end: i64,
+    pub key: RowKey,
+    /// Exact nano-units.
+    pub cost: i128,
+    /// `cost` rounded to the minor unit when requested, else equal to `cost`.
+    pub billed: i128,
+    pub quantity: Option<f64>,
+    pub unit: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    pub billing_start: i64,
+    pub billing_end: i64,
+    pub month: String,
+    pub run_id: String,
+    pub watermark: String,
+    pub rows: Vec<LedgerRow>,
+    pub samples: u64,
+}
+
+const RESOURCE_LABELS: &[&str] = &["resource_id", "resource", "instance"];
+const REGION_LABELS: &[&str] = &["region_id", "region"];
+const SERVICE_LABELS: &[&str] = &["service"];
+
+fn first_of(l: &Labels, names: &[&'static str]) -> (Option<String>, Option<&'static str>) {
+    for n in names {
+        if let Some(v) = l.get(n) {
+            return (Some(v.to_string()), Some(*n));
+        }
+    }
+    (None, None)
+}
+
+/// The ledger key of a cost series, and the key that joins it to its usage series.
+fn keys_of(l: &Labels, default_tenant: &str) -> (RowKey, String) {
+    let (resource, rl) = first_of(l, RESOURCE_LABELS);
+    let (region, gl) = first_of(l, REGION_LABELS);
+    let (service, sl) = first_of(l, SERVICE_LABELS);
+    let service = service.or_else(|| l.get("source_metric").map(str::to_string));
+    let fixed = ["__name__", "tenant", "cost_center", "sku", "currency", "source_metric"];
+    let mut tags = serde_json::Map::new();
+    for lab in l.iter() {
+        let n = lab.name.as_str();
+        if fixed.contains(&n) || Some(n) == rl || Some(n) == gl || Some(n) == sl {
+            continue;
+        }
+        tags.insert(n.to_string(), serde_json::Value::String(lab.value.clone()));
+    }
+    let tenant = l.tenant().unwrap_or(default_tenant).to_string();
+    let key = RowKey {
+        tenant: tenant.clone(),
+        cost_center: l.get("cost_center").map(str::to_string),
+        resource,
+        sku: l.get("sku").map(str::to_string),
+        currency: l.get("currency").unwrap_or("XXX").to_string(),
+        service,
+        region,
+        tags: serde_json::Value::Object(tags).to_string(),
+    };
+    let join = usage_join_key(
+        l,
+        &tenant,
+        &["__name__", "currency", "source_metric", "tenant"],
+        l.get("source_metric"),
+    );
+    (key, join)
+}
+
+/// Usage series carry `metric`, `tenant`, `sku`, `unit` and the event's labels; cost
+/// series carry `cost`, `tenant`, `sku`, `currency`, `source_metric` and the same labels.
+fn usage_join_key(l: &Labels, tenant: &str, skip: &[&str], metric: Option<&str>) -> String {
+    let mut s = format!("{}\u{1}{}", metric.unwrap_or(""), tenant);
+    for lab in l.iter() {
+        if skip.contains(&lab.name.as_str()) {
+            continue;
+        }
+        s.push('\u{1}');
+        s.push_str(&lab.name);
+        s.push('=');
+        s.push_str(&lab.value);
+    }
+    s
+}
+
+/// Builds the ledger for one month. `progress(series_done, series_total)` is called as
+/// cost series are read.
+pub fn build_ledger(
+    src: &dyn SeriesSource,
+    opts: &LedgerOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Ledger, ExportError> {
+    let (start, end) = parse_month(&opts.month)
+        .ok_or_else(|| ExportError::Invalid(format!("month {:?}: expected YYYY-MM", opts.month)))?;
+    let matchers = [Matcher::equal(METRIC_NAME, "cost")];
+    let req = SelectRequest {
+        tenant: opts.tenant_scope.as_deref(),
+        matchers: &matchers,
+        start,
+        end: end - 1,
+    };
+    let mut cells: BTreeMap<(RowKey, i64), i128> = BTreeMap::new();
+    let mut joins: HashMap<String, Vec<RowKey>> = HashMap::new();
+    let mut usage_metrics: BTreeMap<String, ()> = BTreeMap::new();
+    let stream = src.select(&req)?;
+    let total = stream.size_hint().1.unwrap_or(0) as u64;
+    let mut done = 0u64;
+    let mut samples = 0u64;
+    for s in stream {
+        let s = s?;
+        done += 1;
+        if done % 64 == 0 {
+            progress(done, total.max(done));
+        }
+        let SampleValues::Money(vals) = &s.values else {
+            continue;
+        };
+        samples += vals.len() as u64;
+        let (key, join) = keys_of(&s.labels, &opts.default_tenant);
+        if let Some(m) = s.labels.get("source_metric") {
+            usage_metrics.insert(m.to_string(), ());
+        }
+        let e = joins.entry(join).or_default();
+        if !e.contains(&key) {
+            e.push(key.clone());
+        }
+        let mut i = 0;
+        while i < s.ts.len() {
+            let p = date_trunc(opts.grain.unit(), s.ts[i]);
+            let mut sum: i128 = 0;
+            while i < s.ts.len() && date_trunc(opts.grain.unit(), s.ts[i]) == p {
+                sum += vals[i] as i128;
+                i += 1;
+            }
+            *cells.entry((key.clone(), p)).or_insert(0) += sum;
+        }
+    }
+    progress(done, total.max(done));
+
+    // Quantities from the usage series the costs were priced from.
+    let mut qty: HashMap<(RowKey, i64), (f64, Option<String>)> = HashMap::new();
+    for m in usage_metrics.keys() {
+        let um = [Matcher::equal(METRIC_NAME, m.as_str())];
+        let ureq = SelectRequest {
+            tenant: opts.tenant_scope.as_deref(),
+            matchers: &um,
+            start,
+            end: end - 1,
+        };
+        for s in src.select(&ureq)? {
+            let s = s?;
+            let SampleValues::Float(vals) = &s.values else {
+                continue;
+            };
+            let tenant = s.labels.tenant().unwrap_or(&opts.default_tenant).to_string();
+            let join = usage_join_key(&s.labels, &tenant, &["__name__", "unit", "unpriced", "tenant"], Some(m));
+            let Some(keys) = joins.get(&join) else {
+                continue;
+            };
+            let unit = s.labels.get("unit").map(str::to_string);
+            for (t, v) in s.ts.iter().zip(vals) {
+                let p = date_trunc(opts.grain.unit(), *t);
+                for k in keys {
+                    let e = qty.entry((k.clone(), p)).or_insert((0.0, unit.clone()));
+                    e.0 += v;
+                }
+            }
+        }
+    }
+
+    let width = opts.grain.width();
+    let mut rows: Vec<LedgerRow> = cells
+        .into_iter()
+        .map(|((key, p), cost)| {
+            let q = qty.remove(&(key.clone(), p));
+            LedgerRow {
+                period_start: p,
+                period_end: p + width,
+                key,
+                cost,
+                billed: cost,
+                quantity: q.as_ref().map(|x| x.0),
+                unit: q.and_then(|x| x.1),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.key.tenant, a.period_start, &a.key).cmp(&(&b.key.tenant, b.period_start, &b.key)));
+    if opts.round_minor_units {
+        round_rows(&mut rows)?;
+    }
+    Ok(Ledger {
+        billing_start: start,
+        billing_end: end,
+        month: opts.month.clone(),
+        run_id: opts.run_id.clone(),
+        watermark: opts.watermark.clone(),
+        rows,
+        samples,
+    })
+}
+
+/// Per currency: rows sum exactly to their tenant's rounded total, tenants to the
+/// rounded grand total.
+fn round_rows(rows: &mut [LedgerRow]) -> Result<(), ExportError> {
+    let mut currencies: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        currencies.entry(r.key.currency.clone()).or_default().push(i);
+    }
+    for (cur, idx) in currencies {
+        let mut tenants: BTreeMap<&str, usize> = BTreeMap::new();
+        for &i in &idx {
+            let n = tenants.len();
+            tenants.entry(rows[i].key.tenant.as_str()).or_insert(n);
+        }
+        let parts: Vec<(usize, i128)> = idx
+            .iter()
+            .map(|&i| {
+                (
+                    tenants.get(rows[i].key.tenant.as_str()).copied().unwrap_or(0),
+                    rows[i].cost,
+                )
+            })
+            .collect();
+        let ngroups = tenants.len();
+        let rounded = round_hierarchical(&parts, ngroups, minor_unit_nanos(&cur))
+            .map_err(|e| ExportError::Invalid(format!("rounding {cur}: {e}")))?;
+        for (&i, v) in idx.iter().zip(rounded) {
+            rows[i].billed = v;
+        }
+    }
+    Ok(())
+}

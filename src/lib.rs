@@ -16,5 +16,6 @@ pub mod model;
 pub mod query;
 pub mod segment;
 pub mod store;
+pub mod tier;
 pub mod wal;
 pub mod workload;

@@ -37,6 +37,14 @@ pub struct FileConfig {
     pub batch_max_events: Option<usize>,
     pub batch_linger: Option<String>,
     pub kafka_session_timeout: Option<String>,
+    // Tiering (see README "Object storage").
+    pub object_store: Option<String>,
+    pub tier_after: Option<String>,
+    pub tier_cache_size: Option<String>,
+    pub object_store_timeout: Option<String>,
+    /// tenant → retention duration, overriding `retention`.
+    #[serde(default)]
+    pub tenant_retention: std::collections::BTreeMap<String, String>,
 }
 
 impl FileConfig {

@@ -5,7 +5,9 @@ pub mod export;
 pub mod gen;
 pub mod promql_test;
 pub mod serve;
+pub mod rebuild;
 pub mod sql;
+pub mod tier_flags;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +40,8 @@ pub enum Command {
     Sql(sql::SqlArgs),
     /// Export data for finance tools (`tally export ledger --month YYYY-MM ...`).
     Export(export::ExportArgs),
+    /// Restore a lost data directory from the object store (tiered partitions + manifest).
+    Rebuild(rebuild::RebuildArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,5 +51,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gen(args) => gen::run(args),
         Command::Sql(args) => sql::run(args),
         Command::Export(args) => export::run(args),
+        Command::Rebuild(args) => rebuild::run(args),
     }
 }

@@ -97,6 +97,8 @@ pub struct ServeArgs {
     /// Kafka consumer session timeout. Default: 10s
     #[arg(long, value_name = "DURATION")]
     pub kafka_session_timeout: Option<String>,
+    #[command(flatten)]
+    pub tier: super::tier_flags::TierFlags,
 }
 
 /// The effective settings after merging flags, config file and defaults.
@@ -158,6 +160,7 @@ impl ServeArgs {
         if let Some(t) = self.default_tenant.or(file.default_tenant) {
             store.default_tenant = t;
         }
+        self.tier.apply(&ingest_file, &mut store)?;
         let mut engine = EngineOptions::default();
         if let Some(n) = self.query_max_samples.or(file.query_max_samples) {
             engine.max_samples = n.max(1);

@@ -6,16 +6,23 @@
 //!
 //! A segment replaced by compaction or dropped by retention is marked obsolete; its
 //! file is deleted when the last reader drops its handle (never while mapped).
+//!
+//! A *tiered* segment lives in object storage: only its tail (series table + footer,
+//! the "stub") is kept locally, and block bytes are fetched by range through the
+//! [`ObjectTier`] page cache. Both kinds verify the same checksums.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use memmap2::Mmap;
 
 use super::footer::{header_bytes, Footer, FLAG_TABLE_ZSTD, FOOTER_LEN, HEADER_LEN, SEGMENT_MAGIC};
 use crate::encoding::{decode_block, ByteReader, DecodeError, MAX_BLOCK_SAMPLES};
 use crate::model::{Label, Labels, SeriesKind};
+use crate::tier::ObjectTier;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
@@ -27,6 +34,8 @@ pub enum SegmentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("tiered segment {file} unavailable: {reason}")]
+    Unavailable { file: String, reason: String },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,10 +65,46 @@ impl SeriesMeta {
     }
 }
 
+/// Where a segment's bytes are.
+enum SegmentData {
+    Mapped(Mmap),
+    Tiered {
+        tier: Arc<ObjectTier>,
+        key: Arc<str>,
+        size: u64,
+    },
+}
+
+impl std::fmt::Debug for SegmentData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SegmentData::Mapped(m) => write!(f, "Mapped({} bytes)", m.len()),
+            SegmentData::Tiered { key, size, .. } => write!(f, "Tiered({key}, {size} bytes)"),
+        }
+    }
+}
+
+/// Bytes of a span of blocks: borrowed from the map or fetched from the tier.
+enum Span<'a> {
+    Mapped(&'a [u8]),
+    Fetched(Bytes),
+}
+
+impl std::ops::Deref for Span<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Span::Mapped(b) => b,
+            Span::Fetched(b) => b,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Segment {
+    /// The segment file, or for a tiered segment its local stub (deleted when obsolete).
     path: PathBuf,
-    map: Mmap,
+    data: SegmentData,
     footer: Footer,
     series: Vec<SeriesMeta>,
     obsolete: AtomicBool,
@@ -95,35 +140,63 @@ impl Segment {
         if map[..HEADER_LEN] != header_bytes() {
             return Err(corrupt("unsupported segment version or damaged header".into()));
         }
-        let footer = Footer::decode(&map[map.len() - FOOTER_LEN..]).map_err(|e| corrupt(e.to_string()))?;
-        let table_end = footer.table_offset.checked_add(footer.table_len);
-        if footer.table_offset < HEADER_LEN as u64 || table_end != Some((map.len() - FOOTER_LEN) as u64) {
-            return Err(corrupt("series table offsets do not match the file size".into()));
-        }
-        let stored = &map[footer.table_offset as usize..map.len() - FOOTER_LEN];
-        if crc32c::crc32c(stored) != footer.table_crc {
-            return Err(corrupt("series table checksum mismatch".into()));
-        }
-        let raw;
-        let table: &[u8] = if footer.flags & FLAG_TABLE_ZSTD != 0 {
-            if footer.table_raw_len > MAX_TABLE_RAW {
-                return Err(corrupt("series table length out of range".into()));
-            }
-            raw = zstd::bulk::decompress(stored, footer.table_raw_len as usize)
-                .map_err(|e| corrupt(format!("series table decompression: {e}")))?;
-            &raw
-        } else {
-            stored
-        };
-        let series = parse_table(table, footer.series_count, footer.table_offset)
-            .map_err(|e| corrupt(format!("series table: {e}")))?;
+        let (footer, series) = parse_tail(&map[..], map.len() as u64, &corrupt)?;
         Ok(Segment {
             path: path.to_path_buf(),
-            map,
+            data: SegmentData::Mapped(map),
             footer,
             series,
             obsolete: AtomicBool::new(false),
         })
+    }
+
+    /// Opens a tiered segment from its local stub (the file's bytes from the series
+    /// table to the end); blocks are read from `key` in `tier`, an object of `size` bytes.
+    pub fn open_tiered(stub: &Path, tier: Arc<ObjectTier>, key: &str, size: u64) -> Result<Segment, SegmentError> {
+        let file_name = stub.display().to_string();
+        let bytes = std::fs::read(stub).map_err(|source| SegmentError::Io {
+            file: file_name.clone(),
+            source,
+        })?;
+        let corrupt = |reason: String| SegmentError::Corrupt {
+            file: file_name.clone(),
+            reason,
+        };
+        let (footer, series) = parse_tail(&bytes, size, &corrupt)?;
+        Ok(Segment {
+            path: stub.to_path_buf(),
+            data: SegmentData::Tiered {
+                tier,
+                key: Arc::from(key),
+                size,
+            },
+            footer,
+            series,
+            obsolete: AtomicBool::new(false),
+        })
+    }
+
+    /// The stub of a segment file: every byte from its series table to the end.
+    pub fn stub_bytes(file: &[u8]) -> Result<&[u8], SegmentError> {
+        let bad = |reason: &str| SegmentError::Corrupt {
+            file: "segment".into(),
+            reason: reason.into(),
+        };
+        if file.len() < HEADER_LEN + FOOTER_LEN {
+            return Err(bad("shorter than header + footer"));
+        }
+        let footer = Footer::decode(&file[file.len() - FOOTER_LEN..]).map_err(|e| bad(&e.to_string()))?;
+        file.get(footer.table_offset as usize..)
+            .filter(|_| footer.table_offset >= HEADER_LEN as u64)
+            .ok_or_else(|| bad("series table offset out of range"))
+    }
+
+    /// The object key of a tiered segment (None when local).
+    pub fn tiered_key(&self) -> Option<&str> {
+        match &self.data {
+            SegmentData::Tiered { key, .. } => Some(key),
+            SegmentData::Mapped(_) => None,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -138,8 +211,32 @@ impl Segment {
         &self.series
     }
 
+    /// Size of the whole segment (local file or object).
     pub fn file_bytes(&self) -> usize {
-        self.map.len()
+        match &self.data {
+            SegmentData::Mapped(m) => m.len(),
+            SegmentData::Tiered { size, .. } => *size as usize,
+        }
+    }
+
+    /// Bytes `[lo, hi)` of the segment.
+    fn span(&self, lo: u64, hi: u64) -> Result<Span<'_>, SegmentError> {
+        match &self.data {
+            SegmentData::Mapped(m) => m
+                .get(lo as usize..hi as usize)
+                .map(Span::Mapped)
+                .ok_or_else(|| SegmentError::Corrupt {
+                    file: self.path.display().to_string(),
+                    reason: format!("byte range {lo}..{hi} outside the file"),
+                }),
+            SegmentData::Tiered { tier, key, size } => tier
+                .read_range(key, *size, lo..hi)
+                .map(Span::Fetched)
+                .map_err(|e| SegmentError::Unavailable {
+                    file: key.to_string(),
+                    reason: e.to_string(),
+                }),
+        }
     }
 
     /// Deletes the file once the last handle is dropped.
@@ -163,11 +260,17 @@ impl Segment {
             file: self.path.display().to_string(),
             reason,
         };
-        for b in &meta.blocks {
-            if b.max_t < start || b.min_t > end {
-                continue;
-            }
-            let bytes = &self.map[b.offset as usize..(b.offset + b.len as u64) as usize];
+        let wanted = || meta.blocks.iter().filter(|b| b.max_t >= start && b.min_t <= end);
+        let Some(lo) = wanted().map(|b| b.offset).min() else {
+            return Ok(());
+        };
+        let hi = wanted().map(|b| b.offset + b.len as u64).max().unwrap_or(lo);
+        // One read for the series' blocks in range: they are written contiguously.
+        let span = self.span(lo, hi)?;
+        for b in wanted() {
+            // In bounds: `span` is exactly [lo, hi), which covers every wanted block.
+            let at = (b.offset - lo) as usize;
+            let bytes = &span[at..at + b.len as usize];
             if crc32c::crc32c(bytes) != b.crc {
                 return Err(corrupt(format!("block at offset {} checksum mismatch", b.offset)));
             }
@@ -202,6 +305,48 @@ impl Drop for Segment {
             }
         }
     }
+}
+
+/// Verifies and parses a segment's footer and series table. `tail` is the last
+/// `tail.len()` bytes of a segment of `file_len` bytes: the whole file, or a stub.
+fn parse_tail(
+    tail: &[u8],
+    file_len: u64,
+    corrupt: &dyn Fn(String) -> SegmentError,
+) -> Result<(Footer, Vec<SeriesMeta>), SegmentError> {
+    if tail.len() < FOOTER_LEN || (tail.len() as u64) > file_len {
+        return Err(corrupt(format!(
+            "{} bytes cannot be the tail of a {file_len}-byte segment",
+            tail.len()
+        )));
+    }
+    let footer = Footer::decode(&tail[tail.len() - FOOTER_LEN..]).map_err(|e| corrupt(e.to_string()))?;
+    let table_end = footer.table_offset.checked_add(footer.table_len);
+    if footer.table_offset < HEADER_LEN as u64 || table_end != Some(file_len - FOOTER_LEN as u64) {
+        return Err(corrupt("series table offsets do not match the file size".into()));
+    }
+    let tail_start = file_len - tail.len() as u64;
+    if footer.table_offset < tail_start {
+        return Err(corrupt("stub does not hold the whole series table".into()));
+    }
+    let stored = &tail[(footer.table_offset - tail_start) as usize..tail.len() - FOOTER_LEN];
+    if crc32c::crc32c(stored) != footer.table_crc {
+        return Err(corrupt("series table checksum mismatch".into()));
+    }
+    let raw;
+    let table: &[u8] = if footer.flags & FLAG_TABLE_ZSTD != 0 {
+        if footer.table_raw_len > MAX_TABLE_RAW {
+            return Err(corrupt("series table length out of range".into()));
+        }
+        raw = zstd::bulk::decompress(stored, footer.table_raw_len as usize)
+            .map_err(|e| corrupt(format!("series table decompression: {e}")))?;
+        &raw
+    } else {
+        stored
+    };
+    let series = parse_table(table, footer.series_count, footer.table_offset)
+        .map_err(|e| corrupt(format!("series table: {e}")))?;
+    Ok((footer, series))
 }
 
 fn parse_table(table: &[u8], count: u32, blocks_end: u64) -> Result<Vec<SeriesMeta>, DecodeError> {

@@ -33,20 +33,8 @@ impl Inner {
                 continue;
             }
             let started = Instant::now();
-            let merged = self.merge_partition(p, &segs, &mut manifest)?;
-            let mut next = manifest.clone();
-            next.segments.retain(|e| !segs.iter().any(|s| s.entry.file == e.file));
-            next.segments.push(merged.entry.clone());
-            next.store(&self.dir)?;
-            *manifest = next;
-            self.edit_view(|v| {
-                v.segments.retain(|s| !segs.iter().any(|x| Arc::ptr_eq(s, x)));
-                v.segments.push(merged.clone());
-                v.sort_segments();
-            });
-            for s in &segs {
-                s.seg.mark_obsolete();
-            }
+            let merged = self.merge_partition(p, &segs, &mut manifest, &|_| true)?;
+            self.replace_segments(&mut manifest, &segs, merged)?;
             self.metrics.compactions.add(1);
             tracing::debug!(
                 partition = p,
@@ -59,13 +47,47 @@ impl Inner {
         Ok(done)
     }
 
-    fn merge_partition(
+    /// Installs `merged` (if any) in place of `segs`: manifest first, then the view; the
+    /// inputs are deleted once unused (their objects, if tiered, queued for deletion).
+    pub(crate) fn replace_segments(
+        &self,
+        manifest: &mut super::manifest::Manifest,
+        segs: &[Arc<LiveSegment>],
+        merged: Option<Arc<LiveSegment>>,
+    ) -> Result<(), StoreError> {
+        let mut next = manifest.clone();
+        next.remove_segments(|e| segs.iter().any(|s| s.entry.file == e.file));
+        next.segments.extend(merged.iter().map(|m| m.entry.clone()));
+        next.store(&self.dir)?;
+        *manifest = next;
+        self.edit_view(|v| {
+            v.segments.retain(|s| !segs.iter().any(|x| Arc::ptr_eq(s, x)));
+            v.segments.extend(merged);
+            v.sort_segments();
+        });
+        for s in segs {
+            s.seg.mark_obsolete();
+        }
+        Ok(())
+    }
+
+    /// Merges `segs` (one partition) into one new segment holding the series `keep`
+    /// accepts; None when no such series has samples.
+    pub(crate) fn merge_partition(
         &self,
         p: i64,
         segs: &[Arc<LiveSegment>],
         manifest: &mut super::manifest::Manifest,
-    ) -> Result<Arc<LiveSegment>, StoreError> {
-        let ids: BTreeSet<SeriesId> = segs.iter().flat_map(|s| s.local_of.keys().copied()).collect();
+        keep: &dyn Fn(SeriesId) -> bool,
+    ) -> Result<Option<Arc<LiveSegment>>, StoreError> {
+        let ids: BTreeSet<SeriesId> = segs
+            .iter()
+            .flat_map(|s| s.local_of.keys().copied())
+            .filter(|&id| keep(id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
         let order: Vec<_> = {
             let index = self.index.read();
             let mut v: Vec<_> = ids
@@ -103,6 +125,6 @@ impl Inner {
                     })?;
             }
         }
-        self.finish_segment(w, p, rank)
+        self.finish_segment(w, p, rank).map(Some)
     }
 }

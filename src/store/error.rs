@@ -21,6 +21,8 @@ pub enum StoreError {
     #[error(transparent)]
     Segment(#[from] SegmentError),
     #[error(transparent)]
+    Tier(#[from] crate::tier::TierError),
+    #[error(transparent)]
     KindMismatch(#[from] KindMismatch),
     #[error("series {labels}: sample {index} is a {got} value but the series holds {expected} values")]
     ValueKind {

@@ -187,6 +187,7 @@ impl Inner {
             series: info.series,
             samples: info.samples,
             bytes: info.bytes,
+            tiered: None,
         };
         let mut index = self.index.write();
         Ok(Arc::new(register(&mut index, seg, entry)))

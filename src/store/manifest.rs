@@ -28,6 +28,29 @@ pub struct SegmentEntry {
     pub series: u32,
     pub samples: u64,
     pub bytes: u64,
+    /// Object key once the segment is uploaded *and verified*; from then on only the
+    /// stub ([`SegmentEntry::stub_file`]) is kept locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiered: Option<String>,
+}
+
+impl SegmentEntry {
+    /// Local stub of a tiered segment: the file's series table and footer.
+    pub fn stub_file(&self) -> String {
+        match self.file.strip_suffix(".seg") {
+            Some(base) => format!("{base}.stub"),
+            None => format!("{}.stub", self.file),
+        }
+    }
+
+    /// The file this entry keeps in the data directory.
+    pub fn local_file(&self) -> String {
+        if self.tiered.is_some() {
+            self.stub_file()
+        } else {
+            self.file.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +64,9 @@ pub struct Manifest {
     pub segments: Vec<SegmentEntry>,
     /// Source positions (e.g. `topic/partition` → next offset) covered by segments.
     pub source_positions: BTreeMap<String, i64>,
+    /// Object keys no longer referenced (compacted or expired) still to be deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tier_garbage: Vec<String>,
 }
 
 impl Manifest {
@@ -52,6 +78,7 @@ impl Manifest {
             wal_checkpoint: None,
             segments: Vec::new(),
             source_positions: BTreeMap::new(),
+            tier_garbage: Vec::new(),
         }
     }
 
@@ -97,6 +124,21 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Io { path, source }),
         }
+    }
+
+    /// Drops the entries `gone` says are gone, queueing the objects of tiered ones for deletion.
+    pub fn remove_segments(&mut self, gone: impl Fn(&SegmentEntry) -> bool) {
+        let mut kept = Vec::with_capacity(self.segments.len());
+        for e in self.segments.drain(..) {
+            if gone(&e) {
+                if let Some(key) = e.tiered {
+                    self.tier_garbage.push(key);
+                }
+            } else {
+                kept.push(e);
+            }
+        }
+        self.segments = kept;
     }
 
     pub fn store(&self, dir: &Path) -> Result<(), StoreError> {

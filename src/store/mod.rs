@@ -22,6 +22,7 @@ mod options;
 pub mod read;
 mod retention;
 mod snapshot;
+mod tiering;
 mod view;
 
 use std::collections::BTreeMap;
@@ -75,6 +76,8 @@ pub(crate) struct Inner {
     view_edit: Mutex<()>,
     /// Serialises maintenance and owns the manifest.
     maint: Mutex<Manifest>,
+    tier: Option<Arc<crate::tier::ObjectTier>>,
+    tier_state: Mutex<tiering::TierState>,
     metrics: StoreMetrics,
     wake: (Mutex<bool>, Condvar),
 }
@@ -160,6 +163,17 @@ impl Store {
     /// Drops partitions that ended before `now_ns - retention`; returns how many.
     pub fn apply_retention(&self, now_ns: i64) -> Result<usize, StoreError> {
         self.inner.apply_retention(now_ns)
+    }
+
+    /// Uploads partitions due for tiering and deletes unreferenced objects now (the
+    /// background thread does this on its own); returns how many segments were tiered.
+    pub fn tier(&self) -> Result<usize, StoreError> {
+        self.inner.tier_pass(now_ns(), true)
+    }
+
+    /// The object store tier, when configured (metrics, cache).
+    pub fn object_tier(&self) -> Option<&Arc<crate::tier::ObjectTier>> {
+        self.inner.tier.as_ref()
     }
 
     pub fn metrics(&self) -> &StoreMetrics {
@@ -265,6 +279,8 @@ impl Inner {
         if self.opts.retention.is_some() {
             self.apply_retention(now_ns())?;
         }
+        // Tiering failures are logged and retried with backoff inside; local work goes on.
+        let _ = self.tier_pass(now_ns(), false);
         Ok(())
     }
 

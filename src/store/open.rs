@@ -56,18 +56,37 @@ pub(crate) fn open(dir: &Path, opts: StoreOptions) -> Result<Inner, StoreError> 
     };
     let width = manifest.partition_width_ns;
     remove_unreferenced(dir, &manifest)?;
+    // Connecting does not contact the object store, so a store opens while it is down.
+    let tier = match &opts.tier {
+        Some(t) => Some(crate::tier::ObjectTier::connect(t).map_err(|e| StoreError::Options {
+            name: "object_store",
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
 
     let metrics = StoreMetrics::default();
     let mut index = SeriesIndex::new(opts.default_tenant.clone());
     let mut segments = Vec::new();
     let mut quarantined = Vec::new();
     for entry in &manifest.segments {
-        match Segment::open(&dir.join(&entry.file)) {
+        let opened = match (&entry.tiered, &tier) {
+            (None, _) => Segment::open(&dir.join(&entry.file)),
+            (Some(key), Some(t)) => Segment::open_tiered(&dir.join(entry.stub_file()), t.clone(), key, entry.bytes),
+            (Some(key), None) => Err(crate::segment::SegmentError::Unavailable {
+                file: key.clone(),
+                reason: "the segment is tiered but no object store is configured (--object-store)".into(),
+            }),
+        };
+        match opened {
             Ok(seg) => segments.push(Arc::new(register(&mut index, Arc::new(seg), entry.clone()))),
             Err(e) => {
                 tracing::error!(file = %entry.file, error = %e, "segment failed verification; its partition is unreadable until repaired");
                 quarantined.push(Quarantined {
-                    file: dir.join(&entry.file).display().to_string(),
+                    file: match &entry.tiered {
+                        Some(key) => key.clone(),
+                        None => dir.join(&entry.file).display().to_string(),
+                    },
                     reason: e.to_string(),
                     partition_start: entry.partition_start,
                     partition_end: entry.partition_start.saturating_add(width),
@@ -156,6 +175,8 @@ pub(crate) fn open(dir: &Path, opts: StoreOptions) -> Result<Inner, StoreError> 
         view: ArcSwap::from_pointee(view),
         view_edit: Mutex::new(()),
         maint: Mutex::new(manifest),
+        tier,
+        tier_state: Mutex::new(super::tiering::TierState::default()),
         metrics,
         wake: (Mutex::new(false), Condvar::new()),
         opts,
@@ -182,7 +203,7 @@ pub(crate) fn register(index: &mut SeriesIndex, seg: Arc<Segment>, entry: Segmen
 /// Deletes segment files not named by the manifest (left by a crash mid-flush or
 /// mid-compaction) and stray temp files. Only files tally itself names are touched.
 fn remove_unreferenced(dir: &Path, manifest: &Manifest) -> Result<(), StoreError> {
-    let live: std::collections::HashSet<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
+    let live: std::collections::HashSet<String> = manifest.segments.iter().map(|s| s.local_file()).collect();
     let seg_root = dir.join(SEGMENTS_DIR);
     let Ok(parts) = std::fs::read_dir(&seg_root) else {
         return Ok(());
@@ -194,7 +215,8 @@ fn remove_unreferenced(dir: &Path, manifest: &Manifest) -> Result<(), StoreError
         for f in files.flatten() {
             let name = f.file_name().to_string_lossy().to_string();
             let rel = format!("{SEGMENTS_DIR}/{}/{name}", part.file_name().to_string_lossy());
-            if (name.ends_with(".seg") || name.ends_with(".tmp")) && !live.contains(rel.as_str()) {
+            let ours = name.ends_with(".seg") || name.ends_with(".stub") || name.ends_with(".tmp");
+            if ours && !live.contains(&rel) {
                 tracing::info!(file = %rel, "removing segment not referenced by the manifest");
                 let _ = std::fs::remove_file(f.path());
             }

@@ -12,6 +12,8 @@ pub struct StoreOptions {
     pub fsync: FsyncPolicy,
     /// Drop partitions that ended longer ago than this.
     pub retention: Option<Duration>,
+    /// Per-tenant retention overriding `retention` (shorter or longer).
+    pub tenant_retention: std::collections::BTreeMap<String, Duration>,
     /// Flush the head to segments once it holds this many samples...
     pub head_max_samples: usize,
     /// ...or once its oldest sample was appended this long ago.
@@ -28,6 +30,8 @@ pub struct StoreOptions {
     pub background: bool,
     pub maintenance_interval: Duration,
     pub flush_on_close: bool,
+    /// Move sealed partitions to object storage (None: everything stays local).
+    pub tier: Option<crate::tier::TierOptions>,
 }
 
 impl Default for StoreOptions {
@@ -36,6 +40,7 @@ impl Default for StoreOptions {
             partition_width: Duration::from_secs(24 * 3600),
             fsync: FsyncPolicy::EveryBatch,
             retention: None,
+            tenant_retention: Default::default(),
             head_max_samples: 4_000_000,
             flush_interval: Duration::from_secs(30 * 60),
             compact_min_segments: 4,
@@ -46,6 +51,7 @@ impl Default for StoreOptions {
             background: true,
             maintenance_interval: Duration::from_secs(5),
             flush_on_close: true,
+            tier: None,
         }
     }
 }

@@ -17,6 +17,9 @@ pub enum ReadError {
         #[source]
         source: std::io::Error,
     },
+    /// Tiered data could not be fetched (object store down or timing out).
+    #[error("tiered data unavailable ({file}): {reason}")]
+    Unavailable { file: String, reason: String },
     #[error("{0}")]
     Other(String),
 }

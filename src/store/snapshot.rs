@@ -21,6 +21,7 @@ impl From<SegmentError> for ReadError {
         match e {
             SegmentError::Corrupt { file, reason } => ReadError::Corrupt { file, reason },
             SegmentError::Io { file, source } => ReadError::Io { file, source },
+            SegmentError::Unavailable { file, reason } => ReadError::Unavailable { file, reason },
         }
     }
 }

@@ -68,8 +68,11 @@ impl Inner {
     }
 
     fn tier_pass_inner(&self, tier: &Arc<ObjectTier>, now_ns: i64, tier_after: Duration) -> Result<usize, StoreError> {
-        self.publish_bucket_manifest(tier)?;
-        self.collect_tier_garbage(tier)?;
+        if !self.maint.lock().tier_garbage.is_empty() {
+            // The bucket's manifest copy must stop naming objects before they are deleted.
+            self.publish_bucket_manifest(tier)?;
+            self.collect_tier_garbage(tier)?;
+        }
         let cutoff = now_ns.saturating_sub(i64::try_from(tier_after.as_nanos()).unwrap_or(i64::MAX));
         let due: Vec<SegmentEntry> = self
             .maint
@@ -88,9 +91,7 @@ impl Inner {
             }
             pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if done > 0 {
-            self.publish_bucket_manifest(tier)?;
-        }
+        self.publish_bucket_manifest(tier)?;
         Ok(done)
     }
 

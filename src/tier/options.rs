@@ -14,6 +14,9 @@ pub struct TierOptions {
     pub page_bytes: u64,
     /// Deadline for one object-store request, retries included.
     pub request_timeout: Duration,
+    /// object_store configuration keys applied over the environment (e.g.
+    /// `aws_endpoint`, `aws_access_key_id`), for embedders that do not use env vars.
+    pub config: Vec<(String, String)>,
 }
 
 impl TierOptions {
@@ -24,6 +27,7 @@ impl TierOptions {
             cache_bytes: 512 << 20,
             page_bytes: 1 << 20,
             request_timeout: Duration::from_secs(15),
+            config: Vec::new(),
         }
     }
 

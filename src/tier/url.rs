@@ -44,10 +44,20 @@ pub(crate) fn connect(opts: &TierOptions) -> Result<(Arc<dyn ObjectStore>, Objec
                         .with_timeout(opts.request_timeout)
                         .with_connect_timeout(opts.request_timeout.min(std::time::Duration::from_secs(5))),
                 );
-            // A custom endpoint over plain HTTP (MinIO, s3s-fs, localstack) must be allowed explicitly.
-            let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            let mut endpoint = std::env::var("AWS_ENDPOINT_URL")
                 .or_else(|_| std::env::var("AWS_ENDPOINT"))
                 .unwrap_or_default();
+            for (k, v) in &opts.config {
+                let key: object_store::aws::AmazonS3ConfigKey = k
+                    .to_ascii_lowercase()
+                    .parse()
+                    .map_err(|_| TierError::Config(format!("unknown S3 option {k:?}")))?;
+                if matches!(key, object_store::aws::AmazonS3ConfigKey::Endpoint) {
+                    endpoint = v.clone();
+                }
+                b = b.with_config(key, v);
+            }
+            // A custom endpoint over plain HTTP (MinIO, s3s-fs, localstack) must be allowed explicitly.
             if endpoint.starts_with("http://") {
                 b = b.with_allow_http(true);
             }

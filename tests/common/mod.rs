@@ -5,6 +5,7 @@
 pub mod costgen;
 pub mod kafka;
 pub mod prometheus;
+pub mod s3;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,6 +1,7 @@
 //! The monthly ledger: exact cost per (charge period, tenant, cost center, resource, SKU,
-//! currency — and, where series differ in other labels, per label set) with the quantity
-//! consumed, named after FOCUS 1.2 columns.
+//! currency) with the quantity consumed, named after FOCUS 1.2 columns. Labels beyond the
+//! key go to `Tags` (see [`Attrs`] for what happens when series with different labels
+//! share a row).
 //!
 //! Money is summed in `i128` nano-units and never across currencies. The ledger's total
 //! per tenant and currency equals `SELECT sum(cost) FROM costs WHERE tenant = … AND ts in
@@ -60,7 +61,8 @@ pub struct LedgerOptions {
     pub watermark: String,
 }
 
-/// The identity of a ledger row apart from its charge period.
+/// The identity of a ledger row apart from its charge period: the key
+/// (tenant, cost center, resource, SKU, currency). Field order is the sort order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RowKey {
     pub tenant: String,
@@ -68,10 +70,41 @@ pub struct RowKey {
     pub resource: Option<String>,
     pub sku: Option<String>,
     pub currency: String,
+}
+
+/// Descriptive attributes of a row that are not part of its key. When several cost
+/// series fall into one row, each attribute keeps a value only if it is identical in
+/// every merged series (absent counts as a value): differing `ServiceName`/`RegionId`
+/// become NULL and a tag is kept only if every merged series has it with the same value.
+/// Intersection is commutative and associative, so the result does not depend on the
+/// order series are read in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attrs {
     pub service: Option<String>,
     pub region: Option<String>,
-    /// Remaining labels as a JSON object (sorted keys).
-    pub tags: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Attrs {
+    fn merge(&mut self, o: &Attrs) {
+        if self.service != o.service {
+            self.service = None;
+        }
+        if self.region != o.region {
+            self.region = None;
+        }
+        self.tags.retain(|k, v| o.tags.get(k) == Some(v));
+    }
+
+    /// `Tags` as a JSON object with sorted keys.
+    pub fn tags_json(&self) -> String {
+        let m: serde_json::Map<String, serde_json::Value> = self
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        serde_json::Value::Object(m).to_string()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,10 +112,13 @@ pub struct LedgerRow {
     pub period_start: i64,
     pub period_end: i64,
     pub key: RowKey,
+    pub attrs: Attrs,
     /// Exact nano-units.
     pub cost: i128,
     /// `cost` rounded to the minor unit when requested, else equal to `cost`.
     pub billed: i128,
+    /// Summed usage; NULL when no usage series joined, or when the joined usage series
+    /// disagree on the unit (quantities in different units are not added).
     pub quantity: Option<f64>,
     pub unit: Option<String>,
 }
@@ -111,20 +147,21 @@ fn first_of(l: &Labels, names: &[&'static str]) -> (Option<String>, Option<&'sta
     (None, None)
 }
 
-/// The ledger key of a cost series, and the key that joins it to its usage series.
-fn keys_of(l: &Labels, default_tenant: &str) -> (RowKey, String) {
+/// The ledger key of a cost series, its attributes, and the key that joins it to its
+/// usage series.
+fn keys_of(l: &Labels, default_tenant: &str) -> (RowKey, Attrs, String) {
     let (resource, rl) = first_of(l, RESOURCE_LABELS);
     let (region, gl) = first_of(l, REGION_LABELS);
     let (service, sl) = first_of(l, SERVICE_LABELS);
     let service = service.or_else(|| l.get("source_metric").map(str::to_string));
     let fixed = ["__name__", "tenant", "cost_center", "sku", "currency", "source_metric"];
-    let mut tags = serde_json::Map::new();
+    let mut tags = BTreeMap::new();
     for lab in l.iter() {
         let n = lab.name.as_str();
         if fixed.contains(&n) || Some(n) == rl || Some(n) == gl || Some(n) == sl {
             continue;
         }
-        tags.insert(n.to_string(), serde_json::Value::String(lab.value.clone()));
+        tags.insert(n.to_string(), lab.value.clone());
     }
     let tenant = l.tenant().unwrap_or(default_tenant).to_string();
     let key = RowKey {
@@ -133,17 +170,15 @@ fn keys_of(l: &Labels, default_tenant: &str) -> (RowKey, String) {
         resource,
         sku: l.get("sku").map(str::to_string),
         currency: l.get("currency").unwrap_or("XXX").to_string(),
-        service,
-        region,
-        tags: serde_json::Value::Object(tags).to_string(),
     };
+    let attrs = Attrs { service, region, tags };
     let join = usage_join_key(
         l,
         &tenant,
         &["__name__", "currency", "source_metric", "tenant"],
         l.get("source_metric"),
     );
-    (key, join)
+    (key, attrs, join)
 }
 
 /// Usage series carry `metric`, `tenant`, `sku`, `unit` and the event's labels; cost
@@ -162,6 +197,19 @@ fn usage_join_key(l: &Labels, tenant: &str, skip: &[&str], metric: Option<&str>)
     s
 }
 
+/// One ledger cell while it is being summed.
+struct Cell {
+    cost: i128,
+    attrs: Attrs,
+}
+
+/// Usage summed into one cell; `conflict` once two joined series disagree on the unit.
+struct Qty {
+    sum: f64,
+    unit: Option<String>,
+    conflict: bool,
+}
+
 /// Builds the ledger for one month. `progress(series_done, series_total)` is called as
 /// cost series are read.
 pub fn build_ledger(
@@ -178,7 +226,7 @@ pub fn build_ledger(
         start,
         end: end - 1,
     };
-    let mut cells: BTreeMap<(RowKey, i64), i128> = BTreeMap::new();
+    let mut cells: BTreeMap<(RowKey, i64), Cell> = BTreeMap::new();
     let mut joins: HashMap<String, Vec<RowKey>> = HashMap::new();
     let mut usage_metrics: BTreeMap<String, ()> = BTreeMap::new();
     let stream = src.select(&req)?;
@@ -194,8 +242,14 @@ pub fn build_ledger(
         let SampleValues::Money(vals) = &s.values else {
             continue;
         };
+        let (key, attrs, join) = keys_of(&s.labels, &opts.default_tenant);
+        if let Some(scope) = &opts.tenant_scope {
+            // Defence in depth: the read is already scoped; never let another tenant in.
+            if &key.tenant != scope {
+                continue;
+            }
+        }
         samples += vals.len() as u64;
-        let (key, join) = keys_of(&s.labels, &opts.default_tenant);
         if let Some(m) = s.labels.get("source_metric") {
             usage_metrics.insert(m.to_string(), ());
         }
@@ -211,13 +265,25 @@ pub fn build_ledger(
                 sum += vals[i] as i128;
                 i += 1;
             }
-            *cells.entry((key.clone(), p)).or_insert(0) += sum;
+            match cells.entry((key.clone(), p)) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(Cell {
+                        cost: sum,
+                        attrs: attrs.clone(),
+                    });
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let c = o.get_mut();
+                    c.cost += sum;
+                    c.attrs.merge(&attrs);
+                }
+            }
         }
     }
     progress(done, total.max(done));
 
     // Quantities from the usage series the costs were priced from.
-    let mut qty: HashMap<(RowKey, i64), (f64, Option<String>)> = HashMap::new();
+    let mut qty: HashMap<(RowKey, i64), Qty> = HashMap::new();
     for m in usage_metrics.keys() {
         let um = [Matcher::equal(METRIC_NAME, m.as_str())];
         let ureq = SelectRequest {
@@ -240,8 +306,15 @@ pub fn build_ledger(
             for (t, v) in s.ts.iter().zip(vals) {
                 let p = date_trunc(opts.grain.unit(), *t);
                 for k in keys {
-                    let e = qty.entry((k.clone(), p)).or_insert((0.0, unit.clone()));
-                    e.0 += v;
+                    let e = qty.entry((k.clone(), p)).or_insert_with(|| Qty {
+                        sum: 0.0,
+                        unit: unit.clone(),
+                        conflict: false,
+                    });
+                    if e.unit != unit {
+                        e.conflict = true;
+                    }
+                    e.sum += v;
                 }
             }
         }
@@ -250,16 +323,17 @@ pub fn build_ledger(
     let width = opts.grain.width();
     let mut rows: Vec<LedgerRow> = cells
         .into_iter()
-        .map(|((key, p), cost)| {
-            let q = qty.remove(&(key.clone(), p));
+        .map(|((key, p), cell)| {
+            let q = qty.remove(&(key.clone(), p)).filter(|q| !q.conflict);
             LedgerRow {
                 period_start: p,
                 period_end: p + width,
                 key,
-                cost,
-                billed: cost,
-                quantity: q.as_ref().map(|x| x.0),
-                unit: q.and_then(|x| x.1),
+                attrs: cell.attrs,
+                cost: cell.cost,
+                billed: cell.cost,
+                quantity: q.as_ref().map(|x| x.sum),
+                unit: q.and_then(|x| x.unit),
             }
         })
         .collect();

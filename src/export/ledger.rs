@@ -383,3 +383,284 @@ fn round_rows(rows: &mut [LedgerRow]) -> Result<(), ExportError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::rounding::round_half_even;
+    use crate::model::{LabelLimits, SeriesKind};
+    use crate::store::{ReadError, SeriesSamples, SeriesStream};
+    use proptest::prelude::*;
+
+    const DAY: i64 = 86_400_000_000_000;
+
+    /// Series in the order given (not sorted: the ledger must not depend on read order).
+    struct Mem(Vec<SeriesSamples>);
+
+    impl SeriesSource for Mem {
+        fn select<'a>(&'a self, req: &SelectRequest<'a>) -> Result<SeriesStream<'a>, ReadError> {
+            let r = *req;
+            let it = self.0.iter().filter_map(move |s| {
+                if !r.matchers.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
+                    return None;
+                }
+                if r.tenant.is_some_and(|t| s.labels.tenant().unwrap_or("default") != t) {
+                    return None;
+                }
+                let idx: Vec<usize> = (0..s.ts.len()).filter(|&i| s.ts[i] >= r.start && s.ts[i] <= r.end).collect();
+                if idx.is_empty() {
+                    return None;
+                }
+                let values = match &s.values {
+                    SampleValues::Money(v) => SampleValues::Money(idx.iter().map(|&i| v[i]).collect()),
+                    SampleValues::Float(v) => SampleValues::Float(idx.iter().map(|&i| v[i]).collect()),
+                };
+                Some(Ok(SeriesSamples {
+                    labels: s.labels.clone(),
+                    kind: s.kind,
+                    ts: idx.iter().map(|&i| s.ts[i]).collect(),
+                    values,
+                }))
+            });
+            Ok(Box::new(it))
+        }
+
+        fn label_names(&self, _: Option<&str>, _: &[Matcher], _: i64, _: i64) -> Result<Vec<String>, ReadError> {
+            Ok(vec![])
+        }
+
+        fn label_values(
+            &self,
+            _: Option<&str>,
+            _: &str,
+            _: &[Matcher],
+            _: i64,
+            _: i64,
+        ) -> Result<Vec<String>, ReadError> {
+            Ok(vec![])
+        }
+    }
+
+    fn money(pairs: &[(&str, &str)], samples: &[(i64, i64)]) -> SeriesSamples {
+        let mut p: Vec<(&str, &str)> = vec![("__name__", "cost")];
+        p.extend_from_slice(pairs);
+        SeriesSamples {
+            labels: Labels::from_pairs(p, &LabelLimits::default()).unwrap(),
+            kind: SeriesKind::MONEY,
+            ts: samples.iter().map(|s| s.0).collect(),
+            values: SampleValues::Money(samples.iter().map(|s| s.1).collect()),
+        }
+    }
+
+    fn usage(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> SeriesSamples {
+        SeriesSamples {
+            labels: Labels::from_pairs(pairs.to_vec(), &LabelLimits::default()).unwrap(),
+            kind: SeriesKind::GAUGE,
+            ts: samples.iter().map(|s| s.0).collect(),
+            values: SampleValues::Float(samples.iter().map(|s| s.1).collect()),
+        }
+    }
+
+    fn opts(round: bool) -> LedgerOptions {
+        LedgerOptions {
+            month: "2026-10".into(),
+            grain: Grain::Day,
+            round_minor_units: round,
+            tenant_scope: None,
+            default_tenant: "default".into(),
+            run_id: "lr-test".into(),
+            watermark: "{}".into(),
+        }
+    }
+
+    fn oct(day: i64, hour: i64) -> i64 {
+        parse_month("2026-10").unwrap().0 + (day - 1) * DAY + hour * 3_600_000_000_000
+    }
+
+    #[test]
+    fn series_differing_in_extra_labels_share_one_row_with_common_tags() {
+        let base = [
+            ("tenant", "acme"),
+            ("cost_center", "cc1"),
+            ("instance", "i-1"),
+            ("sku", "m5"),
+            ("currency", "USD"),
+            ("source_metric", "cpu_hours"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            v
+        };
+        let a = money(
+            &with(&[("team", "core"), ("pod", "a"), ("region", "eu")]),
+            &[(oct(2, 1), 1_000_000_001), (oct(3, 0), 5)],
+        );
+        let b = money(
+            &with(&[("team", "core"), ("pod", "b"), ("region", "us")]),
+            &[(oct(2, 5), 2_000_000_002)],
+        );
+        let c = money(&with(&[("team", "core"), ("pod", "c"), ("region", "us")]), &[(oct(3, 1), 7)]);
+        let ua = usage(
+            &[
+                ("__name__", "cpu_hours"),
+                ("tenant", "acme"),
+                ("cost_center", "cc1"),
+                ("instance", "i-1"),
+                ("sku", "m5"),
+                ("unit", "h"),
+                ("team", "core"),
+                ("pod", "a"),
+                ("region", "eu"),
+            ],
+            &[(oct(2, 1), 1.5)],
+        );
+        let ub = usage(
+            &[
+                ("__name__", "cpu_hours"),
+                ("tenant", "acme"),
+                ("cost_center", "cc1"),
+                ("instance", "i-1"),
+                ("sku", "m5"),
+                ("unit", "h"),
+                ("team", "core"),
+                ("pod", "b"),
+                ("region", "us"),
+            ],
+            &[(oct(2, 5), 2.0)],
+        );
+        for order in [
+            vec![a.clone(), b.clone(), c.clone(), ua.clone(), ub.clone()],
+            vec![c.clone(), b.clone(), a.clone(), ub.clone(), ua.clone()],
+        ] {
+            let l = build_ledger(&Mem(order), &opts(false), &mut |_, _| {}).unwrap();
+            assert_eq!(l.rows.len(), 2, "{:#?}", l.rows);
+            let d2 = &l.rows[0];
+            assert_eq!(d2.period_start, oct(2, 0));
+            assert_eq!(d2.cost, 3_000_000_003);
+            assert_eq!(d2.attrs.tags_json(), r#"{"team":"core"}"#);
+            assert_eq!(d2.attrs.region, None, "eu and us differ");
+            assert_eq!(d2.attrs.service.as_deref(), Some("cpu_hours"));
+            assert_eq!(d2.key.resource.as_deref(), Some("i-1"));
+            assert_eq!((d2.quantity, d2.unit.as_deref()), (Some(3.5), Some("h")));
+            let d3 = &l.rows[1];
+            assert_eq!(d3.cost, 12);
+            assert_eq!(d3.attrs.region, None, "eu (a) and us (c) differ on day 3");
+            assert_eq!(d3.attrs.tags_json(), r#"{"team":"core"}"#);
+            assert_eq!(d3.quantity, None);
+        }
+        // A single series keeps all its labels.
+        let l = build_ledger(&Mem(vec![b]), &opts(false), &mut |_, _| {}).unwrap();
+        assert_eq!(l.rows[0].attrs.tags_json(), r#"{"pod":"b","team":"core"}"#);
+        assert_eq!(l.rows[0].attrs.region.as_deref(), Some("us"));
+    }
+
+    #[test]
+    fn usage_in_different_units_is_not_added() {
+        let key = [("tenant", "t"), ("instance", "i"), ("sku", "s"), ("currency", "USD")];
+        let mut ca = key.to_vec();
+        ca.extend([("source_metric", "m"), ("disk", "a")]);
+        let mut cb = key.to_vec();
+        cb.extend([("source_metric", "m"), ("disk", "b")]);
+        let mut ua = key[..3].to_vec();
+        ua.extend([("__name__", "m"), ("disk", "a"), ("unit", "GB")]);
+        let mut ub = key[..3].to_vec();
+        ub.extend([("__name__", "m"), ("disk", "b"), ("unit", "TB")]);
+        let src = Mem(vec![
+            money(&ca, &[(oct(1, 0), 10)]),
+            money(&cb, &[(oct(1, 1), 20)]),
+            usage(&ua, &[(oct(1, 0), 1.0)]),
+            usage(&ub, &[(oct(1, 1), 1.0)]),
+        ]);
+        let l = build_ledger(&src, &opts(false), &mut |_, _| {}).unwrap();
+        assert_eq!(l.rows.len(), 1);
+        assert_eq!(l.rows[0].cost, 30);
+        assert_eq!((l.rows[0].quantity, l.rows[0].unit.as_deref()), (None, None));
+    }
+
+    fn arb_series() -> impl Strategy<Value = Vec<(usize, usize, usize, usize, bool, usize, Vec<(i64, i64)>)>> {
+        // (tenant, cost center, resource, sku, JPY?, extra label value, [(minute of month, nanos)])
+        prop::collection::vec(
+            (
+                0usize..3,
+                0usize..3,
+                0usize..3,
+                0usize..2,
+                prop::bool::weighted(0.2),
+                0usize..3,
+                prop::collection::vec((-2_000i64..46_000, -3_000_000_000i64..9_000_000_000), 1..12),
+            ),
+            1..24,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// One row per key and period; per tenant and currency the rows sum exactly to the
+        /// samples in the month; rounded rows are whole minor units that sum exactly to the
+        /// rounded grand total and within a unit of each tenant's exact total; and the result
+        /// does not depend on the order the series are read in.
+        #[test]
+        fn ledger_rows_are_keyed_exact_and_round_consistently(spec in arb_series(), round in any::<bool>()) {
+            let (start, end) = parse_month("2026-10").unwrap();
+            let minute = 60_000_000_000i64;
+            let mut series = Vec::new();
+            let mut exact: BTreeMap<(String, String), i128> = BTreeMap::new();
+            for (n, (t, cc, r, sku, jpy, extra, samples)) in spec.iter().enumerate() {
+                let tenant = format!("t{t}");
+                let cur = if *jpy { "JPY" } else { "USD" };
+                let (ccs, rs, skus, ex, nn) = (format!("cc{cc}"), format!("r{r}"), format!("s{sku}"), format!("x{extra}"), format!("{n}"));
+                let mut pts: Vec<(i64, i64)> = samples.iter().map(|(m, v)| (start + m * minute, *v)).collect();
+                pts.sort_by_key(|p| p.0);
+                pts.dedup_by_key(|p| p.0);
+                for (ts, v) in &pts {
+                    if *ts >= start && *ts < end {
+                        *exact.entry((tenant.clone(), cur.to_string())).or_default() += *v as i128;
+                    }
+                }
+                series.push(money(
+                    &[("tenant", tenant.as_str()), ("cost_center", ccs.as_str()), ("resource", rs.as_str()),
+                      ("sku", skus.as_str()), ("currency", cur), ("extra", ex.as_str()), ("series", nn.as_str())],
+                    &pts,
+                ));
+            }
+            let l = build_ledger(&Mem(series.clone()), &opts(round), &mut |_, _| {}).unwrap();
+            let mut keys = std::collections::BTreeSet::new();
+            let mut got: BTreeMap<(String, String), i128> = BTreeMap::new();
+            let mut billed_t: BTreeMap<(String, String), i128> = BTreeMap::new();
+            let mut grand_exact: BTreeMap<String, i128> = BTreeMap::new();
+            let mut grand_billed: BTreeMap<String, i128> = BTreeMap::new();
+            for r in &l.rows {
+                prop_assert!(keys.insert((r.period_start, r.key.clone())), "duplicate key {:?}", r.key);
+                prop_assert!(r.period_start >= start && r.period_end <= end);
+                let tk = (r.key.tenant.clone(), r.key.currency.clone());
+                *got.entry(tk.clone()).or_default() += r.cost;
+                *billed_t.entry(tk).or_default() += r.billed;
+                *grand_exact.entry(r.key.currency.clone()).or_default() += r.cost;
+                *grand_billed.entry(r.key.currency.clone()).or_default() += r.billed;
+                if round {
+                    let unit = minor_unit_nanos(&r.key.currency);
+                    prop_assert_eq!(r.billed % unit, 0);
+                    prop_assert!((r.billed - r.cost).abs() < unit);
+                } else {
+                    prop_assert_eq!(r.billed, r.cost);
+                }
+            }
+            prop_assert_eq!(&got, &exact);
+            if round {
+                for (c, g) in &grand_exact {
+                    let unit = minor_unit_nanos(c);
+                    prop_assert_eq!(grand_billed[c], round_half_even(*g, unit));
+                }
+                for (k, b) in &billed_t {
+                    prop_assert!((b - got[k]).abs() < minor_unit_nanos(&k.1), "tenant {:?} off by a unit", k);
+                }
+            }
+            let mut rev = series;
+            rev.reverse();
+            let l2 = build_ledger(&Mem(rev), &opts(round), &mut |_, _| {}).unwrap();
+            prop_assert_eq!(&l.rows, &l2.rows);
+        }
+    }
+}

@@ -255,7 +255,10 @@ fn ledger_files_match_sql_exactly_in_duckdb_and_pyarrow() {
     .unwrap();
     assert_eq!(st, 400);
     let body = String::from_utf8_lossy(&body);
-    assert!(body.contains("--partitioned") && body.contains("X-Scope-OrgID"), "{body}");
+    assert!(
+        body.contains("--partitioned") && body.contains("X-Scope-OrgID"),
+        "{body}"
+    );
     for q in [
         "month=2026-13",
         "month=2026-10&format=csv",
@@ -397,9 +400,18 @@ fn make_access_data(dir: &Path) {
     let t0 = parse_timestamp("2026-10-05T00:00:00Z").unwrap();
     let mut b = WriteBatch::new();
     let series: [(&[(&str, &str)], i64); 3] = [
-        (&[("tenant", "acme"), ("pod", "a"), ("team", "core"), ("acme_only", "x")], 1_250_000_001),
-        (&[("tenant", "acme"), ("pod", "b"), ("team", "core"), ("acme_only", "x")], 2_000_000_003),
-        (&[("tenant", "beta"), ("pod", "a"), ("team", "web"), ("beta_only", "y")], 7_000_000_000),
+        (
+            &[("tenant", "acme"), ("pod", "a"), ("team", "core"), ("acme_only", "x")],
+            1_250_000_001,
+        ),
+        (
+            &[("tenant", "acme"), ("pod", "b"), ("team", "core"), ("acme_only", "x")],
+            2_000_000_003,
+        ),
+        (
+            &[("tenant", "beta"), ("pod", "a"), ("team", "web"), ("beta_only", "y")],
+            7_000_000_000,
+        ),
     ];
     for (extra, nanos) in series {
         let mut l: Vec<(&str, &str)> = vec![
@@ -450,7 +462,11 @@ fn tenant_tokens_scope_sql_metadata_and_ledger() {
     let data = tmp.path().join("data");
     make_access_data(&data);
     let tokens = tmp.path().join("tokens.csv");
-    std::fs::write(&tokens, "# bearer token, tenant\ntoken,tenant\ntok-acme,acme\ntok-ops,*\n").unwrap();
+    std::fs::write(
+        &tokens,
+        "# bearer token, tenant\ntoken,tenant\ntok-acme,acme\ntok-ops,*\n",
+    )
+    .unwrap();
     let srv = TallyServer::start(&data, &["--tenant-tokens", tokens.to_str().unwrap()]);
     let a = srv.addr.clone();
     let acme = [("Authorization", "Bearer tok-acme")];
@@ -484,10 +500,7 @@ fn tenant_tokens_scope_sql_metadata_and_ledger() {
     let (_, v) = post_sql(&a, &acme, "SELECT count(*) FROM samples WHERE tenant <> 'acme'");
     assert_eq!(v["rows"], serde_json::json!([[0]]));
     let (_, v) = post_sql(&a, &ops, q);
-    assert_eq!(
-        v["rows"],
-        serde_json::json!([["acme", "19.500000024"], ["beta", "42"]])
-    );
+    assert_eq!(v["rows"], serde_json::json!([["acme", "19.500000024"], ["beta", "42"]]));
 
     // Metadata is scoped too: DESCRIBE lists only the token's tenant's labels.
     let (st, v) = post_sql(&a, &acme, "SHOW TABLES");
@@ -498,7 +511,10 @@ fn tenant_tokens_scope_sql_metadata_and_ledger() {
         assert_eq!(st, 200);
         let cols = describe_columns(&v);
         assert!(cols.contains(&"acme_only".to_string()), "{table}: {cols:?}");
-        assert!(!cols.contains(&"beta_only".to_string()), "{table} leaks beta's labels: {cols:?}");
+        assert!(
+            !cols.contains(&"beta_only".to_string()),
+            "{table} leaks beta's labels: {cols:?}"
+        );
         let (_, v) = post_sql(&a, &ops, &format!("DESCRIBE {table}"));
         let cols = describe_columns(&v);
         assert!(cols.contains(&"beta_only".to_string()) && cols.contains(&"acme_only".to_string()));
@@ -594,7 +610,12 @@ fn sql_limits_from_serve_flags_and_config() {
 
     // Flags are documented.
     let (help, _) = tally(&["serve", "--help"]);
-    for flag in ["--sql-max-rows-scanned", "--sql-max-memory", "--sql-timeout", "--tenant-tokens"] {
+    for flag in [
+        "--sql-max-rows-scanned",
+        "--sql-max-memory",
+        "--sql-timeout",
+        "--tenant-tokens",
+    ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
     }
 
@@ -606,7 +627,10 @@ fn sql_limits_from_serve_flags_and_config() {
     assert_eq!(st, 422, "{v}");
     assert_eq!(v["errorType"], "limit");
     let e = v["error"].as_str().unwrap();
-    assert!(e.contains("more than 5 rows") && e.contains("--sql-max-rows-scanned"), "{e}");
+    assert!(
+        e.contains("more than 5 rows") && e.contains("--sql-max-rows-scanned"),
+        "{e}"
+    );
     // Within the limit still works.
     let (st, v) = post_sql(&srv.addr, &[], "SELECT count(*) FROM costs WHERE tenant = 'none'");
     assert_eq!(st, 200, "{v}");
@@ -615,7 +639,14 @@ fn sql_limits_from_serve_flags_and_config() {
     // Memory, from the flag (wins over the config file's 64MiB).
     let srv = TallyServer::start(
         &data,
-        &["--config", cfg.to_str().unwrap(), "--sql-max-rows-scanned", "1000", "--sql-max-memory", "1KiB"],
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--sql-max-rows-scanned",
+            "1000",
+            "--sql-max-memory",
+            "1KiB",
+        ],
     );
     let (st, v) = post_sql(&srv.addr, &[], "SELECT ts, cost, pod, team, acme_only FROM costs");
     assert_eq!(st, 422, "{v}");

@@ -113,11 +113,7 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
                 let batches = export::read_arrow_ledger(&resp.body)?;
                 let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                 let files = export::write_partitioned_batches(&a.month, &batches, format, &a.out)?;
-                eprintln!(
-                    "wrote {rows} rows in {} files under {}",
-                    files.len(),
-                    a.out.display()
-                );
+                eprintln!("wrote {rows} rows in {} files under {}", files.len(), a.out.display());
             } else {
                 std::fs::write(&a.out, &resp.body).with_context(|| format!("writing {}", a.out.display()))?;
                 eprintln!("wrote {} ({} bytes)", a.out.display(), resp.body.len());

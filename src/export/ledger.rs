@@ -401,13 +401,19 @@ mod tests {
         fn select<'a>(&'a self, req: &SelectRequest<'a>) -> Result<SeriesStream<'a>, ReadError> {
             let r = *req;
             let it = self.0.iter().filter_map(move |s| {
-                if !r.matchers.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
+                if !r
+                    .matchers
+                    .iter()
+                    .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
+                {
                     return None;
                 }
                 if r.tenant.is_some_and(|t| s.labels.tenant().unwrap_or("default") != t) {
                     return None;
                 }
-                let idx: Vec<usize> = (0..s.ts.len()).filter(|&i| s.ts[i] >= r.start && s.ts[i] <= r.end).collect();
+                let idx: Vec<usize> = (0..s.ts.len())
+                    .filter(|&i| s.ts[i] >= r.start && s.ts[i] <= r.end)
+                    .collect();
                 if idx.is_empty() {
                     return None;
                 }
@@ -500,7 +506,10 @@ mod tests {
             &with(&[("team", "core"), ("pod", "b"), ("region", "us")]),
             &[(oct(2, 5), 2_000_000_002)],
         );
-        let c = money(&with(&[("team", "core"), ("pod", "c"), ("region", "us")]), &[(oct(3, 1), 7)]);
+        let c = money(
+            &with(&[("team", "core"), ("pod", "c"), ("region", "us")]),
+            &[(oct(3, 1), 7)],
+        );
         let ua = usage(
             &[
                 ("__name__", "cpu_hours"),
@@ -578,8 +587,10 @@ mod tests {
         assert_eq!((l.rows[0].quantity, l.rows[0].unit.as_deref()), (None, None));
     }
 
-    fn arb_series() -> impl Strategy<Value = Vec<(usize, usize, usize, usize, bool, usize, Vec<(i64, i64)>)>> {
-        // (tenant, cost center, resource, sku, JPY?, extra label value, [(minute of month, nanos)])
+    /// (tenant, cost center, resource, sku, JPY?, extra label value, [(minute of month, nanos)])
+    type SeriesSpec = (usize, usize, usize, usize, bool, usize, Vec<(i64, i64)>);
+
+    fn arb_series() -> impl Strategy<Value = Vec<SeriesSpec>> {
         prop::collection::vec(
             (
                 0usize..3,

@@ -261,7 +261,9 @@ pub fn read_arrow_ledger(bytes: &[u8]) -> Result<Vec<RecordBatch>, ExportError> 
     let r = arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| bad(&e))?;
     let want = ledger_schema();
     if r.schema().fields() != want.fields() {
-        return Err(bad(&"its columns differ from the ledger schema (server of another version?)"));
+        return Err(bad(
+            &"its columns differ from the ledger schema (server of another version?)",
+        ));
     }
     let mut out = Vec::new();
     for b in r {

@@ -26,6 +26,7 @@ pub struct LedgerArgs {
     /// Month to export, YYYY-MM (UTC).
     #[arg(long)]
     pub month: String,
+    /// File format: Parquet (zstd, column statistics) or Arrow IPC file (.arrow).
     #[arg(long, default_value = "parquet", value_parser = ["parquet", "arrow"])]
     pub format: String,
     /// Output file; with --partitioned, a directory receiving month=…/tenant=…/ledger.<ext>.
@@ -34,7 +35,9 @@ pub struct LedgerArgs {
     /// Charge period of a row.
     #[arg(long, default_value = "day", value_parser = ["hour", "day"])]
     pub grain: String,
-    /// Round amounts to the currency's minor unit, keeping totals exact (largest remainder).
+    /// Round BilledCost (and the other cost columns) to the currency's minor unit by largest
+    /// remainder, so rounded rows sum exactly to the rounded tenant and grand totals; the exact
+    /// amount stays in x_UnroundedCost.
     #[arg(long, value_parser = ["minor-units"])]
     pub round: Option<String>,
     /// Hive-style output: one file per tenant, --out/month=YYYY-MM/tenant=T/ledger.<ext>. With
@@ -87,7 +90,8 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
             let wire = if a.partitioned { "arrow" } else { a.format.as_str() };
             let mut path = format!(
                 "/api/v1/export/ledger?month={}&format={wire}&grain={}",
-                a.month, a.grain
+                urlencode(&a.month),
+                a.grain
             );
             if let Some(r) = &a.round {
                 path.push_str(&format!("&round={r}"));
@@ -101,6 +105,8 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
                     ProgressStyle::with_template("{spinner} {msg} {bytes} ({elapsed})")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
+                // Ticks while the server builds the ledger, before the first byte arrives.
+                pb.enable_steady_tick(std::time::Duration::from_millis(200));
                 pb
             };
             pb.set_message("downloading ledger");
@@ -159,4 +165,17 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give --server URL (a running tally) or --data-dir DIR"),
     }
     Ok(())
+}
+
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters kept).
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -71,8 +71,8 @@ fn expected(target: &[&str], grain: &str) -> (serde_json::Value, usize) {
     let groups = sql_json(
         target,
         &format!(
-            "SELECT date_trunc('{grain}', ts), tenant, cost_center, instance, sku, currency, source_metric, region \
-             FROM costs WHERE {MONTH_WHERE} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+            "SELECT date_trunc('{grain}', ts), tenant, cost_center, instance, sku, currency \
+             FROM costs WHERE {MONTH_WHERE} GROUP BY 1, 2, 3, 4, 5, 6"
         ),
     );
     let n = groups["rows"].as_array().map_or(0, |r| r.len());
@@ -191,12 +191,29 @@ fn ledger_files_match_sql_exactly_in_duckdb_and_pyarrow() {
     tally(&[
         "export", "ledger", "--server", &url, "--month", "2026-10", "--format", "arrow", "--out", &cli_ar, "--quiet",
     ]);
+    // Hive-partitioned through the server: the CLI splits the server's ledger per tenant.
+    let srv_part = out("bucket-server");
+    let (_, err) = tally(&[
+        "export",
+        "ledger",
+        "--server",
+        &url,
+        "--month",
+        "2026-10",
+        "--format",
+        "parquet",
+        "--partitioned",
+        "--out",
+        &srv_part,
+        "--quiet",
+    ]);
+    assert!(err.contains("files under"), "{err}");
     let (sums, n) = expected(&["--server", &url], "day");
     check(
         &py,
         tmp.path(),
         serde_json::json!({
-            "parquet": http_pq, "arrow": cli_ar, "rounded": http_rd, "partitioned": null,
+            "parquet": http_pq, "arrow": cli_ar, "rounded": http_rd, "partitioned": srv_part,
             "expected": sums, "ledger_rows": n,
             "month_start": "2026-10-01T00:00:00Z", "month_end": "2026-11-01T00:00:00Z",
             "grain_hours": 24,
@@ -227,6 +244,21 @@ fn ledger_files_match_sql_exactly_in_duckdb_and_pyarrow() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "['t3']");
 
     // Bad requests are 400 with a message.
+    // One file per HTTP response: partitioned output is refused with a pointer to the CLI.
+    let (st, body) = http_raw(
+        "GET",
+        &srv.addr,
+        "/api/v1/export/ledger?month=2026-10&partitioned=true",
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(st, 400);
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("--partitioned") && body.contains("X-Scope-OrgID"),
+        "{body}"
+    );
     for q in [
         "month=2026-13",
         "month=2026-10&format=csv",
@@ -349,4 +381,306 @@ fn sql_over_http_json_csv_arrow_and_tenant_isolation() {
     assert!(table.lines().next().unwrap().starts_with("tenant"), "{table}");
     assert!(table.contains("(6 rows)"), "{table}");
     assert_eq!(srv.terminate(), 0);
+}
+
+/// Two tenants; acme has two cost series that differ only in `pod` (one ledger key), and
+/// each tenant has a label the other does not.
+fn make_access_data(dir: &Path) {
+    use tally::model::{LabelLimits, Labels, Money, Sample, SeriesKind, Value};
+    use tally::store::WriteBatch;
+    let store = Store::open(
+        dir,
+        StoreOptions {
+            fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
+            background: false,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let t0 = parse_timestamp("2026-10-05T00:00:00Z").unwrap();
+    let mut b = WriteBatch::new();
+    let series: [(&[(&str, &str)], i64); 3] = [
+        (
+            &[("tenant", "acme"), ("pod", "a"), ("team", "core"), ("acme_only", "x")],
+            1_250_000_001,
+        ),
+        (
+            &[("tenant", "acme"), ("pod", "b"), ("team", "core"), ("acme_only", "x")],
+            2_000_000_003,
+        ),
+        (
+            &[("tenant", "beta"), ("pod", "a"), ("team", "web"), ("beta_only", "y")],
+            7_000_000_000,
+        ),
+    ];
+    for (extra, nanos) in series {
+        let mut l: Vec<(&str, &str)> = vec![
+            ("__name__", "cost"),
+            ("cost_center", "cc-1"),
+            ("instance", "i-1"),
+            ("sku", "m5.large"),
+            ("currency", "USD"),
+            ("source_metric", "cpu_hours"),
+        ];
+        l.extend_from_slice(extra);
+        let samples = (0..6)
+            .map(|k| Sample {
+                ts: t0 + k * 4 * HOUR,
+                value: Value::Money(Money::from_nanos(nanos)),
+            })
+            .collect();
+        b.add(
+            Labels::from_pairs(l, &LabelLimits::default()).unwrap(),
+            SeriesKind::MONEY,
+            samples,
+        );
+    }
+    store.append(&b).unwrap();
+    store.close().unwrap();
+}
+
+fn post_sql(addr: &str, headers: &[(&str, &str)], q: &str) -> (u16, serde_json::Value) {
+    let (st, body) = http_raw("POST", addr, "/api/v1/sql", headers, q.as_bytes()).unwrap();
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {st} {}", String::from_utf8_lossy(&body)));
+    (st, v)
+}
+
+fn describe_columns(v: &serde_json::Value) -> Vec<String> {
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn tenant_tokens_scope_sql_metadata_and_ledger() {
+    let py = venv_python();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_access_data(&data);
+    let tokens = tmp.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        "# bearer token, tenant\ntoken,tenant\ntok-acme,acme\ntok-ops,*\n",
+    )
+    .unwrap();
+    let srv = TallyServer::start(&data, &["--tenant-tokens", tokens.to_str().unwrap()]);
+    let a = srv.addr.clone();
+    let acme = [("Authorization", "Bearer tok-acme")];
+    let ops = [("Authorization", "Bearer tok-ops")];
+    let q = "SELECT tenant, sum(cost) FROM costs GROUP BY tenant ORDER BY tenant";
+
+    // Missing / unknown / malformed token: 401; token for another tenant's header: 403.
+    let (st, body) = http_raw("POST", &a, "/api/v1/sql", &[], q.as_bytes()).unwrap();
+    assert_eq!(st, 401, "{}", String::from_utf8_lossy(&body));
+    let (st, _) = post_sql(&a, &[("Authorization", "Bearer nope")], q);
+    assert_eq!(st, 401);
+    let (st, _) = post_sql(&a, &[("Authorization", "tok-acme")], q);
+    assert_eq!(st, 401);
+    let (st, v) = post_sql(&a, &[acme[0], ("X-Scope-OrgID", "beta")], q);
+    assert_eq!(st, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("acme"), "{v}");
+    // Same tenant in the header is fine.
+    let (st, _) = post_sql(&a, &[acme[0], ("X-Scope-OrgID", "acme")], q);
+    assert_eq!(st, 200);
+
+    // The token's tenant wins over the SQL.
+    let (st, v) = post_sql(&a, &acme, q);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"], serde_json::json!([["acme", "19.500000024"]]));
+    let (_, v) = post_sql(
+        &a,
+        &acme,
+        "SELECT tenant, sum(cost) FROM costs WHERE tenant = 'beta' OR tenant IN ('beta') GROUP BY tenant",
+    );
+    assert_eq!(v["rows"], serde_json::json!([]));
+    let (_, v) = post_sql(&a, &acme, "SELECT count(*) FROM samples WHERE tenant <> 'acme'");
+    assert_eq!(v["rows"], serde_json::json!([[0]]));
+    let (_, v) = post_sql(&a, &ops, q);
+    assert_eq!(v["rows"], serde_json::json!([["acme", "19.500000024"], ["beta", "42"]]));
+
+    // Metadata is scoped too: DESCRIBE lists only the token's tenant's labels.
+    let (st, v) = post_sql(&a, &acme, "SHOW TABLES");
+    assert_eq!(st, 200);
+    assert_eq!(v["rows"], serde_json::json!([["costs"], ["samples"]]));
+    for table in ["costs", "samples"] {
+        let (st, v) = post_sql(&a, &acme, &format!("DESCRIBE {table}"));
+        assert_eq!(st, 200);
+        let cols = describe_columns(&v);
+        assert!(cols.contains(&"acme_only".to_string()), "{table}: {cols:?}");
+        assert!(
+            !cols.contains(&"beta_only".to_string()),
+            "{table} leaks beta's labels: {cols:?}"
+        );
+        let (_, v) = post_sql(&a, &ops, &format!("DESCRIBE {table}"));
+        let cols = describe_columns(&v);
+        assert!(cols.contains(&"beta_only".to_string()) && cols.contains(&"acme_only".to_string()));
+        let (_, v) = post_sql(&a, &[ops[0], ("X-Scope-OrgID", "beta")], &format!("DESCRIBE {table}"));
+        let cols = describe_columns(&v);
+        assert!(cols.contains(&"beta_only".to_string()) && !cols.contains(&"acme_only".to_string()));
+    }
+    // A label of another tenant is not a column for this one.
+    let (st, v) = post_sql(&a, &acme, "SELECT beta_only FROM costs");
+    assert_eq!(st, 400, "{v}");
+
+    // The ledger endpoint: same rules.
+    let path = "/api/v1/export/ledger?month=2026-10&format=arrow";
+    let (st, _) = http_raw("GET", &a, path, &[], &[]).unwrap();
+    assert_eq!(st, 401);
+    let (st, _) = http_raw("GET", &a, path, &[acme[0], ("X-Scope-OrgID", "beta")], &[]).unwrap();
+    assert_eq!(st, 403);
+    let (st, body) = http_raw("GET", &a, path, &acme, &[]).unwrap();
+    assert_eq!(st, 200);
+    let f = tmp.path().join("acme.arrow");
+    std::fs::write(&f, &body).unwrap();
+
+    // The CLI sends --token / TALLY_TOKEN; its ledger merges acme's two pods into one
+    // row per day whose Tags keep only what both share.
+    let url = format!("http://{a}");
+    let (out, _) = tally(&["sql", "--server", &url, "--token", "tok-acme", "--format", "csv", q]);
+    assert_eq!(out.trim(), "tenant,sum(cost)\nacme,19.500000024");
+    let o = Command::new(tally_bin())
+        .args(["sql", "--server", &url, "--format", "csv", q])
+        .env("TALLY_TOKEN", "tok-ops")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3);
+    let o = Command::new(tally_bin())
+        .args(["sql", "--server", &url, q])
+        .env_remove("TALLY_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("401"));
+    let cli = tmp.path().join("cli.arrow");
+    tally(&[
+        "export",
+        "ledger",
+        "--server",
+        &url,
+        "--token",
+        "tok-acme",
+        "--month",
+        "2026-10",
+        "--format",
+        "arrow",
+        "--out",
+        cli.to_str().unwrap(),
+        "--quiet",
+    ]);
+    for file in [&f, &cli] {
+        let o = Command::new(&py)
+            .args([
+                "-c",
+                "import sys,json,pyarrow as pa,pyarrow.ipc as i;t=i.open_file(pa.memory_map(sys.argv[1])).read_all();\
+                 print(json.dumps([[r['x_TenantId'],r['ResourceId'],r['Tags'],str(r['BilledCost']),r['ChargePeriodStart'].isoformat()] for r in t.to_pylist()]))",
+                file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        // Samples every 4h from Oct 5 00:00: six per series, all on Oct 5.
+        assert_eq!(
+            rows,
+            serde_json::json!([[
+                "acme",
+                "i-1",
+                "{\"acme_only\":\"x\",\"team\":\"core\"}",
+                "19.500000024",
+                "2026-10-05T00:00:00+00:00"
+            ]]),
+            "{}",
+            file.display()
+        );
+    }
+    assert_eq!(srv.terminate(), 0);
+}
+
+#[test]
+fn sql_limits_from_serve_flags_and_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_access_data(&data);
+    let q = "SELECT ts, sum(cost) FROM costs GROUP BY ts";
+
+    // Flags are documented.
+    let (help, _) = tally(&["serve", "--help"]);
+    for flag in [
+        "--sql-max-rows-scanned",
+        "--sql-max-memory",
+        "--sql-timeout",
+        "--tenant-tokens",
+    ] {
+        assert!(help.contains(flag), "serve --help lacks {flag}");
+    }
+
+    // Rows scanned, from the config file.
+    let cfg = tmp.path().join("tally.toml");
+    std::fs::write(&cfg, "sql_max_rows_scanned = 5\nsql_max_memory = \"64MiB\"\n").unwrap();
+    let srv = TallyServer::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let (st, v) = post_sql(&srv.addr, &[], q);
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["errorType"], "limit");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("more than 5 rows") && e.contains("--sql-max-rows-scanned"),
+        "{e}"
+    );
+    // Within the limit still works.
+    let (st, v) = post_sql(&srv.addr, &[], "SELECT count(*) FROM costs WHERE tenant = 'none'");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(srv.terminate(), 0);
+
+    // Memory, from the flag (wins over the config file's 64MiB).
+    let srv = TallyServer::start(
+        &data,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--sql-max-rows-scanned",
+            "1000",
+            "--sql-max-memory",
+            "1KiB",
+        ],
+    );
+    let (st, v) = post_sql(&srv.addr, &[], "SELECT ts, cost, pod, team, acme_only FROM costs");
+    assert_eq!(st, 422, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("1024 bytes") && e.contains("--sql-max-memory"), "{e}");
+    let (st, v) = post_sql(&srv.addr, &[], "SELECT sum(cost) FROM costs");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"], serde_json::json!([["61.500000024"]]));
+    assert_eq!(srv.terminate(), 0);
+
+    // Timeout: a 1ns budget is spent before the first series is done.
+    let srv = TallyServer::start(&data, &["--sql-timeout", "1ns"]);
+    let (st, v) = post_sql(&srv.addr, &[], q);
+    assert_eq!(st, 422, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("timeout") && e.contains("--sql-timeout"), "{e}");
+    assert_eq!(srv.terminate(), 0);
+
+    // Bad values fail at startup with the flag named.
+    for (args, want) in [
+        (vec!["--sql-max-memory", "12parsecs"], "--sql-max-memory"),
+        (vec!["--sql-timeout", "soon"], "--sql-timeout"),
+        (vec!["--sql-max-rows-scanned", "0"], "--sql-max-rows-scanned"),
+        (vec!["--tenant-tokens", "/nonexistent/tokens.toml"], "tenant token file"),
+    ] {
+        let o = Command::new(tally_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(tmp.path().join("unused"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }

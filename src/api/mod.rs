@@ -1,5 +1,6 @@
 //! The HTTP server: one axum router; each concern adds its routes in its own file.
 
+pub mod auth;
 pub mod ingest;
 mod metrics;
 pub mod prometheus;
@@ -24,6 +25,17 @@ pub struct AppState {
     pub engine: EngineOptions,
     /// The ingest pipeline (HTTP push, remote-write); set once the server has opened it.
     pub ingest: OnceLock<Arc<crate::ingest::Pipeline>>,
+    /// Limits of one SQL query (`--sql-max-rows-scanned`, `--sql-max-memory`, `--sql-timeout`).
+    pub sql_limits: crate::query::sql::Limits,
+    /// Tenant-scoped bearer tokens (`--tenant-tokens`); see [`auth`].
+    pub tenant_tokens: Option<Arc<auth::TenantTokens>>,
+}
+
+/// Settings of the SQL / ledger endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct SqlSettings {
+    pub limits: crate::query::sql::Limits,
+    pub tenant_tokens: Option<Arc<auth::TenantTokens>>,
 }
 
 impl AppState {
@@ -32,12 +44,18 @@ impl AppState {
     }
 
     pub fn with_engine(store: Arc<Store>, engine: EngineOptions) -> Arc<AppState> {
+        AppState::with_settings(store, engine, SqlSettings::default())
+    }
+
+    pub fn with_settings(store: Arc<Store>, engine: EngineOptions, sql: SqlSettings) -> Arc<AppState> {
         Arc::new(AppState {
             store,
             started: Instant::now(),
             ready: AtomicBool::new(false),
             engine,
             ingest: OnceLock::new(),
+            sql_limits: sql.limits,
+            tenant_tokens: sql.tenant_tokens,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! `POST /api/v1/sql` and `GET /api/v1/export/ledger`.
 //!
-//! With `X-Scope-OrgID`, every query and export is restricted to that tenant, whatever
-//! the SQL says.
+//! With `X-Scope-OrgID` or a tenant-scoped bearer token ([`auth`]), every query
+//! (including `SHOW TABLES` / `DESCRIBE`) and every export is restricted to that tenant,
+//! whatever the SQL says.
 
 use std::sync::Arc;
 
@@ -12,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::AppState;
+use super::{auth, AppState};
 use crate::export::{self, Format, Grain, LedgerOptions};
 use crate::query::sql::{self, QueryOptions, SqlError};
 use crate::store::Store;
 
-pub const SCOPE_HEADER: &str = "x-scope-orgid";
+pub const SCOPE_HEADER: &str = auth::SCOPE_HEADER;
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -34,18 +35,16 @@ fn error(status: StatusCode, kind: &str, msg: String) -> Response {
         .into_response()
 }
 
-fn scope(headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
-    match headers.get(SCOPE_HEADER) {
-        None => Ok(None),
-        Some(v) => match v.to_str() {
-            Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
-            _ => Err(Box::new(error(
-                StatusCode::BAD_REQUEST,
-                "bad_data",
-                "X-Scope-OrgID must be a non-empty tenant name".into(),
-            ))),
-        },
-    }
+/// The tenant this request is restricted to (`X-Scope-OrgID`, tenant-scoped token).
+fn scope(st: &AppState, headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
+    auth::request_tenant(headers, st.tenant_tokens.as_deref()).map_err(|e| {
+        let mut r = error(e.status(), e.kind(), e.to_string());
+        if e.status() == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        Box::new(r)
+    })
 }
 
 /// The query text: the body itself, or `{"query": "..."}` when sent as JSON.
@@ -69,16 +68,17 @@ fn query_text(headers: &HeaderMap, body: &[u8]) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-pub fn query_options(store: &Store, tenant_scope: Option<String>) -> QueryOptions {
+pub fn query_options(store: &Store, tenant_scope: Option<String>, limits: sql::Limits) -> QueryOptions {
     QueryOptions {
         tenant_scope,
         default_tenant: store.options().default_tenant.clone(),
+        limits,
         ..QueryOptions::default()
     }
 }
 
 async fn sql_query(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let tenant = match scope(&headers) {
+    let tenant = match scope(&st, &headers) {
         Ok(t) => t,
         Err(r) => return *r,
     };
@@ -92,8 +92,9 @@ async fn sql_query(State(st): State<Arc<AppState>>, headers: HeaderMap, body: By
         .unwrap_or("")
         .to_ascii_lowercase();
     let store = st.store.clone();
+    let limits = st.sql_limits;
     let res = tokio::task::spawn_blocking(move || {
-        let opts = query_options(&store, tenant);
+        let opts = query_options(&store, tenant, limits);
         let snap = store.snapshot();
         sql::execute(&snap, &text, &opts)
     })
@@ -135,6 +136,7 @@ pub struct LedgerParams {
     pub format: Option<String>,
     pub grain: Option<String>,
     pub round: Option<String>,
+    pub partitioned: Option<String>,
 }
 
 /// Validates export parameters shared by the HTTP API and the CLI.
@@ -165,10 +167,20 @@ pub fn ledger_options(
 }
 
 async fn ledger(State(st): State<Arc<AppState>>, headers: HeaderMap, Query(p): Query<LedgerParams>) -> Response {
-    let tenant = match scope(&headers) {
+    let tenant = match scope(&st, &headers) {
         Ok(t) => t,
         Err(r) => return *r,
     };
+    if p.partitioned.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "partitioned output is a directory tree (month=…/tenant=…/) and this endpoint returns one file: \
+             use `tally export ledger --server URL --partitioned --out DIR`, which splits this endpoint's \
+             ledger into one file per tenant, or request one tenant at a time with X-Scope-OrgID"
+                .into(),
+        );
+    }
     let Some(month) = p.month else {
         return error(
             StatusCode::BAD_REQUEST,

@@ -24,6 +24,11 @@ pub struct FileConfig {
     pub query_max_samples: Option<usize>,
     pub query_timeout: Option<String>,
     pub query_lookback_delta: Option<String>,
+    // SQL (see docs/sql.md).
+    pub sql_max_rows_scanned: Option<u64>,
+    pub sql_max_memory: Option<ByteSize>,
+    pub sql_timeout: Option<String>,
+    pub tenant_tokens: Option<PathBuf>,
     // Ingest (see docs/ingest.md).
     pub kafka_brokers: Option<String>,
     pub topics: Option<Vec<String>>,
@@ -47,6 +52,23 @@ pub struct FileConfig {
     pub tenant_retention: std::collections::BTreeMap<String, String>,
 }
 
+/// A size in the config file: a number of bytes or a string like `"512MiB"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ByteSize::Bytes(n) => write!(f, "{n}"),
+            ByteSize::Text(s) => f.write_str(s),
+        }
+    }
+}
+
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
@@ -58,4 +80,47 @@ impl FileConfig {
 pub fn parse_duration(what: &str, s: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(s.trim())
         .with_context(|| format!("invalid duration for {what}: {s:?} (examples: 15s, 2h, 400d)"))
+}
+
+/// Parses sizes like `1048576`, `512MiB`, `1GB`, `64k` (K/M/G/T = 1000^n, KiB/MiB/GiB/TiB = 1024^n).
+pub fn parse_bytes(what: &str, s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || anyhow::anyhow!("invalid size for {what}: {s:?} (examples: 1048576, 512MiB, 2GB)");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "m" | "mb" => 1000u64.pow(2),
+        "g" | "gb" => 1000u64.pow(3),
+        "t" | "tb" => 1000u64.pow(4),
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let b = n.checked_mul(mult).ok_or_else(bad)?;
+    if b == 0 {
+        anyhow::bail!("{what} must be positive");
+    }
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("x", "1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_bytes("x", "512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("x", "2GB").unwrap(), 2_000_000_000);
+        assert_eq!(parse_bytes("x", "64k").unwrap(), 64_000);
+        assert!(parse_bytes("x", "12 parsecs").is_err());
+        assert!(parse_bytes("x", "").is_err());
+        assert!(parse_bytes("x", "0").is_err());
+        assert!(parse_bytes("x", "99999999999TiB").is_err());
+    }
 }

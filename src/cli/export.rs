@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::sql::{error_text, http_request, open_local};
+use super::sql::{error_text, http_request, open_local, scope_headers};
 use crate::export::{self, Format};
 
 #[derive(Debug, Args)]
@@ -26,6 +26,7 @@ pub struct LedgerArgs {
     /// Month to export, YYYY-MM (UTC).
     #[arg(long)]
     pub month: String,
+    /// File format: Parquet (zstd, column statistics) or Arrow IPC file (.arrow).
     #[arg(long, default_value = "parquet", value_parser = ["parquet", "arrow"])]
     pub format: String,
     /// Output file; with --partitioned, a directory receiving month=…/tenant=…/ledger.<ext>.
@@ -34,19 +35,28 @@ pub struct LedgerArgs {
     /// Charge period of a row.
     #[arg(long, default_value = "day", value_parser = ["hour", "day"])]
     pub grain: String,
-    /// Round amounts to the currency's minor unit, keeping totals exact (largest remainder).
+    /// Round BilledCost (and the other cost columns) to the currency's minor unit by largest
+    /// remainder, so rounded rows sum exactly to the rounded tenant and grand totals; the exact
+    /// amount stays in x_UnroundedCost.
     #[arg(long, value_parser = ["minor-units"])]
     pub round: Option<String>,
-    /// Hive-style output: one file per tenant under --out/month=…/tenant=…/ (needs --data-dir).
+    /// Hive-style output: one file per tenant, --out/month=YYYY-MM/tenant=T/ledger.<ext>. With
+    /// --server the whole ledger is downloaded (as Arrow) and split locally, so the files hold
+    /// exactly the rows (and rounding) of the single-file export.
     #[arg(long)]
     pub partitioned: bool,
     /// Export only this tenant (X-Scope-OrgID for a server).
     #[arg(long, value_name = "TENANT")]
     pub tenant: Option<String>,
+    /// Export from a running server, e.g. http://127.0.0.1:9201
     #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
     pub server: Option<String>,
+    /// Export directly from a data directory (fails while a server holds it).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Bearer token for a server started with --tenant-tokens (sent as `Authorization: Bearer`).
+    #[arg(long, value_name = "TOKEN", env = "TALLY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -76,24 +86,28 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
     let format = Format::parse(&a.format)?;
     match (&a.server, &a.data_dir) {
         (Some(url), _) => {
-            if a.partitioned {
-                bail!("--partitioned needs --data-dir (the server returns one file)");
-            }
+            // Partitioned output is split here from the server's Arrow file.
+            let wire = if a.partitioned { "arrow" } else { a.format.as_str() };
             let mut path = format!(
-                "/api/v1/export/ledger?month={}&format={}&grain={}",
-                a.month, a.format, a.grain
+                "/api/v1/export/ledger?month={}&format={wire}&grain={}",
+                urlencode(&a.month),
+                a.grain
             );
             if let Some(r) = &a.round {
                 path.push_str(&format!("&round={r}"));
             }
-            let mut headers = vec![];
-            if let Some(t) = &a.tenant {
-                headers.push(("X-Scope-OrgID", t.clone()));
-            }
+            let headers = scope_headers(a.tenant.as_deref(), a.token.as_deref());
             let pb = if a.quiet {
                 ProgressBar::hidden()
             } else {
-                ProgressBar::new_spinner()
+                let pb = ProgressBar::new_spinner();
+                pb.set_style(
+                    ProgressStyle::with_template("{spinner} {msg} {bytes} ({elapsed})")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                // Ticks while the server builds the ledger, before the first byte arrives.
+                pb.enable_steady_tick(std::time::Duration::from_millis(200));
+                pb
             };
             pb.set_message("downloading ledger");
             let resp = http_request(url, "GET", &path, &headers, &[], &mut |n| pb.set_position(n))?;
@@ -101,8 +115,15 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
             if resp.status != 200 {
                 bail!("server answered {}: {}", resp.status, error_text(&resp.body));
             }
-            std::fs::write(&a.out, &resp.body).with_context(|| format!("writing {}", a.out.display()))?;
-            eprintln!("wrote {} ({} bytes)", a.out.display(), resp.body.len());
+            if a.partitioned {
+                let batches = export::read_arrow_ledger(&resp.body)?;
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                let files = export::write_partitioned_batches(&a.month, &batches, format, &a.out)?;
+                eprintln!("wrote {rows} rows in {} files under {}", files.len(), a.out.display());
+            } else {
+                std::fs::write(&a.out, &resp.body).with_context(|| format!("writing {}", a.out.display()))?;
+                eprintln!("wrote {} ({} bytes)", a.out.display(), resp.body.len());
+            }
         }
         (None, Some(dir)) => {
             let store = open_local(dir)?;
@@ -144,4 +165,17 @@ fn ledger(a: LedgerArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give --server URL (a running tally) or --data-dir DIR"),
     }
     Ok(())
+}
+
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters kept).
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::config::{parse_duration, FileConfig};
+use super::config::{parse_bytes, parse_duration, FileConfig};
 use crate::api::{self, AppState};
 use crate::ingest::kafka::{KafkaConfig, KafkaIngest};
 use crate::ingest::pipeline::PipelineConfig;
@@ -61,6 +61,27 @@ pub struct ServeArgs {
     /// How far instant selectors look back for a sample. Default: 5m
     #[arg(long, value_name = "DURATION")]
     pub query_lookback_delta: Option<String>,
+    /// Most rows (samples) one SQL query may scan before failing with "query limit exceeded: … rows
+    /// scanned" (HTTP 422). Config key: sql_max_rows_scanned. Default: 2000000000
+    #[arg(long, value_name = "N")]
+    pub sql_max_rows_scanned: Option<u64>,
+    /// Most memory one SQL query may hold in result rows and GROUP BY state, e.g. 512MiB or
+    /// 1GB (plain numbers are bytes); exceeding it fails with "query limit exceeded: … memory"
+    /// (HTTP 422). Config key: sql_max_memory. Default: 1GiB
+    #[arg(long, value_name = "BYTES")]
+    pub sql_max_memory: Option<String>,
+    /// Wall-clock limit per SQL query, e.g. 30s; exceeding it fails
+    /// with "query limit exceeded: … timeout" (HTTP 422); `0s` = unlimited. Config key:
+    /// sql_timeout. Default: 5m
+    #[arg(long, value_name = "DURATION")]
+    pub sql_timeout: Option<String>,
+    /// File mapping bearer tokens to tenants (TOML `[tokens]` table of "token" = "tenant", or
+    /// CSV `token,tenant` lines if the name ends in .csv; tenant `*` = all tenants). When set,
+    /// POST /api/v1/sql and GET /api/v1/export/ledger require `Authorization: Bearer <token>`
+    /// (401 if missing or unknown) and are restricted to the token's tenant; an X-Scope-OrgID
+    /// naming another tenant is refused with 403. Config key: tenant_tokens.
+    #[arg(long, value_name = "FILE")]
+    pub tenant_tokens: Option<PathBuf>,
     /// Kafka bootstrap servers (HOST:PORT[,HOST:PORT]); enables the Kafka ingest workers.
     #[arg(long, value_name = "HOST:PORT")]
     pub kafka_brokers: Option<String>,
@@ -108,6 +129,8 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     pub store: StoreOptions,
     pub engine: EngineOptions,
+    /// SQL limits and tenant tokens.
+    pub sql: api::SqlSettings,
     pub pipeline: PipelineConfig,
     pub price_book: Option<PathBuf>,
     /// Kafka ingest, when `--kafka-brokers` is given.
@@ -176,6 +199,26 @@ impl ServeArgs {
             }
             engine.lookback_ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         }
+        let mut sql = api::SqlSettings::default();
+        if let Some(n) = self.sql_max_rows_scanned.or(file.sql_max_rows_scanned) {
+            if n == 0 {
+                bail!("--sql-max-rows-scanned must be positive");
+            }
+            sql.limits.max_rows_scanned = n;
+        }
+        if let Some(m) = self.sql_max_memory.or(file.sql_max_memory.map(|b| b.to_string())) {
+            let b = parse_bytes("--sql-max-memory", &m)?;
+            sql.limits.max_memory_bytes = usize::try_from(b).unwrap_or(usize::MAX);
+        }
+        if let Some(t) = self.sql_timeout.or(file.sql_timeout) {
+            let d = parse_duration("--sql-timeout", &t)?;
+            sql.limits.timeout = if d.is_zero() { std::time::Duration::MAX } else { d };
+        }
+        if let Some(p) = self.tenant_tokens.or(file.tenant_tokens) {
+            let t = crate::api::auth::TenantTokens::load(&p)?;
+            tracing::info!(tokens = t.len(), file = %p.display(), "tenant-scoped tokens loaded");
+            sql.tenant_tokens = Some(Arc::new(t));
+        }
         let (pipeline, price_book, kafka) = ingest_settings(
             IngestFlags {
                 kafka_brokers: self.kafka_brokers,
@@ -199,6 +242,7 @@ impl ServeArgs {
             listen,
             store,
             engine,
+            sql,
             pipeline,
             price_book,
             kafka,
@@ -222,7 +266,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         .context("store open task")?
         .with_context(|| format!("opening data directory {}", settings.data_dir.display()))?;
     let store = Arc::new(store);
-    let state = AppState::with_engine(store.clone(), settings.engine);
+    let state = AppState::with_settings(store.clone(), settings.engine, settings.sql);
     let kafka = start_ingest(
         &settings.pipeline,
         settings.price_book.as_deref(),

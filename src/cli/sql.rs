@@ -31,6 +31,21 @@ pub struct SqlArgs {
     /// Write the result to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Bearer token for a server started with --tenant-tokens (sent as `Authorization: Bearer`).
+    #[arg(long, value_name = "TOKEN", env = "TALLY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Request headers that scope a server request: X-Scope-OrgID and the bearer token.
+pub fn scope_headers(tenant: Option<&str>, token: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut h = vec![];
+    if let Some(t) = tenant {
+        h.push(("X-Scope-OrgID", t.to_string()));
+    }
+    if let Some(t) = token {
+        h.push(("Authorization", format!("Bearer {t}")));
+    }
+    h
 }
 
 /// Opens a data directory for reading with the CLI (no background work, no flush on close).
@@ -66,9 +81,7 @@ pub fn run(a: SqlArgs) -> anyhow::Result<()> {
                 ("Accept", accept.to_string()),
                 ("Content-Type", "text/plain".to_string()),
             ];
-            if let Some(t) = &a.tenant {
-                headers.push(("X-Scope-OrgID", t.clone()));
-            }
+            headers.extend(scope_headers(a.tenant.as_deref(), a.token.as_deref()));
             let resp = http_request(url, "POST", "/api/v1/sql", &headers, a.query.as_bytes(), &mut |_| {})?;
             if resp.status != 200 {
                 bail!("server answered {}: {}", resp.status, error_text(&resp.body));
@@ -83,7 +96,7 @@ pub fn run(a: SqlArgs) -> anyhow::Result<()> {
         }
         (None, Some(dir)) => {
             let store = open_local(dir)?;
-            let opts = crate::api::sql::query_options(&store, a.tenant.clone());
+            let opts = crate::api::sql::query_options(&store, a.tenant.clone(), sql::Limits::default());
             let r = sql::execute(&store.snapshot(), &a.query, &opts)?;
             match a.format.as_str() {
                 "csv" => r.to_csv().into_bytes(),

@@ -7,7 +7,10 @@ pub mod rounding;
 pub mod writer;
 
 pub use ledger::{build_ledger, Grain, Ledger, LedgerOptions, LedgerRow};
-pub use writer::{ledger_batch, ledger_schema, write_ledger, write_partitioned, Format};
+pub use writer::{
+    ledger_batch, ledger_schema, partition_file, read_arrow_ledger, split_by_tenant, write_batches, write_ledger,
+    write_partitioned, write_partitioned_batches, Format,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -1,12 +1,13 @@
 //! The ledger as Arrow (FOCUS 1.2 column names, money as `Decimal128(38, 9)`), and its
 //! Parquet / Arrow IPC file writers.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{Decimal128Builder, Float64Builder, StringBuilder, TimestampMicrosecondBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -134,16 +135,16 @@ pub fn ledger_batch(l: &Ledger, rows: &[&LedgerRow]) -> Result<RecordBatch, Expo
         dec(&|r| r.billed)?,
         dec(&|r| r.billed)?,
         st(&|r| Some(r.key.currency.clone())),
-        st(&|r| r.key.service.clone()),
+        st(&|r| r.attrs.service.clone()),
         st(&|r| r.key.sku.clone()),
         fl(&|r| r.quantity),
         st(&|r| r.unit.clone()),
         fl(&|r| r.quantity),
         st(&|r| r.unit.clone()),
         st(&|r| r.key.resource.clone()),
-        st(&|r| r.key.region.clone()),
+        st(&|r| r.attrs.region.clone()),
         st(&|r| Some(r.key.tenant.clone())),
-        st(&|r| Some(r.key.tags.clone())),
+        st(&|r| Some(r.attrs.tags_json())),
         st(&|r| Some(r.key.tenant.clone())),
         st(&|r| r.key.cost_center.clone()),
         st(&|_| Some(l.run_id.clone())),
@@ -155,6 +156,16 @@ pub fn ledger_batch(l: &Ledger, rows: &[&LedgerRow]) -> Result<RecordBatch, Expo
 
 /// Writes rows as one Parquet or Arrow IPC file to `out`.
 pub fn write_rows<W: Write + Send>(l: &Ledger, rows: &[&LedgerRow], format: Format, out: W) -> Result<W, ExportError> {
+    let batches = rows
+        .chunks(ROW_GROUP_ROWS)
+        .map(|c| ledger_batch(l, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    write_batches(&batches, format, out)
+}
+
+/// Writes ledger record batches as one Parquet (zstd, page statistics, [`ROW_GROUP_ROWS`]
+/// row groups) or Arrow IPC file.
+pub fn write_batches<W: Write + Send>(batches: &[RecordBatch], format: Format, out: W) -> Result<W, ExportError> {
     let schema = ledger_schema();
     match format {
         Format::Parquet => {
@@ -167,15 +178,15 @@ pub fn write_rows<W: Write + Send>(l: &Ledger, rows: &[&LedgerRow], format: Form
                 .set_created_by(format!("tally {}", env!("CARGO_PKG_VERSION")))
                 .build();
             let mut w = ArrowWriter::try_new(out, schema, Some(props)).map_err(|e| werr("parquet", e))?;
-            for chunk in rows.chunks(ROW_GROUP_ROWS) {
-                w.write(&ledger_batch(l, chunk)?).map_err(|e| werr("parquet", e))?;
+            for b in batches {
+                w.write(b).map_err(|e| werr("parquet", e))?;
             }
             w.into_inner().map_err(|e| werr("parquet", e))
         }
         Format::Arrow => {
             let mut w = arrow_ipc::writer::FileWriter::try_new(out, &schema).map_err(|e| werr("arrow", e))?;
-            for chunk in rows.chunks(ROW_GROUP_ROWS) {
-                w.write(&ledger_batch(l, chunk)?).map_err(|e| werr("arrow", e))?;
+            for b in batches {
+                w.write(b).map_err(|e| werr("arrow", e))?;
             }
             w.finish().map_err(|e| werr("arrow", e))?;
             w.into_inner().map_err(|e| werr("arrow", e))
@@ -202,27 +213,103 @@ fn hive_escape(s: &str) -> String {
     o
 }
 
+/// `dir/month=YYYY-MM/tenant=T/ledger.<ext>`.
+pub fn partition_file(dir: &Path, month: &str, tenant: &str, format: Format) -> PathBuf {
+    dir.join(format!("month={}", hive_escape(month)))
+        .join(format!("tenant={}", hive_escape(tenant)))
+        .join(format!("ledger.{}", format.extension()))
+}
+
+/// Writes a file through a temporary name, fsynced, then renamed into place.
+fn write_file(p: &Path, batches: &[RecordBatch], format: Format) -> Result<(), ExportError> {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).map_err(|e| werr(&d.display().to_string(), e))?;
+    }
+    let tmp = p.with_extension("tmp");
+    let f = std::fs::File::create(&tmp).map_err(|e| werr(&tmp.display().to_string(), e))?;
+    let f = write_batches(batches, format, std::io::BufWriter::new(f))?;
+    f.into_inner()
+        .map_err(|e| werr(&tmp.display().to_string(), e))?
+        .sync_all()
+        .map_err(|e| werr(&tmp.display().to_string(), e))?;
+    std::fs::rename(&tmp, p).map_err(|e| werr(&p.display().to_string(), e))
+}
+
 /// Writes `dir/month=YYYY-MM/tenant=T/ledger.<ext>`, one file per tenant; returns the files.
 pub fn write_partitioned(l: &Ledger, format: Format, dir: &Path) -> Result<Vec<PathBuf>, ExportError> {
-    let mut tenants: std::collections::BTreeMap<&str, Vec<&LedgerRow>> = Default::default();
+    let mut tenants: BTreeMap<&str, Vec<&LedgerRow>> = BTreeMap::new();
     for r in &l.rows {
         tenants.entry(r.key.tenant.as_str()).or_default().push(r);
     }
     let mut files = Vec::new();
     for (t, rows) in tenants {
-        let d = dir
-            .join(format!("month={}", hive_escape(&l.month)))
-            .join(format!("tenant={}", hive_escape(t)));
-        std::fs::create_dir_all(&d).map_err(|e| werr(&d.display().to_string(), e))?;
-        let p = d.join(format!("ledger.{}", format.extension()));
-        let tmp = p.with_extension("tmp");
-        let f = std::fs::File::create(&tmp).map_err(|e| werr(&tmp.display().to_string(), e))?;
-        let f = write_rows(l, &rows, format, std::io::BufWriter::new(f))?;
-        f.into_inner()
-            .map_err(|e| werr(&tmp.display().to_string(), e))?
-            .sync_all()
-            .map_err(|e| werr(&tmp.display().to_string(), e))?;
-        std::fs::rename(&tmp, &p).map_err(|e| werr(&p.display().to_string(), e))?;
+        let batches = rows
+            .chunks(ROW_GROUP_ROWS)
+            .map(|c| ledger_batch(l, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let p = partition_file(dir, &l.month, t, format);
+        write_file(&p, &batches, format)?;
+        files.push(p);
+    }
+    Ok(files)
+}
+
+/// Reads a ledger Arrow IPC file (as served by `GET /api/v1/export/ledger?format=arrow`),
+/// checking that it has the ledger schema.
+pub fn read_arrow_ledger(bytes: &[u8]) -> Result<Vec<RecordBatch>, ExportError> {
+    let bad = |e: &dyn std::fmt::Display| ExportError::Invalid(format!("not a tally ledger Arrow file: {e}"));
+    let r = arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| bad(&e))?;
+    let want = ledger_schema();
+    if r.schema().fields() != want.fields() {
+        return Err(bad(
+            &"its columns differ from the ledger schema (server of another version?)",
+        ));
+    }
+    let mut out = Vec::new();
+    for b in r {
+        let b = b.map_err(|e| bad(&e))?;
+        // Re-attach the canonical schema (drops any reader-side metadata differences).
+        out.push(RecordBatch::try_new(want.clone(), b.columns().to_vec()).map_err(|e| bad(&e))?);
+    }
+    Ok(out)
+}
+
+/// Splits ledger batches by `x_TenantId` (consecutive runs become zero-copy slices).
+pub fn split_by_tenant(batches: &[RecordBatch]) -> Result<BTreeMap<String, Vec<RecordBatch>>, ExportError> {
+    let mut out: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+    for b in batches {
+        let col = b
+            .column_by_name("x_TenantId")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| ExportError::Invalid("ledger batch without a text x_TenantId column".into()))?;
+        let mut i = 0;
+        while i < col.len() {
+            if col.is_null(i) {
+                return Err(ExportError::Invalid("ledger row without x_TenantId".into()));
+            }
+            let t = col.value(i);
+            let mut j = i + 1;
+            while j < col.len() && !col.is_null(j) && col.value(j) == t {
+                j += 1;
+            }
+            out.entry(t.to_string()).or_default().push(b.slice(i, j - i));
+            i = j;
+        }
+    }
+    Ok(out)
+}
+
+/// [`write_partitioned`] for ledger batches (e.g. downloaded from a server).
+pub fn write_partitioned_batches(
+    month: &str,
+    batches: &[RecordBatch],
+    format: Format,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, ExportError> {
+    let mut files = Vec::new();
+    for (t, bs) in split_by_tenant(batches)? {
+        let p = partition_file(dir, month, &t, format);
+        write_file(&p, &bs, format)?;
         files.push(p);
     }
     Ok(files)

@@ -97,11 +97,16 @@ def main():
         fail(f"billing period {bp} != {want}")
     dup = con.execute(
         f"SELECT count(*) FROM (SELECT ChargePeriodStart, x_TenantId, x_CostCenter, ResourceId, SkuId, "
-        f"BillingCurrency, ServiceName, RegionId, Tags, count(*) n FROM read_parquet('{pqf}') "
+        f"BillingCurrency, count(*) n FROM read_parquet('{pqf}') "
         "GROUP BY ALL HAVING n > 1)"
     ).fetchone()[0]
     if dup:
-        fail(f"{dup} duplicate ledger keys")
+        fail(f"{dup} duplicate ledger keys (period, tenant, cost center, resource, SKU, currency)")
+    bad_tags = con.execute(
+        f"SELECT count(*) FROM read_parquet('{pqf}') WHERE json_type(Tags::JSON) <> 'OBJECT'"
+    ).fetchone()[0]
+    if bad_tags:
+        fail(f"{bad_tags} rows whose Tags is not a JSON object")
     q = con.execute(f"SELECT count(*) FROM read_parquet('{pqf}') WHERE ConsumedQuantity IS NULL").fetchone()[0]
     if q:
         fail(f"{q} rows without ConsumedQuantity (usage series not joined)")

@@ -267,13 +267,14 @@ impl Guard<'_> {
         let total = self.total_scanned.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         if total > l.max_rows_scanned {
             return Err(SqlError::Limit(format!(
-                "the query scanned more than {} rows (max rows scanned); narrow the time range or tenant",
+                "the query scanned more than {} rows (limit: max rows scanned, `tally serve --sql-max-rows-scanned`); \
+                 narrow the time range or tenant",
                 l.max_rows_scanned
             )));
         }
         if self.started.elapsed() > l.timeout {
             return Err(SqlError::Limit(format!(
-                "the query ran longer than {:?} (timeout)",
+                "the query ran longer than {:?} (limit: timeout, `tally serve --sql-timeout`)",
                 l.timeout
             )));
         }
@@ -283,7 +284,8 @@ impl Guard<'_> {
     fn memory(&self, bytes: usize) -> Result<(), SqlError> {
         if bytes > self.opts.limits.max_memory_bytes {
             return Err(SqlError::Limit(format!(
-                "the query needs more than {} bytes of memory for results or groups (max memory)",
+                "the query needs more than {} bytes of memory for results or groups (limit: max memory, \
+                 `tally serve --sql-max-memory`); add filters or fewer GROUP BY keys",
                 self.opts.limits.max_memory_bytes
             )));
         }

@@ -177,8 +177,87 @@ pub fn render(st: &AppState) -> String {
         "Seconds since start.",
         st.started.elapsed().as_secs_f64(),
     );
+    if let Some(t) = st.store.object_tier() {
+        render_tier(&mut out, t);
+    }
     if let Some(p) = st.ingest.get() {
         p.metrics.render(&mut out);
     }
     out
+}
+
+fn render_tier(out: &mut String, t: &crate::tier::ObjectTier) {
+    let m = &t.metrics;
+    counter(
+        out,
+        "tally_tier_bytes_uploaded_total",
+        "Bytes of segments uploaded to the object store and verified.",
+        &m.bytes_tiered,
+    );
+    counter(
+        out,
+        "tally_tier_segments_uploaded_total",
+        "Segments tiered to the object store.",
+        &m.segments_tiered,
+    );
+    gauge(
+        out,
+        "tally_tier_pending_uploads",
+        "Segments due for tiering and not uploaded yet.",
+        m.pending_uploads.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    counter(
+        out,
+        "tally_tier_upload_errors_total",
+        "Failed tiering passes (retried with backoff; local data kept).",
+        &m.upload_errors,
+    );
+    counter(
+        out,
+        "tally_tier_cache_hits_total",
+        "Tiered-segment pages served from the local cache.",
+        &m.cache_hits,
+    );
+    counter(
+        out,
+        "tally_tier_cache_misses_total",
+        "Tiered-segment pages fetched from the object store.",
+        &m.cache_misses,
+    );
+    gauge(
+        out,
+        "tally_tier_cache_bytes",
+        "Bytes held by the tiered-segment page cache.",
+        t.cache().bytes() as f64,
+    );
+    counter(
+        out,
+        "tally_tier_fetched_bytes_total",
+        "Bytes read from the object store by queries.",
+        &m.bytes_fetched,
+    );
+    counter(
+        out,
+        "tally_object_store_requests_total",
+        "Object store requests.",
+        &m.requests,
+    );
+    counter(
+        out,
+        "tally_object_store_request_errors_total",
+        "Object store requests that failed or timed out.",
+        &m.request_errors,
+    );
+    histogram(
+        out,
+        "tally_object_store_request_seconds",
+        "Object store request latency.",
+        &m.request_seconds,
+    );
+    counter(
+        out,
+        "tally_tier_objects_deleted_total",
+        "Objects deleted (retention, compaction).",
+        &m.objects_deleted,
+    );
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::config::{parse_duration, FileConfig};
+use super::config::{parse_bytes, parse_duration, FileConfig};
 use crate::store::StoreOptions;
 use crate::tier::TierOptions;
 
@@ -81,38 +81,9 @@ impl TierFlags {
     }
 }
 
-/// Parses `1048576`, `512MiB`, `1GiB`, `64KiB` (also KB/MB/GB as powers of 1000).
-pub fn parse_bytes(what: &str, s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("invalid size for {what}: {s:?} (examples: 536870912, 512MiB, 2GiB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => bail!("invalid size unit {other:?} for {what} (use B, KiB, MiB, GiB, KB, MB, GB)"),
-    };
-    n.checked_mul(mult).with_context(|| format!("size {s:?} for {what} is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("x", "512MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("x", "1000").unwrap(), 1000);
-        assert!(parse_bytes("x", "12 parsecs").unwrap_err().to_string().contains("parsecs"));
-        assert!(parse_bytes("x", "MiB").is_err());
-    }
 
     #[test]
     fn tenant_retention_and_dependencies() {

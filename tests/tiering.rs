@@ -28,6 +28,12 @@ fn history_start() -> i64 {
     day_floor(now_ns()) - 10 * DAY
 }
 
+/// A SQL timestamp literal for UTC nanoseconds.
+fn sql_ts(ns: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_nanos(ns);
+    format!("TIMESTAMP '{}'", t.format("%Y-%m-%dT%H:%M:%SZ"))
+}
+
 fn tier_opts(s3: &S3Server) -> TierOptions {
     let mut t = TierOptions::new(format!("s3://{BUCKET}/node-a"));
     t.config = s3.config();
@@ -160,6 +166,7 @@ fn tiered_partitions_answer_identically_and_survive_restart() {
     assert_eq!(answers(&store.snapshot()), before);
     assert_eq!(store.tier().unwrap(), 0, "nothing left to tier");
     store.close().unwrap();
+    drop(store);
 
     // Without --object-store the tiered partitions are reported, not silently empty.
     let store = Store::open(dir.path(), opts(None)).unwrap();
@@ -270,7 +277,7 @@ fn rebuild_restores_a_lost_directory_and_retention_deletes_objects() {
     let q = QueryOptions::default();
     let window = format!(
         "SELECT tenant, sum(cost), count(*) FROM costs WHERE ts < {} GROUP BY tenant ORDER BY tenant",
-        history_start() + 3 * DAY
+        sql_ts(history_start() + 3 * DAY)
     );
     let orig = {
         let s = Store::open(dir.path(), opts(Some(tier_opts(&s3)))).unwrap();
@@ -315,7 +322,7 @@ fn tenant_retention_override_removes_only_that_tenant() {
             &s.snapshot(),
             &format!(
                 "SELECT tenant, count(*) FROM costs WHERE ts < {} GROUP BY tenant ORDER BY tenant",
-                history_start() + 2 * DAY
+                sql_ts(history_start() + 2 * DAY)
             ),
             &q,
         )

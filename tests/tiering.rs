@@ -367,3 +367,66 @@ fn tenant_retention_override_removes_only_that_tenant() {
     assert_eq!(per_tenant(&store), after);
     store.close().unwrap();
 }
+
+/// As a user runs it: `tally serve --object-store s3://…` tiers old partitions in the
+/// background, reports it on /metrics, and the HTTP APIs answer exactly as before.
+#[test]
+fn serve_tiers_in_the_background_and_answers_unchanged() {
+    let s3 = S3Server::start(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let store = Store::open(&data, opts(None)).unwrap();
+        load(&store);
+        store.close().unwrap();
+    }
+    let sql = "SELECT tenant, sum(cost) FROM costs GROUP BY tenant ORDER BY tenant";
+    let promql = format!(
+        "/api/v1/query_range?query={}&start={}&end={}&step=3600",
+        common::urlencode("sum by (tenant) (sum_over_time(cost[1h]))"),
+        history_start() / 1_000_000_000,
+        history_start() / 1_000_000_000 + 3 * 86_400
+    );
+    let ask = |srv: &common::TallyServer| {
+        let s = common::http("POST", &srv.addr, "/api/v1/sql", Some(("text/plain", sql.as_bytes()))).unwrap();
+        assert_eq!(s.status, 200, "{}", s.body);
+        let p = common::http_get(&srv.addr, &promql).unwrap();
+        assert_eq!(p.status, 200, "{}", p.body);
+        (s.body, p.body)
+    };
+    let local = {
+        let srv = common::TallyServer::start(&data, &[]);
+        let a = ask(&srv);
+        assert_eq!(srv.terminate(), 0);
+        a
+    };
+    let url = format!("s3://{BUCKET}/served");
+    let srv = common::TallyServer::start_with_env(
+        &data,
+        &[
+            "--object-store",
+            &url,
+            "--tier-after",
+            "2d",
+            "--object-store-timeout",
+            "5s",
+        ],
+        &s3.env(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = common::http_get(&srv.addr, "/metrics").unwrap().body;
+        if m.contains("tally_tier_segments_uploaded_total 3") && m.contains("tally_tier_pending_uploads 0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not tiered in time:\n{m}\n{}",
+            srv.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(files_with_suffix(&data, ".stub"), 3);
+    assert_eq!(ask(&srv), local, "answers over HTTP changed by tiering");
+    assert_eq!(srv.terminate(), 0);
+}

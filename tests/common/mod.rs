@@ -69,6 +69,11 @@ impl TallyServer {
     /// Starts `tally serve --data-dir DIR --listen 127.0.0.1:<free>` plus `extra` args and
     /// waits until `/readyz` answers 200.
     pub fn start(data_dir: &Path, extra: &[&str]) -> TallyServer {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`TallyServer::start`] with extra environment variables (e.g. AWS_* for S3).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(String, String)]) -> TallyServer {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let stderr_log = data_dir.with_extension(format!("{port}.log"));
@@ -80,6 +85,7 @@ impl TallyServer {
             .arg("--listen")
             .arg(&addr)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

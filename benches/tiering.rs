@@ -172,14 +172,16 @@ fn main() {
                 let v = range_query(
                     &s.snapshot(),
                     None,
-                    "sum(rate(vcpu_seconds_total{tenant=\"t1\"}[5m]))",
+                    "sum(rate(vcpu_seconds_total{tenant=\"t001\"}[5m]))",
                     mid_ms,
                     mid_ms + 3_600_000,
                     15_000,
                     &EngineOptions::default(),
                 )
                 .expect("query");
-                format!("{v:?}").len()
+                let n = format!("{v:?}").len();
+                assert!(n > 200, "one-tenant query returned nothing");
+                n
             }),
         ),
         (

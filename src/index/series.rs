@@ -82,6 +82,11 @@ impl SeriesIndex {
         self.series.get(id.0 as usize)
     }
 
+    /// The kind of the series with these labels, if it exists.
+    pub fn kind_of(&self, labels: &Labels) -> Option<SeriesKind> {
+        self.by_labels.get(labels).map(|id| self.series[id.0 as usize].kind)
+    }
+
     /// Checks `kind` against an existing series without inserting.
     pub fn check_kind(&self, labels: &Labels, kind: SeriesKind) -> Result<Option<SeriesId>, KindMismatch> {
         match self.by_labels.get(labels) {

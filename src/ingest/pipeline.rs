@@ -13,7 +13,7 @@ use super::dedup::{dedup_key, Dedup, DedupConfig, IdHasher};
 use super::event::{parse_event, Event, Reject, RejectCode, ValidationLimits};
 use super::pricing::PriceBook;
 use super::{IngestMetrics, Source};
-use crate::model::{Labels, LabelsBuilder, Money, Sample, SeriesKind, Value};
+use crate::model::{DupPolicy, Labels, LabelsBuilder, Money, Sample, SeriesKind, Value, ValueKind};
 use crate::store::{now_ns, Store, StoreError, WriteBatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,15 @@ impl Batch {
     }
 }
 
+fn kind_name(k: SeriesKind) -> &'static str {
+    match (k.value, k.dup) {
+        (ValueKind::Float, DupPolicy::Replace) => "gauge",
+        (ValueKind::Float, DupPolicy::Sum) => "delta (usage)",
+        (ValueKind::Money, DupPolicy::Sum) => "money (cost)",
+        (ValueKind::Money, DupPolicy::Replace) => "money gauge",
+    }
+}
+
 /// What a commit did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -98,10 +107,12 @@ pub struct CommitOutcome {
     pub unpriced: u64,
 }
 
-/// Series label sets built so far (validated once), keyed by a hash of their parts.
+/// Series label sets built so far (validated once), keyed by a hash of their parts. The
+/// flag is true once the store is known to hold the series with the kind ingest writes
+/// (kinds never change, so it is not checked again).
 #[derive(Default)]
 struct SeriesCache {
-    map: HashMap<u128, Labels, BuildHasherDefault<IdHasher>>,
+    map: HashMap<u128, (Labels, bool), BuildHasherDefault<IdHasher>>,
 }
 
 const CACHE_MAX: usize = 1_000_000;
@@ -218,49 +229,70 @@ impl Pipeline {
         if let Some(&i) = batch.index.get(&key) {
             return Ok(i);
         }
-        let labels = {
-            let mut cache = self.cache.lock();
-            match cache.map.get(&key) {
-                Some(l) => l.clone(),
-                None => {
-                    let mut b = LabelsBuilder::new();
-                    b.push("tenant", ev.tenant.as_ref());
-                    if let Some(sku) = &ev.sku {
-                        b.push("sku", sku.as_ref());
-                    }
-                    if let Some(cur) = currency {
-                        b.metric("cost");
-                        b.push("currency", cur);
-                        b.push("source_metric", ev.metric.as_ref());
-                    } else {
-                        b.metric(ev.metric.as_ref());
-                        if let Some(u) = &ev.unit {
-                            b.push("unit", u.as_ref());
-                        }
-                        if let Some(u) = unpriced {
-                            b.push("unpriced", u);
-                        }
-                    }
-                    for (k, v) in &ev.labels {
-                        b.push(k.as_ref(), v.as_ref());
-                    }
-                    let l = b.build(&self.limits.labels).map_err(|e| Reject {
-                        code: RejectCode::InvalidLabel,
-                        reason: e.to_string(),
-                    })?;
-                    if cache.map.len() >= CACHE_MAX {
-                        cache.map.clear();
-                    }
-                    cache.map.insert(key, l.clone());
-                    l
-                }
-            }
-        };
         let kind = if currency.is_some() {
             SeriesKind::MONEY
         } else {
             SeriesKind::DELTA
         };
+        let mut cache = self.cache.lock();
+        let (labels, verified) = match cache.map.get(&key) {
+            Some(e) => e.clone(),
+            None => {
+                let mut b = LabelsBuilder::new();
+                b.push("tenant", ev.tenant.as_ref());
+                if let Some(sku) = &ev.sku {
+                    b.push("sku", sku.as_ref());
+                }
+                if let Some(cur) = currency {
+                    b.metric("cost");
+                    b.push("currency", cur);
+                    b.push("source_metric", ev.metric.as_ref());
+                } else {
+                    b.metric(ev.metric.as_ref());
+                    if let Some(u) = &ev.unit {
+                        b.push("unit", u.as_ref());
+                    }
+                    if let Some(u) = unpriced {
+                        b.push("unpriced", u);
+                    }
+                }
+                for (k, v) in &ev.labels {
+                    b.push(k.as_ref(), v.as_ref());
+                }
+                let l = b.build(&self.limits.labels).map_err(|e| Reject {
+                    code: RejectCode::InvalidLabel,
+                    reason: e.to_string(),
+                })?;
+                if cache.map.len() >= CACHE_MAX {
+                    cache.map.clear();
+                }
+                cache.map.insert(key, (l.clone(), false));
+                (l, false)
+            }
+        };
+        if !verified {
+            // A series written before with another kind (e.g. a remote-write gauge of the
+            // same name and labels) would fail the whole append: reject just this event.
+            match self.store.series_kind(&labels) {
+                None => {}
+                Some(k) if k == kind => {
+                    if let Some(e) = cache.map.get_mut(&key) {
+                        e.1 = true;
+                    }
+                }
+                Some(k) => {
+                    return Err(Reject {
+                        code: RejectCode::KindMismatch,
+                        reason: format!(
+                            "series {labels} already exists as a {} series; this event writes a {} series",
+                            kind_name(k),
+                            kind_name(kind)
+                        ),
+                    })
+                }
+            }
+        }
+        drop(cache);
         let i = batch.series.len() as u32;
         batch.series.push((labels, kind));
         batch.index.insert(key, i);

@@ -127,6 +127,13 @@ impl Store {
         self.inner.append(batch)
     }
 
+    /// The kind of an existing series (None when the label set is not known). Read-only;
+    /// lets ingest reject an event whose series exists with another kind before it
+    /// reaches a batch (an append with a mismatching kind fails as a whole).
+    pub fn series_kind(&self, labels: &crate::model::Labels) -> Option<crate::model::SeriesKind> {
+        self.inner.index.read().kind_of(labels)
+    }
+
     /// The last durable position recorded for `source` (e.g. `"cost.compute/3"`).
     pub fn source_position(&self, source: &str) -> Option<i64> {
         self.inner.writer.lock().positions.get(source).copied()

@@ -77,7 +77,7 @@ impl Default for KafkaConfig {
             topics: vec!["cost.compute".into(), "cost.storage".into(), "cost.network".into()],
             group: "tally".into(),
             batch_max_events: 20_000,
-            batch_linger: Duration::from_millis(50),
+            batch_linger: Duration::from_millis(10),
             session_timeout: Duration::from_secs(10),
             extra: Vec::new(),
         }
@@ -304,7 +304,10 @@ impl ConsumerContext for Ctx {
                     let _ = self.wait_idle(&mut st, None);
                     self.drain_done(c, &pipeline, &mut st, true);
                 } else {
-                    tracing::info!(partitions = tpl.count(), "partitions revoked: writing the in-flight batches");
+                    tracing::info!(
+                        partitions = tpl.count(),
+                        "partitions revoked: writing the in-flight batches"
+                    );
                     self.flush_all(c, &pipeline, &mut st, true);
                     self.commit_positions(c, &pipeline, tpl, CommitMode::Sync);
                 }
@@ -376,7 +379,8 @@ impl Ctx {
         let mut slot = self.writer.slot.lock();
         while slot.busy || (slot.queued.is_some() && !slot.halted) {
             let wait = deadline.map_or(Duration::from_millis(100), |d| {
-                d.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
+                d.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100))
             });
             if wait.is_zero() {
                 return false;
@@ -711,7 +715,7 @@ impl KafkaIngest {
             )
             .set("queued.max.messages.kbytes", "65536")
             // Low fetch wait: freshness (some brokers hold a fetch for the full wait).
-            .set("fetch.wait.max.ms", "25")
+            .set("fetch.wait.max.ms", "10")
             .set("enable.partition.eof", "false");
         for (k, v) in &cfg.extra {
             cc.set(k, v);
@@ -745,7 +749,10 @@ impl KafkaIngest {
     /// timeout: a librdkafka close that hangs is abandoned, the data is already safe).
     pub fn shutdown(mut self, timeout: Duration) {
         self.stop.store(true, Ordering::Relaxed);
-        for h in [self.worker.take(), self.writer.take(), self.monitor.take()].into_iter().flatten() {
+        for h in [self.worker.take(), self.writer.take(), self.monitor.take()]
+            .into_iter()
+            .flatten()
+        {
             join_with_timeout(h, timeout);
         }
     }
@@ -854,8 +861,7 @@ fn run_worker(consumer: BaseConsumer<Ctx>, state: Arc<Mutex<State>>, stop: Arc<A
         let st = &mut *st;
         ctx.drain_done(&consumer, &pipeline, st, false);
         let full = st.batch.events() + st.dlq.len() >= max_events;
-        let due = !st.batch.is_empty()
-            && (full || st.batch_started.is_some_and(|t| t.elapsed() >= cfg.batch_linger));
+        let due = !st.batch.is_empty() && (full || st.batch_started.is_some_and(|t| t.elapsed() >= cfg.batch_linger));
         if due {
             if ctx.submit(st, false) {
                 ctx.set_paused(&consumer, st, false);

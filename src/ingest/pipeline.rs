@@ -275,12 +275,13 @@ impl Pipeline {
             // same name and labels) would fail the whole append: reject just this event.
             match self.store.series_kind(&labels) {
                 None => {}
-                Some(k) if k == kind => {
+                Some((k, canonical)) if k == kind => {
+                    // Keep the store's copy: later appends resolve it by address.
                     if let Some(e) = cache.map.get_mut(&key) {
-                        e.1 = true;
+                        *e = (canonical, true);
                     }
                 }
-                Some(k) => {
+                Some((k, _)) => {
                     return Err(Reject {
                         code: RejectCode::KindMismatch,
                         reason: format!(
@@ -411,4 +412,77 @@ pub struct NdjsonOutcome {
     pub outcome: CommitOutcome,
     /// (1-based line, rejection).
     pub rejected: Vec<(usize, Reject)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LabelLimits;
+    use crate::store::StoreOptions;
+
+    fn event(id: &str, metric: &str, ts: i64) -> String {
+        format!(
+            r#"{{"event_id":"{id}","ts":{ts},"tenant":"acme","metric":"{metric}","value":2,"labels":{{"region":"eu"}}}}"#
+        )
+    }
+
+    #[test]
+    fn kind_mismatch_rejects_the_event_not_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        };
+        let store = Arc::new(Store::open(dir.path(), opts).unwrap());
+        let now = now_ns();
+        // The usage series of metric `m` exists already as a gauge (e.g. remote-write).
+        let gauge = Labels::from_pairs(
+            [("__name__", "m"), ("tenant", "acme"), ("region", "eu")],
+            &LabelLimits::default(),
+        )
+        .unwrap();
+        let mut wb = WriteBatch::new();
+        wb.add(
+            gauge.clone(),
+            SeriesKind::GAUGE,
+            vec![Sample {
+                ts: now - 1_000,
+                value: Value::Float(7.0),
+            }],
+        );
+        store.append(&wb).unwrap();
+        let metrics = Arc::new(IngestMetrics::default());
+        let dedup = DedupConfig {
+            fsync: false,
+            ..DedupConfig::default()
+        };
+        let cfg = PipelineConfig {
+            dedup,
+            ..PipelineConfig::default()
+        };
+        let p = Pipeline::new(store.clone(), PriceBook::default(), cfg, metrics).unwrap();
+        let mut batch = Batch::new();
+        let bad = event("e1", "m", now);
+        let err = p.prepare(&mut batch, bad.as_bytes(), now).unwrap_err();
+        assert_eq!(err.code, RejectCode::KindMismatch, "{}", err.reason);
+        assert!(err.reason.contains("gauge"), "{}", err.reason);
+        p.prepare(&mut batch, event("e2", "other", now).as_bytes(), now)
+            .unwrap();
+        batch.set_position("t/0", 2);
+        let out = p.commit(&batch, Source::Kafka).unwrap();
+        assert_eq!(out.accepted, 1);
+        assert_eq!(store.source_position("t/0"), Some(2));
+        // The gauge is untouched and still a gauge; the new series is a delta series.
+        assert_eq!(store.series_kind(&gauge).map(|(k, _)| k), Some(SeriesKind::GAUGE));
+        let other = Labels::from_pairs(
+            [("__name__", "other"), ("tenant", "acme"), ("region", "eu")],
+            &LabelLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(store.series_kind(&other).map(|(k, _)| k), Some(SeriesKind::DELTA));
+        // Rejected again on a later batch (the cache does not hide the mismatch).
+        let mut batch = Batch::new();
+        let err = p.prepare(&mut batch, bad.as_bytes(), now).unwrap_err();
+        assert_eq!(err.code, RejectCode::KindMismatch);
+    }
 }

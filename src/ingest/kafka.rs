@@ -7,21 +7,26 @@
 //!   for this data directory; the committed offset hands a partition over from another
 //!   tally process (committed is never ahead of what some store holds, because we commit
 //!   only after a successful append). Kafka commits are otherwise only for lag tooling.
-//! * **Rebalance.** On revoke the in-flight batch is flushed (DLQ acknowledged, store
-//!   append) and its offsets are committed synchronously before the partitions are
-//!   released; when the assignment was *lost* (session expired) the batch is discarded
-//!   instead — it was not stored, and whoever owns the partition now re-reads it.
+//! * **Rebalance.** On revoke the batch being built is handed to the writer and the
+//!   revoke waits until every in-flight batch is written (DLQ acknowledged, store append);
+//!   then its offsets are committed synchronously before the partitions are released;
+//!   when the assignment was *lost* (session expired) the batches not yet being written
+//!   are discarded instead — whoever owns the partition now re-reads them.
 //! * **Dead letters.** Invalid events go to `<topic>.dlq` (original bytes, headers
 //!   `tally.reason`, `tally.reason_text`, `tally.source_topic`, `tally.source_partition`,
 //!   `tally.source_offset`). A batch is appended only after every dead letter of it is
 //!   acknowledged, so an offset is never stored past an event that is in neither place.
 //!   A crash between the DLQ ack and the append re-dead-letters on restart: the DLQ is
 //!   at-least-once, de-duplicable by its source coordinates.
-//! * **Backpressure.** One thread consumes, validates and appends; while it appends it does
-//!   not poll, and librdkafka's prefetch queue is bounded (`queued.max.messages.kbytes`),
-//!   so memory stays bounded at any input rate. A failing append is retried with
-//!   exponential backoff and jitter; after ~30 s the batch is discarded and the
-//!   partitions are rewound to their stored positions.
+//! * **Two threads.** The consumer thread polls, validates and prices into the open
+//!   batch; the writer thread acknowledges dead letters and appends (fsync), so parsing
+//!   overlaps the previous batch's I/O. A batch closes after `batch_linger` or at
+//!   `batch_max_events` and is handed over when the writer has room (one written, one
+//!   queued); otherwise it keeps growing, and once full the partitions are paused
+//!   (`rd_kafka_pause_partitions`) until the writer takes it. Memory: three batches plus
+//!   librdkafka's bounded prefetch (`queued.max.messages.kbytes`). A failing append is
+//!   retried with exponential backoff and jitter; after ~30 s the batch — and everything
+//!   read after it — is discarded and the partitions are rewound to their stored positions.
 //! * **Outage.** librdkafka reconnects with exponential backoff (`reconnect.backoff.ms`,
 //!   `reconnect.backoff.max.ms`); a monitor thread probes the broker every second
 //!   (watermarks → `tally_ingest_consumer_lag`) and flips `/healthz` to `degraded`.
@@ -203,6 +208,8 @@ struct Slot {
 struct Writer {
     slot: Mutex<Slot>,
     cv: Condvar,
+    /// Mirrors `slot.queued.is_some()` for a lock-free look from the consumer's hot loop.
+    full: AtomicBool,
 }
 
 struct State {
@@ -361,6 +368,7 @@ impl Ctx {
             dlq: std::mem::take(&mut st.dlq),
             quick,
         });
+        self.writer.full.store(true, Ordering::Relaxed);
         self.writer.cv.notify_all();
         st.batch_started = None;
         true
@@ -368,7 +376,9 @@ impl Ctx {
 
     /// Drops the queued (not yet started) job: its partitions are rewound or lost.
     fn cancel_pending(&self, st: &mut State) {
-        if let Some(mut j) = self.writer.slot.lock().queued.take() {
+        let mut slot = self.writer.slot.lock();
+        self.writer.full.store(false, Ordering::Relaxed);
+        if let Some(mut j) = slot.queued.take() {
             j.batch.clear();
             st.spare.push(j.batch);
         }
@@ -515,6 +525,7 @@ fn run_writer(writer: Arc<Writer>, pipeline: Arc<Pipeline>, producer: Arc<DlqPro
             loop {
                 if !slot.halted {
                     if let Some(j) = slot.queued.take() {
+                        writer.full.store(false, Ordering::Relaxed);
                         slot.busy = true;
                         break j;
                     }
@@ -788,9 +799,12 @@ fn run_worker(consumer: BaseConsumer<Ctx>, state: Arc<Mutex<State>>, stop: Arc<A
         let wait = {
             let st = state.lock();
             match st.batch_started {
-                // Waiting for the writer: look again soon.
-                Some(_) if st.paused => Duration::from_millis(1),
-                Some(t) => cfg.batch_linger.saturating_sub(t.elapsed()),
+                // Due but the writer has no room yet (or paused): look again soon; never
+                // spin on a zero timeout while the writer fsyncs.
+                Some(t) => match cfg.batch_linger.saturating_sub(t.elapsed()) {
+                    d if d.is_zero() || st.paused => Duration::from_millis(1),
+                    d => d,
+                },
                 None => Duration::from_millis(100),
             }
         };
@@ -849,10 +863,10 @@ fn run_worker(consumer: BaseConsumer<Ctx>, state: Arc<Mutex<State>>, stop: Arc<A
             }
             n += 1;
             // Keep draining librdkafka's local queue without waiting while the batch
-            // has room and is not due.
+            // has room and is not due (or is due but the writer cannot take it yet).
             let room = st.batch.events() + st.dlq.len() < max_events;
             let young = st.batch_started.is_some_and(|t| t.elapsed() < cfg.batch_linger);
-            if n < 4096 && room && young {
+            if n < 4096 && room && (young || ctx.writer.full.load(Ordering::Relaxed)) {
                 drop(st);
                 first = consumer.poll(Duration::ZERO);
                 st = state.lock();

@@ -301,6 +301,8 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = c.assign(tpl) {
                     tracing::error!(error = %e, "assign failed");
                 }
+                // A partition paused before a revoke must not stay paused when it comes back.
+                let _ = c.resume(tpl);
             }
             _ => {
                 let lost = c.assignment_lost();
@@ -320,6 +322,9 @@ impl ConsumerContext for Ctx {
                 }
                 // Drop the local view of what librdkafka may still hold for these partitions.
                 self.writer.slot.lock().halted = false;
+                if st.paused {
+                    let _ = c.resume(tpl);
+                }
                 st.batch.clear();
                 st.dlq.clear();
                 st.batch_started = None;

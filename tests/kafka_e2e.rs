@@ -56,6 +56,27 @@ fn kafka_end_to_end_generator_to_store() {
         report.duplicates
     );
     assert!(metrics.contains("tally_ingest_unpriced_events_total{reason=\"unknown_sku\"}"));
+    // Every self-metric of the ingest issue is exposed, with the counts that must hold.
+    let mut expected = vec![
+        format!(
+            "tally_ingest_events_accepted_total{{source=\"kafka\"}} {}",
+            report.valid
+        ),
+        format!("tally_ingest_dlq_writes_total{{topic=\"{topic}.dlq\"}} {malformed}"),
+        "tally_ingest_consumer_lag{topic=\"cost.compute\",partition=\"0\"}".to_string(),
+        "tally_ingest_consumer_lag{topic=\"cost.compute\",partition=\"3\"}".to_string(),
+        "tally_ingest_freshness_seconds_bucket{le=\"+Inf\"}".to_string(),
+        "tally_wal_fsync_seconds_count".to_string(),
+        "tally_ingest_partition_pauses_total".to_string(),
+    ];
+    for (reason, n) in &report.malformed {
+        expected.push(format!(
+            "tally_ingest_events_rejected_total{{source=\"kafka\",reason=\"{reason}\"}} {n}"
+        ));
+    }
+    for e in &expected {
+        assert!(metrics.contains(e.as_str()), "/metrics lacks {e}:\n{metrics}");
+    }
 
     // Every malformed event is in the DLQ, once, with the right reason and its original bytes.
     let dlq = read_topic(

@@ -112,7 +112,7 @@ pub struct ServeArgs {
     /// Append a Kafka batch once it holds this many events. Default: 20000
     #[arg(long, value_name = "N")]
     pub batch_max_events: Option<usize>,
-    /// Append a Kafka batch at least this often. Default: 50ms
+    /// Append a Kafka batch at least this often. Default: 10ms
     #[arg(long, value_name = "DURATION")]
     pub batch_linger: Option<String>,
     /// Kafka consumer session timeout. Default: 10s

@@ -43,10 +43,11 @@ pub enum RejectCode {
     UnknownCurrency,
     ValueTooPrecise,
     CostOverflow,
+    KindMismatch,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 21] = [
+    pub const ALL: [RejectCode; 22] = [
         RejectCode::PayloadTooLarge,
         RejectCode::InvalidJson,
         RejectCode::InvalidType,
@@ -68,6 +69,7 @@ impl RejectCode {
         RejectCode::UnknownCurrency,
         RejectCode::ValueTooPrecise,
         RejectCode::CostOverflow,
+        RejectCode::KindMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +95,7 @@ impl RejectCode {
             RejectCode::UnknownCurrency => "unknown_currency",
             RejectCode::ValueTooPrecise => "value_too_precise",
             RejectCode::CostOverflow => "cost_overflow",
+            RejectCode::KindMismatch => "kind_mismatch",
         }
     }
 

@@ -7,32 +7,37 @@
 //!   for this data directory; the committed offset hands a partition over from another
 //!   tally process (committed is never ahead of what some store holds, because we commit
 //!   only after a successful append). Kafka commits are otherwise only for lag tooling.
-//! * **Rebalance.** On revoke the in-flight batch is flushed (DLQ acknowledged, store
-//!   append) and its offsets are committed synchronously before the partitions are
-//!   released; when the assignment was *lost* (session expired) the batch is discarded
-//!   instead — it was not stored, and whoever owns the partition now re-reads it.
+//! * **Rebalance.** On revoke the batch being built is handed to the writer and the
+//!   revoke waits until every in-flight batch is written (DLQ acknowledged, store append);
+//!   then its offsets are committed synchronously before the partitions are released;
+//!   when the assignment was *lost* (session expired) the batches not yet being written
+//!   are discarded instead — whoever owns the partition now re-reads them.
 //! * **Dead letters.** Invalid events go to `<topic>.dlq` (original bytes, headers
 //!   `tally.reason`, `tally.reason_text`, `tally.source_topic`, `tally.source_partition`,
 //!   `tally.source_offset`). A batch is appended only after every dead letter of it is
 //!   acknowledged, so an offset is never stored past an event that is in neither place.
 //!   A crash between the DLQ ack and the append re-dead-letters on restart: the DLQ is
 //!   at-least-once, de-duplicable by its source coordinates.
-//! * **Backpressure.** One thread consumes, validates and appends; while it appends it does
-//!   not poll, and librdkafka's prefetch queue is bounded (`queued.max.messages.kbytes`),
-//!   so memory stays bounded at any input rate. A failing append is retried with
-//!   exponential backoff and jitter; after ~30 s the batch is discarded and the
-//!   partitions are rewound to their stored positions.
+//! * **Two threads.** The consumer thread polls, validates and prices into the open
+//!   batch; the writer thread acknowledges dead letters and appends (fsync), so parsing
+//!   overlaps the previous batch's I/O. A batch closes after `batch_linger` or at
+//!   `batch_max_events` and is handed over when the writer has room (one written, one
+//!   queued); otherwise it keeps growing, and once full the partitions are paused
+//!   (`rd_kafka_pause_partitions`) until the writer takes it. Memory: three batches plus
+//!   librdkafka's bounded prefetch (`queued.max.messages.kbytes`). A failing append is
+//!   retried with exponential backoff and jitter; after ~30 s the batch — and everything
+//!   read after it — is discarded and the partitions are rewound to their stored positions.
 //! * **Outage.** librdkafka reconnects with exponential backoff (`reconnect.backoff.ms`,
 //!   `reconnect.backoff.max.ms`); a monitor thread probes the broker every second
 //!   (watermarks → `tally_ingest_consumer_lag`) and flips `/healthz` to `degraded`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -77,7 +82,7 @@ impl Default for KafkaConfig {
             topics: vec!["cost.compute".into(), "cost.storage".into(), "cost.network".into()],
             group: "tally".into(),
             batch_max_events: 20_000,
-            batch_linger: Duration::from_millis(50),
+            batch_linger: Duration::from_millis(10),
             session_timeout: Duration::from_secs(10),
             extra: Vec::new(),
         }
@@ -86,8 +91,10 @@ impl Default for KafkaConfig {
 
 type Tp = (String, i32);
 
-/// Dead letters of the in-flight batch, kept until acknowledged.
+/// A dead letter of a batch, kept until acknowledged.
 struct DlqMsg {
+    /// Delivery opaque: a per-process sequence number (monotonic across batches).
+    seq: u64,
     topic: String,
     payload: Vec<u8>,
     key: Option<Vec<u8>>,
@@ -99,19 +106,110 @@ struct DlqMsg {
 
 #[derive(Default)]
 struct DlqCtx {
-    failed: Mutex<Vec<usize>>,
+    /// Sequence numbers sent and not yet reported by a delivery callback.
+    outstanding: Mutex<BTreeSet<u64>>,
+    /// Sequence numbers of failed deliveries (re-sent by the writer).
+    failed: Mutex<Vec<u64>>,
 }
 
 impl ClientContext for DlqCtx {}
 
 impl ProducerContext for DlqCtx {
     type DeliveryOpaque = usize;
-    fn delivery(&self, r: &DeliveryResult<'_>, idx: usize) {
+    fn delivery(&self, r: &DeliveryResult<'_>, seq: usize) {
+        let seq = seq as u64;
         if let Err((e, _)) = r {
             tracing::warn!(error = %e, "dead-letter delivery failed; will retry");
-            self.failed.lock().push(idx);
+            self.failed.lock().push(seq);
+        }
+        self.outstanding.lock().remove(&seq);
+    }
+}
+
+type DlqProducer = BaseProducer<DlqCtx>;
+
+fn send_dlq(producer: &DlqProducer, m: &DlqMsg) -> Result<(), KafkaError> {
+    let part = m.partition.to_string();
+    let off = m.offset.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "tally.reason",
+            value: Some(m.reject.code.as_str()),
+        })
+        .insert(Header {
+            key: "tally.reason_text",
+            value: Some(m.reject.reason.as_str()),
+        })
+        .insert(Header {
+            key: "tally.source_topic",
+            value: Some(m.src_topic.as_str()),
+        })
+        .insert(Header {
+            key: "tally.source_partition",
+            value: Some(part.as_str()),
+        })
+        .insert(Header {
+            key: "tally.source_offset",
+            value: Some(off.as_str()),
+        });
+    let mut rec: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(&m.topic, m.seq as usize)
+        .payload(&m.payload[..])
+        .headers(headers);
+    if let Some(k) = &m.key {
+        rec = rec.key(&k[..]);
+    }
+    producer.context().outstanding.lock().insert(m.seq);
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => {
+                producer.context().outstanding.lock().remove(&m.seq);
+                return Err(e);
+            }
         }
     }
+}
+
+/// A closed batch on its way to the writer thread.
+struct Job {
+    batch: Batch,
+    dlq: Vec<DlqMsg>,
+    /// Fewer retries (revoke / shutdown: the partition is about to move).
+    quick: bool,
+}
+
+/// What the writer did with a job.
+struct Done {
+    ok: bool,
+    /// The job's batch (cleared, for reuse) — its positions are in `positions`.
+    batch: Batch,
+    positions: Vec<(String, i64)>,
+    dlq_topics: Vec<String>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// At most one job waits while another is written.
+    queued: Option<Job>,
+    busy: bool,
+    done: Vec<Done>,
+    /// Set by the writer after a failed job (it then takes no job) until the consumer
+    /// thread has rewound its partitions.
+    halted: bool,
+    stop: bool,
+}
+
+/// The writer thread's mailbox.
+#[derive(Default)]
+struct Writer {
+    slot: Mutex<Slot>,
+    cv: Condvar,
+    /// Mirrors `slot.queued.is_some()` for a lock-free look from the consumer's hot loop.
+    full: AtomicBool,
 }
 
 struct State {
@@ -124,12 +222,17 @@ struct State {
     next: HashMap<String, i64>,
     /// Owned partitions → offset of the last durable position (rewind target).
     base: HashMap<Tp, i64>,
+    /// Owned partitions are paused (the writer is behind and the batch is full).
+    paused: bool,
+    dlq_seq: u64,
+    /// Cleared batches for reuse (their buffers keep their capacity).
+    spare: Vec<Batch>,
 }
 
 struct Ctx {
     state: Arc<Mutex<State>>,
-    producer: BaseProducer<DlqCtx>,
-    stop: Arc<AtomicBool>,
+    producer: Arc<DlqProducer>,
+    writer: Arc<Writer>,
     /// Owned partitions and their durable next offsets, for the lag monitor.
     owned: Arc<Mutex<BTreeMap<Tp, i64>>>,
 }
@@ -192,27 +295,42 @@ impl ConsumerContext for Ctx {
                     st.base.insert((t.clone(), p), start.unwrap_or(0));
                     owned.insert((t, p), start.unwrap_or(0));
                 }
+                st.paused = false;
                 drop(owned);
                 drop(st);
                 if let Err(e) = c.assign(tpl) {
                     tracing::error!(error = %e, "assign failed");
                 }
+                // A partition paused before a revoke must not stay paused when it comes back.
+                let _ = c.resume(tpl);
             }
             _ => {
                 let lost = c.assignment_lost();
                 let mut st = self.state.lock();
                 if lost || err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
-                    tracing::warn!(lost, ?err, "partitions lost: discarding the unstored in-flight batch");
-                    st.batch.clear();
-                    st.dlq.clear();
-                    st.batch_started = None;
+                    tracing::warn!(lost, ?err, "partitions lost: discarding unstored batches");
+                    self.cancel_pending(&mut st);
+                    let _ = self.wait_idle(&mut st, None);
+                    self.drain_done(c, &pipeline, &mut st, true);
                 } else {
-                    tracing::info!(partitions = tpl.count(), "partitions revoked: flushing in-flight batch");
-                    self.flush(c, &pipeline, &mut st, true);
+                    tracing::info!(
+                        partitions = tpl.count(),
+                        "partitions revoked: writing the in-flight batches"
+                    );
+                    self.flush_all(c, &pipeline, &mut st, true);
                     self.commit_positions(c, &pipeline, tpl, CommitMode::Sync);
                 }
+                // Drop the local view of what librdkafka may still hold for these partitions.
+                self.writer.slot.lock().halted = false;
+                if st.paused {
+                    let _ = c.resume(tpl);
+                }
+                st.batch.clear();
+                st.dlq.clear();
+                st.batch_started = None;
                 st.next.clear();
                 st.base.clear();
+                st.paused = false;
                 self.owned.lock().clear();
                 pipeline.metrics.lag.lock().clear();
                 drop(st);
@@ -239,145 +357,274 @@ impl Ctx {
         }
     }
 
-    fn send_dlq(&self, m: &DlqMsg, idx: usize) -> Result<(), KafkaError> {
-        let part = m.partition.to_string();
-        let off = m.offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "tally.reason",
-                value: Some(m.reject.code.as_str()),
-            })
-            .insert(Header {
-                key: "tally.reason_text",
-                value: Some(m.reject.reason.as_str()),
-            })
-            .insert(Header {
-                key: "tally.source_topic",
-                value: Some(m.src_topic.as_str()),
-            })
-            .insert(Header {
-                key: "tally.source_partition",
-                value: Some(part.as_str()),
-            })
-            .insert(Header {
-                key: "tally.source_offset",
-                value: Some(off.as_str()),
-            });
-        let mut rec: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(&m.topic, idx)
-            .payload(&m.payload[..])
-            .headers(headers);
-        if let Some(k) = &m.key {
-            rec = rec.key(&k[..]);
-        }
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
-    }
-
-    /// Waits until every dead letter of the batch is acknowledged (re-sending failures).
-    fn ack_dlq(&self, st: &State, pipeline: &Pipeline, give_up: bool) -> bool {
-        let mut attempt = 0u32;
-        loop {
-            if self.producer.flush(Duration::from_secs(30)).is_err() {
-                tracing::warn!("dead-letter flush timed out");
-            }
-            let failed: Vec<usize> = std::mem::take(&mut *self.failed_list());
-            if failed.is_empty() && self.producer.in_flight_count() == 0 {
-                return true;
-            }
-            pipeline
-                .metrics
-                .dlq_errors
-                .fetch_add(failed.len() as u64, Ordering::Relaxed);
-            attempt += 1;
-            if (give_up && attempt > 3) || self.stop.load(Ordering::Relaxed) {
-                return false;
-            }
-            std::thread::sleep(backoff(attempt));
-            for i in failed {
-                if let Some(m) = st.dlq.get(i) {
-                    if let Err(e) = self.send_dlq(m, i) {
-                        tracing::warn!(error = %e, "dead-letter send failed");
-                        self.failed_list().push(i);
-                    }
-                }
-            }
-        }
-    }
-
-    fn failed_list(&self) -> parking_lot::MutexGuard<'_, Vec<usize>> {
-        self.producer.context().failed.lock()
-    }
-
-    /// Makes the in-flight batch durable: dead letters acknowledged, then one store append
-    /// carrying the positions. Returns false if the batch had to be discarded.
-    fn flush(&self, c: &BaseConsumer<Self>, pipeline: &Pipeline, st: &mut State, revoking: bool) -> bool {
+    /// Hands the batch being built to the writer if it has room. True when the batch is
+    /// now empty (handed over or nothing to hand over).
+    fn submit(&self, st: &mut State, quick: bool) -> bool {
         if st.batch.is_empty() {
             return true;
         }
-        let ok = (st.dlq.is_empty() || self.ack_dlq(st, pipeline, revoking)) && {
-            let mut attempt = 0u32;
-            loop {
-                match pipeline.commit(&st.batch, Source::Kafka) {
-                    Ok(_) => break true,
-                    Err(e) => {
-                        attempt += 1;
-                        tracing::error!(error = %e, attempt, "store append failed; retrying");
-                        if attempt > if revoking { 3 } else { 20 } || self.stop.load(Ordering::Relaxed) {
-                            break false;
-                        }
-                        std::thread::sleep(backoff(attempt));
-                    }
-                }
+        let mut slot = self.writer.slot.lock();
+        if slot.queued.is_some() || slot.halted {
+            return false;
+        }
+        let fresh = st.spare.pop().unwrap_or_default();
+        slot.queued = Some(Job {
+            batch: std::mem::replace(&mut st.batch, fresh),
+            dlq: std::mem::take(&mut st.dlq),
+            quick,
+        });
+        self.writer.full.store(true, Ordering::Relaxed);
+        self.writer.cv.notify_all();
+        st.batch_started = None;
+        true
+    }
+
+    /// Drops the queued (not yet started) job: its partitions are rewound or lost.
+    fn cancel_pending(&self, st: &mut State) {
+        let mut slot = self.writer.slot.lock();
+        self.writer.full.store(false, Ordering::Relaxed);
+        if let Some(mut j) = slot.queued.take() {
+            j.batch.clear();
+            st.spare.push(j.batch);
+        }
+    }
+
+    /// Waits until the writer has no job (or until `deadline`). True when idle.
+    fn wait_idle(&self, _st: &mut State, deadline: Option<Instant>) -> bool {
+        let mut slot = self.writer.slot.lock();
+        while slot.busy || (slot.queued.is_some() && !slot.halted) {
+            let wait = deadline.map_or(Duration::from_millis(100), |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100))
+            });
+            if wait.is_zero() {
+                return false;
             }
+            self.writer.cv.wait_for(&mut slot, wait);
+        }
+        true
+    }
+
+    /// Hands over the batch being built, waits until everything is written and applies
+    /// the results (revoke, shutdown).
+    fn flush_all(&self, c: &BaseConsumer<Self>, pipeline: &Pipeline, st: &mut State, revoking: bool) {
+        loop {
+            self.drain_done(c, pipeline, st, revoking);
+            if self.submit(st, true) {
+                break;
+            }
+            if self.writer.slot.lock().halted {
+                // A job failed: drain_done rewound; nothing to hand over any more.
+                continue;
+            }
+            self.wait_idle(st, None);
+        }
+        self.wait_idle(st, None);
+        self.drain_done(c, pipeline, st, revoking);
+    }
+
+    /// Applies the writer's results: durable positions (→ Kafka commit, lag), DLQ metrics;
+    /// after a failure rewinds every owned partition to its durable position.
+    fn drain_done(&self, c: &BaseConsumer<Self>, pipeline: &Pipeline, st: &mut State, revoking: bool) {
+        let (done, halted) = {
+            let mut slot = self.writer.slot.lock();
+            if slot.done.is_empty() {
+                return;
+            }
+            (std::mem::take(&mut slot.done), slot.halted)
         };
-        if ok {
-            let mut dl = pipeline.metrics.dlq_writes.lock();
-            for m in &st.dlq {
-                *dl.entry(m.topic.clone()).or_default() += 1;
-            }
-            drop(dl);
-            let mut owned = self.owned.lock();
-            let mut l = TopicPartitionList::new();
-            for (src, pos) in &st.batch.positions {
-                if let Some(tp) = parse_source_key(src) {
-                    let _ = l.add_partition_offset(&tp.0, tp.1, Offset::Offset(*pos));
-                    st.base.insert(tp.clone(), *pos);
-                    owned.insert(tp, *pos);
+        let mut l = TopicPartitionList::new();
+        let mut failed = false;
+        for mut d in done {
+            if d.ok {
+                let mut dl = pipeline.metrics.dlq_writes.lock();
+                for t in d.dlq_topics.drain(..) {
+                    *dl.entry(t).or_default() += 1;
                 }
-            }
-            drop(owned);
-            if !revoking && l.count() > 0 {
-                if let Err(e) = c.commit(&l, CommitMode::Async) {
-                    tracing::debug!(error = %e, "async offset commit failed");
-                }
-            }
-        } else {
-            // Not stored: rewind so the events are read again (never lost).
-            tracing::error!("discarding unstored batch and rewinding its partitions");
-            for src in st.batch.positions.keys() {
-                if let Some(tp) = parse_source_key(src) {
-                    let base = st.base.get(&tp).copied().unwrap_or(0);
-                    st.next.insert(src.clone(), base);
-                    if !revoking {
-                        if let Err(e) = c.seek(&tp.0, tp.1, Offset::Offset(base), Duration::from_secs(10)) {
-                            tracing::error!(error = %e, "rewind failed");
+                drop(dl);
+                let mut owned = self.owned.lock();
+                for (src, pos) in &d.positions {
+                    if let Some(tp) = parse_source_key(src) {
+                        let _ = l.add_partition_offset(&tp.0, tp.1, Offset::Offset(*pos));
+                        if let Some(b) = st.base.get_mut(&tp) {
+                            *b = *pos;
+                        }
+                        if let Some(o) = owned.get_mut(&tp) {
+                            *o = *pos;
                         }
                     }
                 }
+            } else {
+                failed = true;
+            }
+            d.batch.clear();
+            if st.spare.len() < 2 {
+                st.spare.push(d.batch);
             }
         }
-        st.batch.clear();
-        st.dlq.clear();
-        st.batch_started = None;
-        ok
+        if !revoking && l.count() > 0 {
+            if let Err(e) = c.commit(&l, CommitMode::Async) {
+                tracing::debug!(error = %e, "async offset commit failed");
+            }
+        }
+        if failed || halted {
+            // Not stored: rewind so the events are read again (never lost). Everything
+            // after the failed batch (queued job, batch being built) is dropped too.
+            tracing::error!("discarding unstored batches and rewinding to the stored positions");
+            self.cancel_pending(st);
+            st.batch.clear();
+            st.dlq.clear();
+            st.batch_started = None;
+            let base: Vec<(Tp, i64)> = st.base.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            if st.paused {
+                if let Ok(a) = c.assignment() {
+                    let _ = c.resume(&a);
+                }
+                st.paused = false;
+            }
+            for (tp, pos) in base {
+                st.next.insert(source_key(&tp.0, tp.1), pos);
+                if !revoking {
+                    if let Err(e) = c.seek(&tp.0, tp.1, Offset::Offset(pos), Duration::from_secs(10)) {
+                        tracing::error!(error = %e, "rewind failed");
+                    }
+                }
+            }
+            self.writer.slot.lock().halted = false;
+        }
+    }
+
+    /// Pauses (or resumes) fetching for every owned partition.
+    fn set_paused(&self, c: &BaseConsumer<Self>, st: &mut State, pause: bool) {
+        if st.paused == pause {
+            return;
+        }
+        match c.assignment() {
+            Ok(a) => {
+                let r = if pause { c.pause(&a) } else { c.resume(&a) };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, pause, "cannot pause/resume partitions");
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read assignment");
+                return;
+            }
+        }
+        st.paused = pause;
+        if let Some(p) = &st.pipeline {
+            if pause {
+                p.metrics.pauses.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The writer thread: acknowledges each job's dead letters, then appends it (dedup + one
+/// atomic store append with its positions), retrying with backoff.
+fn run_writer(writer: Arc<Writer>, pipeline: Arc<Pipeline>, producer: Arc<DlqProducer>, stop: Arc<AtomicBool>) {
+    loop {
+        let job = {
+            let mut slot = writer.slot.lock();
+            loop {
+                if !slot.halted {
+                    if let Some(j) = slot.queued.take() {
+                        writer.full.store(false, Ordering::Relaxed);
+                        slot.busy = true;
+                        break j;
+                    }
+                }
+                if slot.stop {
+                    return;
+                }
+                writer.cv.wait(&mut slot);
+            }
+        };
+        let ok = write_job(&job, &pipeline, &producer, &stop);
+        let done = Done {
+            ok,
+            positions: job.batch.positions.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            dlq_topics: if ok {
+                job.dlq.iter().map(|m| m.topic.clone()).collect()
+            } else {
+                Vec::new()
+            },
+            batch: job.batch,
+        };
+        let mut slot = writer.slot.lock();
+        slot.busy = false;
+        if !ok {
+            slot.halted = true;
+        }
+        slot.done.push(done);
+        writer.cv.notify_all();
+    }
+}
+
+fn write_job(job: &Job, pipeline: &Pipeline, producer: &DlqProducer, stop: &AtomicBool) -> bool {
+    if !job.dlq.is_empty() && !ack_dlq(job, pipeline, producer, stop) {
+        return false;
+    }
+    let mut attempt = 0u32;
+    loop {
+        match pipeline.commit(&job.batch, Source::Kafka) {
+            Ok(_) => return true,
+            Err(e) => {
+                attempt += 1;
+                tracing::error!(error = %e, attempt, "store append failed; retrying");
+                if attempt > if job.quick { 3 } else { 20 } || stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                std::thread::sleep(backoff(attempt));
+            }
+        }
+    }
+}
+
+/// Waits until every dead letter of the job is acknowledged (re-sending failures). Dead
+/// letters of later batches may be in flight meanwhile: only this job's are waited for.
+fn ack_dlq(job: &Job, pipeline: &Pipeline, producer: &DlqProducer, stop: &AtomicBool) -> bool {
+    let first = job.dlq.first().map_or(0, |m| m.seq);
+    let end = job.dlq.last().map_or(0, |m| m.seq + 1);
+    let ctx = producer.context();
+    let mut attempt = 0u32;
+    loop {
+        let t0 = Instant::now();
+        while ctx.outstanding.lock().range(..end).next().is_some() && t0.elapsed() < Duration::from_secs(30) {
+            producer.poll(Duration::from_millis(5));
+        }
+        let failed: Vec<u64> = {
+            let mut f = ctx.failed.lock();
+            let (mine, rest): (Vec<u64>, Vec<u64>) = f.iter().partition(|s| **s < end);
+            *f = rest;
+            mine
+        };
+        let waiting = ctx.outstanding.lock().range(..end).next().is_some();
+        if failed.is_empty() && !waiting {
+            return true;
+        }
+        if waiting {
+            tracing::warn!("dead-letter acknowledgements are slow");
+        }
+        pipeline
+            .metrics
+            .dlq_errors
+            .fetch_add(failed.len() as u64, Ordering::Relaxed);
+        attempt += 1;
+        if (job.quick && attempt > 3) || attempt > 20 || stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(backoff(attempt));
+        for s in failed {
+            let Some(m) = s.checked_sub(first).and_then(|i| job.dlq.get(i as usize)) else {
+                continue;
+            };
+            if let Err(e) = send_dlq(producer, m) {
+                tracing::warn!(error = %e, "dead-letter send failed");
+                ctx.failed.lock().push(s);
+            }
+        }
     }
 }
 
@@ -393,6 +640,7 @@ pub fn backoff(attempt: u32) -> Duration {
 pub struct KafkaIngest {
     stop: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
     monitor: Option<JoinHandle<()>>,
 }
 
@@ -437,11 +685,13 @@ impl KafkaIngest {
         if let Err(e) = ensure_topics(&cfg.brokers, &dlq_topics, 1) {
             tracing::warn!(error = %e, "cannot ensure dead-letter topics exist");
         }
-        let producer: BaseProducer<DlqCtx> = client_config(&cfg.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .create_with_context(DlqCtx::default())?;
+        let producer: Arc<DlqProducer> = Arc::new(
+            client_config(&cfg.brokers)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "5")
+                .create_with_context(DlqCtx::default())?,
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let owned = Arc::new(Mutex::new(BTreeMap::new()));
         let state = Arc::new(Mutex::new(State {
@@ -451,11 +701,22 @@ impl KafkaIngest {
             batch_started: None,
             next: HashMap::new(),
             base: HashMap::new(),
+            paused: false,
+            dlq_seq: 0,
+            spare: Vec::new(),
         }));
+        let writer = Arc::new(Writer::default());
+        let writer_thread = {
+            let (w, p, pr, s) = (writer.clone(), pipeline.clone(), producer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("tally-kafka-writer".into())
+                .spawn(move || run_writer(w, p, pr, s))
+                .map_err(|e| KafkaIngestError::Other(e.to_string()))?
+        };
         let ctx = Ctx {
             state: state.clone(),
             producer,
-            stop: stop.clone(),
+            writer,
             owned: owned.clone(),
         };
         let mut cc = client_config(&cfg.brokers);
@@ -470,7 +731,7 @@ impl KafkaIngest {
             )
             .set("queued.max.messages.kbytes", "65536")
             // Low fetch wait: freshness (some brokers hold a fetch for the full wait).
-            .set("fetch.wait.max.ms", "25")
+            .set("fetch.wait.max.ms", "10")
             .set("enable.partition.eof", "false");
         for (k, v) in &cfg.extra {
             cc.set(k, v);
@@ -495,6 +756,7 @@ impl KafkaIngest {
         Ok(KafkaIngest {
             stop,
             worker: Some(worker),
+            writer: Some(writer_thread),
             monitor: Some(monitor),
         })
     }
@@ -503,7 +765,10 @@ impl KafkaIngest {
     /// timeout: a librdkafka close that hangs is abandoned, the data is already safe).
     pub fn shutdown(mut self, timeout: Duration) {
         self.stop.store(true, Ordering::Relaxed);
-        for h in [self.worker.take(), self.monitor.take()].into_iter().flatten() {
+        for h in [self.worker.take(), self.writer.take(), self.monitor.take()]
+            .into_iter()
+            .flatten()
+        {
             join_with_timeout(h, timeout);
         }
     }
@@ -532,82 +797,115 @@ fn run_worker(consumer: BaseConsumer<Ctx>, state: Arc<Mutex<State>>, stop: Arc<A
         return;
     };
     let ctx = consumer.context();
+    let max_events = cfg.batch_max_events.max(1);
     // (topic, partition, source key) of the last message: no allocation per message.
     let mut cur: (String, i32, String) = (String::new(), -1, String::new());
     while !stop.load(Ordering::Relaxed) {
         let wait = {
             let st = state.lock();
             match st.batch_started {
-                Some(t) => cfg.batch_linger.saturating_sub(t.elapsed()),
+                // Due but the writer has no room yet (or paused): look again soon; never
+                // spin on a zero timeout while the writer fsyncs.
+                Some(t) => match cfg.batch_linger.saturating_sub(t.elapsed()) {
+                    d if d.is_zero() || st.paused => Duration::from_millis(1),
+                    d => d,
+                },
                 None => Duration::from_millis(100),
             }
         };
-        match consumer.poll(wait) {
-            Some(Ok(m)) => {
-                let now = now_ns();
-                let mut st = state.lock();
-                if cur.1 != m.partition() || cur.0 != m.topic() {
-                    cur = (
-                        m.topic().to_string(),
-                        m.partition(),
-                        source_key(m.topic(), m.partition()),
-                    );
-                }
-                let Some(&next) = st.next.get(cur.2.as_str()) else {
-                    continue;
-                };
-                if m.offset() < next {
-                    continue;
-                }
-                let payload = m.payload().unwrap_or(&[]);
-                let st = &mut *st;
-                if let Err(r) = pipeline.prepare(&mut st.batch, payload, now) {
-                    pipeline.metrics.add_rejected(Source::Kafka, r.code, 1);
-                    let msg = DlqMsg {
-                        topic: format!("{}.dlq", cur.0),
-                        payload: payload.to_vec(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        reject: r,
-                        src_topic: cur.0.clone(),
-                        partition: cur.1,
-                        offset: m.offset(),
-                    };
-                    let idx = st.dlq.len();
-                    if let Err(e) = ctx.send_dlq(&msg, idx) {
-                        tracing::warn!(error = %e, "dead-letter send failed; will retry");
-                        ctx.failed_list().push(idx);
-                    }
-                    st.dlq.push(msg);
-                }
-                st.batch.set_position(&cur.2, m.offset() + 1);
-                if let Some(n) = st.next.get_mut(cur.2.as_str()) {
-                    *n = m.offset() + 1;
-                }
-                if st.batch_started.is_none() {
-                    st.batch_started = Some(Instant::now());
-                }
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "kafka consume error");
-            }
-            None => {}
-        }
+        // A burst of messages per lock of the state; rebalance callbacks run inside
+        // `poll`, so the state lock is never held across it.
+        let mut first = consumer.poll(wait);
         let mut st = state.lock();
-        let due = st.batch.positions.len() + st.batch.events() > 0
-            && (st.batch.events() + st.dlq.len() >= cfg.batch_max_events
-                || st.batch_started.is_some_and(|t| t.elapsed() >= cfg.batch_linger));
+        let mut n = 0;
+        while let Some(r) = first.take() {
+            match r {
+                Ok(m) => {
+                    let st = &mut *st;
+                    if cur.1 != m.partition() || cur.0 != m.topic() {
+                        cur = (
+                            m.topic().to_string(),
+                            m.partition(),
+                            source_key(m.topic(), m.partition()),
+                        );
+                    }
+                    let Some(next) = st.next.get_mut(cur.2.as_str()) else {
+                        continue;
+                    };
+                    if m.offset() < *next {
+                        // Re-fetched after a rewind: already handled.
+                    } else {
+                        *next = m.offset() + 1;
+                        let payload = m.payload().unwrap_or(&[]);
+                        if let Err(r) = pipeline.prepare(&mut st.batch, payload, now_ns()) {
+                            pipeline.metrics.add_rejected(Source::Kafka, r.code, 1);
+                            st.dlq_seq += 1;
+                            let msg = DlqMsg {
+                                seq: st.dlq_seq,
+                                topic: format!("{}.dlq", cur.0),
+                                payload: payload.to_vec(),
+                                key: m.key().map(<[u8]>::to_vec),
+                                reject: r,
+                                src_topic: cur.0.clone(),
+                                partition: cur.1,
+                                offset: m.offset(),
+                            };
+                            if let Err(e) = send_dlq(&ctx.producer, &msg) {
+                                tracing::warn!(error = %e, "dead-letter send failed; will retry");
+                                ctx.producer.context().failed.lock().push(msg.seq);
+                            }
+                            st.dlq.push(msg);
+                        }
+                        st.batch.set_position(&cur.2, m.offset() + 1);
+                        if st.batch_started.is_none() {
+                            st.batch_started = Some(Instant::now());
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consume error");
+                }
+            }
+            n += 1;
+            // Keep draining librdkafka's local queue without waiting while the batch
+            // has room and is not due (or is due but the writer cannot take it yet).
+            let room = st.batch.events() + st.dlq.len() < max_events;
+            let young = st.batch_started.is_some_and(|t| t.elapsed() < cfg.batch_linger);
+            if n < 4096 && room && (young || ctx.writer.full.load(Ordering::Relaxed)) {
+                drop(st);
+                first = consumer.poll(Duration::ZERO);
+                st = state.lock();
+            }
+        }
+        let st = &mut *st;
+        ctx.drain_done(&consumer, &pipeline, st, false);
+        let full = st.batch.events() + st.dlq.len() >= max_events;
+        let due = !st.batch.is_empty() && (full || st.batch_started.is_some_and(|t| t.elapsed() >= cfg.batch_linger));
         if due {
-            ctx.flush(&consumer, &pipeline, &mut st, false);
+            if ctx.submit(st, false) {
+                ctx.set_paused(&consumer, st, false);
+            } else if full {
+                // The writer is behind: stop fetching; what librdkafka already holds is
+                // bounded by queued.max.messages.kbytes.
+                ctx.set_paused(&consumer, st, true);
+            }
+        } else if st.batch.is_empty() {
+            ctx.set_paused(&consumer, st, false);
         }
     }
-    // Shutdown: make the in-flight batch durable, commit, then close the client.
+    // Shutdown: make the in-flight batches durable, commit, then close the client.
     {
         let mut st = state.lock();
-        stop.store(false, Ordering::Relaxed); // let the final flush retry a little
-        ctx.flush(&consumer, &pipeline, &mut st, true);
+        stop.store(false, Ordering::Relaxed); // let the final writes retry a little
+        ctx.flush_all(&consumer, &pipeline, &mut st, true);
         stop.store(true, Ordering::Relaxed);
         if let Ok(a) = consumer.assignment() {
             ctx.commit_positions(&consumer, &pipeline, &a, CommitMode::Sync);
+        }
+        {
+            let mut slot = ctx.writer.slot.lock();
+            slot.stop = true;
+            ctx.writer.cv.notify_all();
         }
         let _ = ctx.producer.flush(Duration::from_secs(5));
         st.pipeline = None;

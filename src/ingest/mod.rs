@@ -109,6 +109,8 @@ pub struct IngestMetrics {
     pub store_errors: AtomicU64,
     pub dlq_errors: AtomicU64,
     pub rebalances: AtomicU64,
+    /// Times the consumer paused its partitions because the writer was behind.
+    pub pauses: AtomicU64,
     /// Kafka configured in this process.
     pub kafka_enabled: AtomicBool,
     /// Last broker health probe succeeded.
@@ -246,6 +248,11 @@ impl IngestMetrics {
                 "tally_ingest_rebalances_total",
                 "Consumer group rebalances seen.",
                 &self.rebalances,
+            ),
+            (
+                "tally_ingest_partition_pauses_total",
+                "Times Kafka partitions were paused because the store writer was behind (backpressure).",
+                &self.pauses,
             ),
         ] {
             header(out, name, "counter", help);

@@ -13,7 +13,7 @@ use super::dedup::{dedup_key, Dedup, DedupConfig, IdHasher};
 use super::event::{parse_event, Event, Reject, RejectCode, ValidationLimits};
 use super::pricing::PriceBook;
 use super::{IngestMetrics, Source};
-use crate::model::{Labels, LabelsBuilder, Money, Sample, SeriesKind, Value};
+use crate::model::{DupPolicy, Labels, LabelsBuilder, Money, Sample, SeriesKind, Value, ValueKind};
 use crate::store::{now_ns, Store, StoreError, WriteBatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,15 @@ impl Batch {
     }
 }
 
+fn kind_name(k: SeriesKind) -> &'static str {
+    match (k.value, k.dup) {
+        (ValueKind::Float, DupPolicy::Replace) => "gauge",
+        (ValueKind::Float, DupPolicy::Sum) => "delta (usage)",
+        (ValueKind::Money, DupPolicy::Sum) => "money (cost)",
+        (ValueKind::Money, DupPolicy::Replace) => "money gauge",
+    }
+}
+
 /// What a commit did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -98,10 +107,12 @@ pub struct CommitOutcome {
     pub unpriced: u64,
 }
 
-/// Series label sets built so far (validated once), keyed by a hash of their parts.
+/// Series label sets built so far (validated once), keyed by a hash of their parts. The
+/// flag is true once the store is known to hold the series with the kind ingest writes
+/// (kinds never change, so it is not checked again).
 #[derive(Default)]
 struct SeriesCache {
-    map: HashMap<u128, Labels, BuildHasherDefault<IdHasher>>,
+    map: HashMap<u128, (Labels, bool), BuildHasherDefault<IdHasher>>,
 }
 
 const CACHE_MAX: usize = 1_000_000;
@@ -218,49 +229,71 @@ impl Pipeline {
         if let Some(&i) = batch.index.get(&key) {
             return Ok(i);
         }
-        let labels = {
-            let mut cache = self.cache.lock();
-            match cache.map.get(&key) {
-                Some(l) => l.clone(),
-                None => {
-                    let mut b = LabelsBuilder::new();
-                    b.push("tenant", ev.tenant.as_ref());
-                    if let Some(sku) = &ev.sku {
-                        b.push("sku", sku.as_ref());
-                    }
-                    if let Some(cur) = currency {
-                        b.metric("cost");
-                        b.push("currency", cur);
-                        b.push("source_metric", ev.metric.as_ref());
-                    } else {
-                        b.metric(ev.metric.as_ref());
-                        if let Some(u) = &ev.unit {
-                            b.push("unit", u.as_ref());
-                        }
-                        if let Some(u) = unpriced {
-                            b.push("unpriced", u);
-                        }
-                    }
-                    for (k, v) in &ev.labels {
-                        b.push(k.as_ref(), v.as_ref());
-                    }
-                    let l = b.build(&self.limits.labels).map_err(|e| Reject {
-                        code: RejectCode::InvalidLabel,
-                        reason: e.to_string(),
-                    })?;
-                    if cache.map.len() >= CACHE_MAX {
-                        cache.map.clear();
-                    }
-                    cache.map.insert(key, l.clone());
-                    l
-                }
-            }
-        };
         let kind = if currency.is_some() {
             SeriesKind::MONEY
         } else {
             SeriesKind::DELTA
         };
+        let mut cache = self.cache.lock();
+        let (labels, verified) = match cache.map.get(&key) {
+            Some(e) => e.clone(),
+            None => {
+                let mut b = LabelsBuilder::new();
+                b.push("tenant", ev.tenant.as_ref());
+                if let Some(sku) = &ev.sku {
+                    b.push("sku", sku.as_ref());
+                }
+                if let Some(cur) = currency {
+                    b.metric("cost");
+                    b.push("currency", cur);
+                    b.push("source_metric", ev.metric.as_ref());
+                } else {
+                    b.metric(ev.metric.as_ref());
+                    if let Some(u) = &ev.unit {
+                        b.push("unit", u.as_ref());
+                    }
+                    if let Some(u) = unpriced {
+                        b.push("unpriced", u);
+                    }
+                }
+                for (k, v) in &ev.labels {
+                    b.push(k.as_ref(), v.as_ref());
+                }
+                let l = b.build(&self.limits.labels).map_err(|e| Reject {
+                    code: RejectCode::InvalidLabel,
+                    reason: e.to_string(),
+                })?;
+                if cache.map.len() >= CACHE_MAX {
+                    cache.map.clear();
+                }
+                cache.map.insert(key, (l.clone(), false));
+                (l, false)
+            }
+        };
+        if !verified {
+            // A series written before with another kind (e.g. a remote-write gauge of the
+            // same name and labels) would fail the whole append: reject just this event.
+            match self.store.series_kind(&labels) {
+                None => {}
+                Some((k, canonical)) if k == kind => {
+                    // Keep the store's copy: later appends resolve it by address.
+                    if let Some(e) = cache.map.get_mut(&key) {
+                        *e = (canonical, true);
+                    }
+                }
+                Some((k, _)) => {
+                    return Err(Reject {
+                        code: RejectCode::KindMismatch,
+                        reason: format!(
+                            "series {labels} already exists as a {} series; this event writes a {} series",
+                            kind_name(k),
+                            kind_name(kind)
+                        ),
+                    })
+                }
+            }
+        }
+        drop(cache);
         let i = batch.series.len() as u32;
         batch.series.push((labels, kind));
         batch.index.insert(key, i);
@@ -379,4 +412,77 @@ pub struct NdjsonOutcome {
     pub outcome: CommitOutcome,
     /// (1-based line, rejection).
     pub rejected: Vec<(usize, Reject)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LabelLimits;
+    use crate::store::StoreOptions;
+
+    fn event(id: &str, metric: &str, ts: i64) -> String {
+        format!(
+            r#"{{"event_id":"{id}","ts":{ts},"tenant":"acme","metric":"{metric}","value":2,"labels":{{"region":"eu"}}}}"#
+        )
+    }
+
+    #[test]
+    fn kind_mismatch_rejects_the_event_not_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        };
+        let store = Arc::new(Store::open(dir.path(), opts).unwrap());
+        let now = now_ns();
+        // The usage series of metric `m` exists already as a gauge (e.g. remote-write).
+        let gauge = Labels::from_pairs(
+            [("__name__", "m"), ("tenant", "acme"), ("region", "eu")],
+            &LabelLimits::default(),
+        )
+        .unwrap();
+        let mut wb = WriteBatch::new();
+        wb.add(
+            gauge.clone(),
+            SeriesKind::GAUGE,
+            vec![Sample {
+                ts: now - 1_000,
+                value: Value::Float(7.0),
+            }],
+        );
+        store.append(&wb).unwrap();
+        let metrics = Arc::new(IngestMetrics::default());
+        let dedup = DedupConfig {
+            fsync: false,
+            ..DedupConfig::default()
+        };
+        let cfg = PipelineConfig {
+            dedup,
+            ..PipelineConfig::default()
+        };
+        let p = Pipeline::new(store.clone(), PriceBook::default(), cfg, metrics).unwrap();
+        let mut batch = Batch::new();
+        let bad = event("e1", "m", now);
+        let err = p.prepare(&mut batch, bad.as_bytes(), now).unwrap_err();
+        assert_eq!(err.code, RejectCode::KindMismatch, "{}", err.reason);
+        assert!(err.reason.contains("gauge"), "{}", err.reason);
+        p.prepare(&mut batch, event("e2", "other", now).as_bytes(), now)
+            .unwrap();
+        batch.set_position("t/0", 2);
+        let out = p.commit(&batch, Source::Kafka).unwrap();
+        assert_eq!(out.accepted, 1);
+        assert_eq!(store.source_position("t/0"), Some(2));
+        // The gauge is untouched and still a gauge; the new series is a delta series.
+        assert_eq!(store.series_kind(&gauge).map(|(k, _)| k), Some(SeriesKind::GAUGE));
+        let other = Labels::from_pairs(
+            [("__name__", "other"), ("tenant", "acme"), ("region", "eu")],
+            &LabelLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(store.series_kind(&other).map(|(k, _)| k), Some(SeriesKind::DELTA));
+        // Rejected again on a later batch (the cache does not hide the mismatch).
+        let mut batch = Batch::new();
+        let err = p.prepare(&mut batch, bad.as_bytes(), now).unwrap_err();
+        assert_eq!(err.code, RejectCode::KindMismatch);
+    }
 }

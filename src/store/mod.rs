@@ -130,6 +130,18 @@ impl Store {
         self.inner.append(batch)
     }
 
+    /// The kind of an existing series and the store's own copy of its label set (None
+    /// when the label set is not known). Read-only; lets ingest reject an event whose
+    /// series exists with another kind before it reaches a batch (an append with a
+    /// mismatching kind fails as a whole). Appending with the returned `Labels` (a shared
+    /// allocation) resolves the series without hashing its labels.
+    pub fn series_kind(
+        &self,
+        labels: &crate::model::Labels,
+    ) -> Option<(crate::model::SeriesKind, crate::model::Labels)> {
+        self.inner.index.read().canonical(labels).map(|(l, k)| (k, l))
+    }
+
     /// The last durable position recorded for `source` (e.g. `"cost.compute/3"`).
     pub fn source_position(&self, source: &str) -> Option<i64> {
         self.inner.writer.lock().positions.get(source).copied()

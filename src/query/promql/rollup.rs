@@ -26,6 +26,10 @@ use crate::store::{RollupSeries, SelectRequest};
 
 const NANOS_PER_MILLI: i64 = 1_000_000;
 
+/// `rate`/`increase`/`delta` see one point per window; with at least 4 windows at most
+/// about a quarter of the range is filled in by extrapolation.
+const MIN_RATE_WINDOWS: i64 = 4;
+
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
     Sum,
@@ -52,10 +56,15 @@ fn op_of(name: &str) -> Option<Op> {
     })
 }
 
-/// The coarsest resolution (ms) whose windows tile every step's range exactly.
-fn resolution_for(spec: &RangeSpec, rng: &Range) -> Option<i64> {
+/// The coarsest resolution (ms) whose windows tile every step's range exactly; rate-like
+/// functions also need at least [`MIN_RATE_WINDOWS`] windows per range.
+fn resolution_for(op: Op, spec: &RangeSpec, rng: &Range) -> Option<i64> {
+    let min_windows = match op {
+        Op::Rate | Op::Increase | Op::Delta => MIN_RATE_WINDOWS,
+        _ => 1,
+    };
     RESOLUTIONS.iter().rev().map(|r| r / NANOS_PER_MILLI).find(|&r| {
-        spec.range >= r
+        spec.range >= r.saturating_mul(min_windows)
             && spec.range % r == 0
             && rng.step >= r
             && rng.step % r == 0
@@ -83,7 +92,7 @@ pub(crate) fn try_stream(
         offset: offset_ms(&ms.vs.offset),
         at: ctx.at_ms(&ms.vs.at),
     };
-    let res_ms = resolution_for(&spec, rng)?;
+    let res_ms = resolution_for(op, &spec, rng)?;
     let matchers = match Ctx::matchers(&ms.vs) {
         Ok(m) => m,
         Err(e) => return Some(Err(e)),

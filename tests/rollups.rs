@@ -144,7 +144,11 @@ fn check_answers(src: &dyn SeriesSource) {
                 assert!((x.2 - r.2).abs() <= 0.10 * r.2.abs() + 1e-9, "{q}: {x:?} vs raw {r:?}");
             }
         }
-        assert!(common * 100 >= raw.len() * 95, "{q}: only {common} of {} points", raw.len());
+        assert!(
+            common * 100 >= raw.len() * 95,
+            "{q}: only {common} of {} points",
+            raw.len()
+        );
     }
 }
 
@@ -160,10 +164,13 @@ fn rollups_are_built_invisible_exact_and_tiered() {
             now_ns: now_ns(),
             ..QueryOptions::default()
         };
-        ["SELECT count(*), sum(value) FROM samples", "SELECT tenant, sum(cost) FROM costs GROUP BY tenant ORDER BY tenant"]
-            .iter()
-            .map(|s| execute(src, s, &q).unwrap().to_json().to_string())
-            .collect::<Vec<_>>()
+        [
+            "SELECT count(*), sum(value) FROM samples",
+            "SELECT tenant, sum(cost) FROM costs GROUP BY tenant ORDER BY tenant",
+        ]
+        .iter()
+        .map(|s| execute(src, s, &q).unwrap().to_json().to_string())
+        .collect::<Vec<_>>()
     };
     let labels_of = |src: &dyn SeriesSource| {
         let names = src.label_names(None, &[], i64::MIN, i64::MAX).unwrap();
@@ -195,9 +202,16 @@ fn rollups_are_built_invisible_exact_and_tiered() {
     let snap = store.snapshot();
     assert_eq!(sql(&snap), sql_before, "SQL must not see rollup series");
     let (names, n) = labels_of(&snap);
-    assert_eq!((names.clone(), n), labels_before, "label APIs must not see rollup series");
+    assert_eq!(
+        (names.clone(), n),
+        labels_before,
+        "label APIs must not see rollup series"
+    );
     assert!(!names.iter().any(|x| x == "__rollup__"));
-    assert!(snap.label_values(None, "__rollup__", &[], i64::MIN, i64::MAX).unwrap().is_empty());
+    assert!(snap
+        .label_values(None, "__rollup__", &[], i64::MIN, i64::MAX)
+        .unwrap()
+        .is_empty());
     check_answers(&snap);
     drop(snap);
 

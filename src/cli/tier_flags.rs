@@ -69,7 +69,10 @@ impl TierFlags {
         }
         let mut overrides: BTreeMap<String, Duration> = BTreeMap::new();
         for (tenant, d) in &file.tenant_retention {
-            overrides.insert(tenant.clone(), parse_duration(&format!("tenant_retention.{tenant}"), d)?);
+            overrides.insert(
+                tenant.clone(),
+                parse_duration(&format!("tenant_retention.{tenant}"), d)?,
+            );
         }
         for spec in &self.tenant_retention {
             let (tenant, d) = spec

@@ -88,7 +88,12 @@ impl Inner {
                 }
             };
             for (agg, t, v) in encoded {
-                out.push((rollup::rollup_labels(&meta.labels, agg), agg.stored_kind(meta.kind), t, v));
+                out.push((
+                    rollup::rollup_labels(&meta.labels, agg),
+                    agg.stored_kind(meta.kind),
+                    t,
+                    v,
+                ));
             }
         }
         if out.is_empty() {

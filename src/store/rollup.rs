@@ -488,18 +488,17 @@ mod tests {
 
     #[test]
     fn stale_markers_are_skipped() {
-        let w = compute(
-            SeriesKind::GAUGE,
-            &[0, M],
-            &[1f64.to_bits(), STALE_NAN_BITS],
-            RES,
-        );
+        let w = compute(SeriesKind::GAUGE, &[0, M], &[1f64.to_bits(), STALE_NAN_BITS], RES);
         assert_eq!(w[0].stats.count, 1);
     }
 
     #[test]
     fn labels_roundtrip() {
-        let l = Labels::from_pairs([("__name__", "cost"), ("tenant", "a")], &crate::model::LabelLimits::default()).unwrap();
+        let l = Labels::from_pairs(
+            [("__name__", "cost"), ("tenant", "a")],
+            &crate::model::LabelLimits::default(),
+        )
+        .unwrap();
         let r = rollup_labels(&l, Agg::EdgeSum);
         assert_eq!(split_labels(&r), Some((l.clone(), Agg::EdgeSum)));
         assert_eq!(split_labels(&l), None);

@@ -29,8 +29,8 @@ mod dialect;
 mod engine;
 mod functions;
 mod memo;
-mod rollup;
 pub mod memsource;
+mod rollup;
 pub mod testfile;
 pub mod value;
 

@@ -112,7 +112,14 @@ pub(crate) fn try_stream(
     }
 }
 
-fn emit(ctx: &Ctx, op: Op, series: &[RollupSeries], spec: &RangeSpec, rng: &Range, sink: &mut Sink) -> Result<(), PromError> {
+fn emit(
+    ctx: &Ctx,
+    op: Op,
+    series: &[RollupSeries],
+    spec: &RangeSpec,
+    rng: &Range,
+    sink: &mut Sink,
+) -> Result<(), PromError> {
     let mut seen: HashSet<Labels> = HashSet::new();
     for s in series {
         ctx.check_deadline()?;
@@ -139,9 +146,7 @@ fn emit(ctx: &Ctx, op: Op, series: &[RollupSeries], spec: &RangeSpec, rng: &Rang
                     extrapolated_rate(&points[lo..hi], start, end, op != Op::Delta, op == Op::Rate)
                 }
                 _ => {
-                    let edge = (starts.get(hi) == Some(&end))
-                        .then(|| s.windows[hi].edge)
-                        .flatten();
+                    let edge = (starts.get(hi) == Some(&end)).then(|| s.windows[hi].edge).flatten();
                     let mut acc: Option<Stats> = None;
                     for st in s.windows[lo..hi].iter().map(|w| &w.stats).chain(edge.as_ref()) {
                         match &mut acc {

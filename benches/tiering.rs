@@ -20,9 +20,7 @@ const DAY: i64 = 86_400_000_000_000;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
 struct S3 {
@@ -96,11 +94,7 @@ fn main() {
         w.samples_per_series = d * 5760;
     }
     let samples = w.sample_count();
-    println!(
-        "workload: {} series × {} samples = {samples} samples",
-        w.series_count(),
-        w.samples_per_series
-    );
+    println!("workload: {} series × {} samples = {samples} samples", w.series_count(), w.samples_per_series);
     let s3 = start_s3();
     let mut tier = TierOptions::new("s3://bench/tally");
     tier.config = vec![
@@ -125,17 +119,18 @@ fn main() {
         for (i, (labels, kind)) in series.iter().enumerate() {
             let mut d = SeriesData::default();
             w.samples(i, k, end, &mut d);
-            let s =
-                d.ts.iter()
-                    .zip(&d.values)
-                    .map(|(&ts, &v)| Sample {
-                        ts,
-                        value: match kind.value {
-                            ValueKind::Float => Value::Float(f64::from_bits(v)),
-                            ValueKind::Money => Value::Money(Money::from_nanos(v as i64)),
-                        },
-                    })
-                    .collect();
+            let s = d
+                .ts
+                .iter()
+                .zip(&d.values)
+                .map(|(&ts, &v)| Sample {
+                    ts,
+                    value: match kind.value {
+                        ValueKind::Float => Value::Float(f64::from_bits(v)),
+                        ValueKind::Money => Value::Money(Money::from_nanos(v as i64)),
+                    },
+                })
+                .collect();
             b.add(labels.clone(), *kind, s);
         }
         store.append(&b).expect("append");
@@ -209,10 +204,7 @@ fn main() {
     }
     let t = Instant::now();
     let tiered = store.tier().expect("tier");
-    println!(
-        "tiered {tiered} segments ({local_bytes} bytes) in {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
+    println!("tiered {tiered} segments ({local_bytes} bytes) in {:.2} s", t.elapsed().as_secs_f64());
     let bucket = dir_bytes(s3._root.path());
     println!(
         "bucket: {bucket} bytes = {:.3} bytes/sample (local segments were {:.3}); rollups: none yet",

@@ -132,19 +132,13 @@ fn tiered_partitions_answer_identically_and_survive_restart() {
         let local_segments = files_with_suffix(dir.path(), ".seg");
         assert!(local_segments >= 4, "history + recent partitions: {local_segments}");
         let tiered = store.tier().unwrap();
-        assert_eq!(
-            tiered, 3,
-            "the three sealed history days are tiered, the recent one is not"
-        );
+        assert_eq!(tiered, 3, "the three sealed history days are tiered, the recent one is not");
         // Evicted: only the recent partition keeps a full segment locally.
         assert_eq!(files_with_suffix(dir.path(), ".seg"), local_segments - 3);
         assert_eq!(files_with_suffix(dir.path(), ".stub"), 3);
         let objects = s3.objects(BUCKET);
         assert_eq!(
-            objects
-                .iter()
-                .filter(|o| o.starts_with("node-a/segments/") && o.ends_with(".seg"))
-                .count(),
+            objects.iter().filter(|o| o.starts_with("node-a/segments/") && o.ends_with(".seg")).count(),
             3,
             "{objects:?}"
         );
@@ -194,11 +188,7 @@ fn outage_keeps_local_data_fails_tiered_queries_clearly_and_uploads_resume() {
     // No partial upload is referenced: everything is still local and answers are unchanged.
     assert_eq!(files_with_suffix(dir.path(), ".stub"), 0);
     assert_eq!(files_with_suffix(dir.path(), ".seg"), segs_before);
-    assert_eq!(
-        answers(&store.snapshot()),
-        before,
-        "nothing lost while the store is down"
-    );
+    assert_eq!(answers(&store.snapshot()), before, "nothing lost while the store is down");
     store.close().unwrap();
     drop(store);
 
@@ -230,10 +220,7 @@ fn outage_keeps_local_data_fails_tiered_queries_clearly_and_uploads_resume() {
     )
     .expect("local partitions stay queryable during the outage");
     assert_eq!(recent.rows.len(), 1);
-    assert_eq!(
-        format!("{:?}", recent.rows[0][0]),
-        format!("{:?}", tally::query::sql::Val::Int(120))
-    );
+    assert_eq!(format!("{:?}", recent.rows[0][0]), format!("{:?}", tally::query::sql::Val::Int(120)));
     s3.resume();
     assert_eq!(answers(&store.snapshot()), before, "queries work again once it is back");
     store.close().unwrap();
@@ -260,11 +247,7 @@ fn rebuild_restores_a_lost_directory_and_retention_deletes_objects() {
         .envs(s3.env())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "rebuild failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "rebuild failed: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["segments"], 3, "{report}");
     // Rebuilding over an existing store is refused.

@@ -4,8 +4,8 @@ pub mod config;
 pub mod export;
 pub mod gen;
 pub mod promql_test;
-pub mod rebuild;
 pub mod serve;
+pub mod rebuild;
 pub mod sql;
 pub mod tier_flags;
 

@@ -222,22 +222,20 @@ impl Segment {
     /// Bytes `[lo, hi)` of the segment.
     fn span(&self, lo: u64, hi: u64) -> Result<Span<'_>, SegmentError> {
         match &self.data {
-            SegmentData::Mapped(m) => {
-                m.get(lo as usize..hi as usize)
-                    .map(Span::Mapped)
-                    .ok_or_else(|| SegmentError::Corrupt {
-                        file: self.path.display().to_string(),
-                        reason: format!("byte range {lo}..{hi} outside the file"),
-                    })
-            }
-            SegmentData::Tiered { tier, key, size } => {
-                tier.read_range(key, *size, lo..hi)
-                    .map(Span::Fetched)
-                    .map_err(|e| SegmentError::Unavailable {
-                        file: key.to_string(),
-                        reason: e.to_string(),
-                    })
-            }
+            SegmentData::Mapped(m) => m
+                .get(lo as usize..hi as usize)
+                .map(Span::Mapped)
+                .ok_or_else(|| SegmentError::Corrupt {
+                    file: self.path.display().to_string(),
+                    reason: format!("byte range {lo}..{hi} outside the file"),
+                }),
+            SegmentData::Tiered { tier, key, size } => tier
+                .read_range(key, *size, lo..hi)
+                .map(Span::Fetched)
+                .map_err(|e| SegmentError::Unavailable {
+                    file: key.to_string(),
+                    reason: e.to_string(),
+                }),
         }
     }
 

@@ -122,11 +122,7 @@ impl Inner {
         let seg = Arc::new(Segment::open_tiered(&stub_path, tier.clone(), &key, len)?);
 
         let mut manifest = self.maint.lock();
-        if !manifest
-            .segments
-            .iter()
-            .any(|e| e.file == entry.file && e.tiered.is_none())
-        {
+        if !manifest.segments.iter().any(|e| e.file == entry.file && e.tiered.is_none()) {
             // Compacted or expired while uploading: nothing references the object.
             drop(manifest);
             let _ = std::fs::remove_file(&stub_path);

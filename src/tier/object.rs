@@ -65,9 +65,7 @@ pub struct ObjectTier {
 
 impl std::fmt::Debug for ObjectTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectTier")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
+        f.debug_struct("ObjectTier").field("url", &self.url).finish_non_exhaustive()
     }
 }
 
@@ -156,9 +154,7 @@ impl ObjectTier {
     pub fn put(&self, key: &str, bytes: Bytes) -> Result<(), TierError> {
         let (store, path) = (self.store.clone(), self.path(key));
         if bytes.len() <= MULTIPART_THRESHOLD {
-            return self.run("put", key, async move {
-                store.put(&path, PutPayload::from(bytes)).await.map(|_| ())
-            });
+            return self.run("put", key, async move { store.put(&path, PutPayload::from(bytes)).await.map(|_| ()) });
         }
         self.run("multipart put", key, async move {
             let upload = store.put_multipart(&path).await?;
@@ -272,10 +268,7 @@ impl ObjectTier {
         };
         if pages.len() == 1 {
             let p = pages[0].take().ok_or_else(missing)?;
-            return p
-                .get(start_in_first..start_in_first + len)
-                .map(|_| p.slice(start_in_first..start_in_first + len))
-                .ok_or_else(missing);
+            return p.get(start_in_first..start_in_first + len).map(|_| p.slice(start_in_first..start_in_first + len)).ok_or_else(missing);
         }
         let mut out = BytesMut::with_capacity(len);
         for (i, p) in pages.into_iter().enumerate() {

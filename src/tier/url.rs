@@ -64,9 +64,7 @@ pub(crate) fn connect(opts: &TierOptions) -> Result<(Arc<dyn ObjectStore>, Objec
             if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
                 b = b.with_region("us-east-1");
             }
-            let s3 = b
-                .build()
-                .map_err(|e| TierError::Config(format!("{}: {e}", opts.display_url())))?;
+            let s3 = b.build().map_err(|e| TierError::Config(format!("{}: {e}", opts.display_url())))?;
             Ok((Arc::new(s3), prefix_path(prefix)))
         }
         #[cfg(feature = "gcp")]

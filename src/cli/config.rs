@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub tier_after: Option<String>,
     pub tier_cache_size: Option<String>,
     pub object_store_timeout: Option<String>,
+    /// Build 5m/1h rollups of partitions older than this (see README "Rollups").
+    pub downsample_after: Option<String>,
     /// tenant → retention duration, overriding `retention`.
     #[serde(default)]
     pub tenant_retention: std::collections::BTreeMap<String, String>,

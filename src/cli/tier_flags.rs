@@ -31,6 +31,10 @@ pub struct TierFlags {
     /// comma-separated, e.g. acme=30d,globex=7y).
     #[arg(long, value_name = "TENANT=DURATION", value_delimiter = ',')]
     pub tenant_retention: Vec<String>,
+    /// Build 5m and 1h rollups (count, sum, min, max, last, counter) of partitions that ended
+    /// longer ago than this; range queries with a step of 5m/1h multiples read them. Default: off
+    #[arg(long, value_name = "DURATION")]
+    pub downsample_after: Option<String>,
 }
 
 impl TierFlags {
@@ -80,6 +84,9 @@ impl TierFlags {
             overrides.insert(tenant.to_string(), parse_duration("--tenant-retention", d)?);
         }
         store.tenant_retention = overrides;
+        if let Some(d) = self.downsample_after.or_else(|| file.downsample_after.clone()) {
+            store.downsample_after = Some(parse_duration("--downsample-after", &d)?);
+        }
         Ok(())
     }
 }

@@ -21,7 +21,8 @@ impl Inner {
         let mut manifest = self.maint.lock();
         let view = self.view.load_full();
         let mut by_partition: BTreeMap<i64, Vec<Arc<LiveSegment>>> = BTreeMap::new();
-        for s in &view.segments {
+        // Rollups are derived data: never merged (downsampling rebuilds them instead).
+        for s in view.segments.iter().filter(|s| s.entry.is_raw()) {
             by_partition.entry(s.entry.partition_start).or_default().push(s.clone());
         }
         let now = now_ns();

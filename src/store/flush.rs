@@ -165,6 +165,18 @@ impl Inner {
         partition_start: i64,
         rank: u64,
     ) -> Result<Arc<LiveSegment>, StoreError> {
+        let (seg, entry) = self.finish_file(w, partition_start, rank)?;
+        let mut index = self.index.write();
+        Ok(Arc::new(register(&mut index, seg, entry)))
+    }
+
+    /// Finishes a written segment (fsynced) and opens it; the entry describes it as raw.
+    pub(crate) fn finish_file(
+        &self,
+        w: SegmentWriter,
+        partition_start: i64,
+        rank: u64,
+    ) -> Result<(Arc<Segment>, SegmentEntry), StoreError> {
         let path = w.path().to_path_buf();
         let rel = path.strip_prefix(&self.dir).unwrap_or(&path).display().to_string();
         let info = w.finish().map_err(|source| StoreError::Io {
@@ -188,8 +200,9 @@ impl Inner {
             samples: info.samples,
             bytes: info.bytes,
             tiered: None,
+            resolution_ns: None,
+            rollup_of: None,
         };
-        let mut index = self.index.write();
-        Ok(Arc::new(register(&mut index, seg, entry)))
+        Ok((seg, entry))
     }
 }

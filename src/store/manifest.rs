@@ -32,9 +32,21 @@ pub struct SegmentEntry {
     /// stub ([`SegmentEntry::stub_file`]) is kept locally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiered: Option<String>,
+    /// Rollup segments only: the window width (ns) of their aggregates (None: raw data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution_ns: Option<i64>,
+    /// Rollup segments only: rank of the single raw segment they were computed from;
+    /// a different raw rank means the rollup is stale (recomputed, never read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollup_of: Option<u64>,
 }
 
 impl SegmentEntry {
+    /// Raw data (not a rollup).
+    pub fn is_raw(&self) -> bool {
+        self.resolution_ns.is_none()
+    }
+
     /// Local stub of a tiered segment: the file's series table and footer.
     pub fn stub_file(&self) -> String {
         match self.file.strip_suffix(".seg") {

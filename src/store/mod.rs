@@ -9,6 +9,7 @@
 mod append;
 mod batch;
 mod compaction;
+mod downsample;
 mod error;
 mod flush;
 pub mod fsutil;
@@ -21,6 +22,8 @@ mod open;
 mod options;
 pub mod read;
 mod retention;
+pub mod rollup;
+mod rollup_read;
 mod snapshot;
 mod tiering;
 mod view;
@@ -39,7 +42,7 @@ pub use batch::{SeriesWrite, WriteBatch};
 pub use error::StoreError;
 pub use metrics::StoreMetrics;
 pub use options::StoreOptions;
-pub use read::{ReadError, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream};
+pub use read::{ReadError, RollupSeries, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream};
 pub use snapshot::Snapshot;
 
 use crate::index::SeriesIndex;
@@ -183,6 +186,12 @@ impl Store {
         self.inner.tier_pass(now_ns(), true)
     }
 
+    /// Builds (or rebuilds) the rollups of partitions due for downsampling now (the
+    /// background thread does this on its own); returns how many rollup segments it wrote.
+    pub fn downsample(&self) -> Result<usize, StoreError> {
+        self.inner.downsample_pass(now_ns())
+    }
+
     /// The object store tier, when configured (metrics, cache).
     pub fn object_tier(&self) -> Option<&Arc<crate::tier::ObjectTier>> {
         self.inner.tier.as_ref()
@@ -290,6 +299,9 @@ impl Inner {
         self.compact(false)?;
         if self.opts.retention.is_some() {
             self.apply_retention(now_ns())?;
+        }
+        if self.opts.downsample_after.is_some() {
+            self.downsample_pass(now_ns())?;
         }
         // Tiering failures are logged and retried with backoff inside; local work goes on.
         let _ = self.tier_pass(now_ns(), false);

@@ -69,6 +69,7 @@ pub(crate) fn open(dir: &Path, opts: StoreOptions) -> Result<Inner, StoreError> 
     let mut index = SeriesIndex::new(opts.default_tenant.clone());
     let mut segments = Vec::new();
     let mut quarantined = Vec::new();
+    let mut rollups = Vec::new();
     for entry in &manifest.segments {
         let opened = match (&entry.tiered, &tier) {
             (None, _) => Segment::open(&dir.join(&entry.file)),
@@ -79,7 +80,9 @@ pub(crate) fn open(dir: &Path, opts: StoreOptions) -> Result<Inner, StoreError> 
             }),
         };
         match opened {
-            Ok(seg) => segments.push(Arc::new(register(&mut index, Arc::new(seg), entry.clone()))),
+            Ok(seg) if entry.is_raw() => segments.push(Arc::new(register(&mut index, Arc::new(seg), entry.clone()))),
+            // Rollups map onto raw series, so they are registered after every raw segment.
+            Ok(seg) => rollups.push((Arc::new(seg), entry.clone())),
             Err(e) => {
                 tracing::error!(file = %entry.file, error = %e, "segment failed verification; its partition is unreadable until repaired");
                 quarantined.push(Quarantined {
@@ -93,6 +96,9 @@ pub(crate) fn open(dir: &Path, opts: StoreOptions) -> Result<Inner, StoreError> 
                 });
             }
         }
+    }
+    for (seg, entry) in rollups {
+        segments.push(Arc::new(register_rollup(&index, seg, entry)));
     }
 
     // Replay the WAL into a fresh head. Refs are the old writer's ids, scoped per generation.
@@ -197,7 +203,34 @@ pub(crate) fn register(index: &mut SeriesIndex, seg: Arc<Segment>, entry: Segmen
             Err(e) => tracing::error!(file = %entry.file, error = %e, "series skipped"),
         }
     }
-    LiveSegment { seg, entry, local_of }
+    LiveSegment {
+        seg,
+        entry,
+        local_of,
+        rollup_of: HashMap::new(),
+    }
+}
+
+/// Maps a rollup segment's series onto the raw series they summarise, by their labels
+/// without the reserved [`ROLLUP_LABEL`](super::rollup::ROLLUP_LABEL). Nothing is added
+/// to the index: rollup series must stay invisible to label APIs, SQL and raw reads.
+pub(crate) fn register_rollup(index: &SeriesIndex, seg: Arc<Segment>, entry: SegmentEntry) -> LiveSegment {
+    let mut rollup_of = HashMap::with_capacity(seg.series().len());
+    for (i, s) in seg.series().iter().enumerate() {
+        let Some((raw, agg)) = super::rollup::split_labels(&s.labels) else {
+            tracing::warn!(file = %entry.file, labels = %s.labels, "series without a rollup label in a rollup segment skipped");
+            continue;
+        };
+        if let Some(id) = index.lookup(&raw) {
+            rollup_of.insert((id, agg), i as u32);
+        }
+    }
+    LiveSegment {
+        seg,
+        entry,
+        local_of: HashMap::new(),
+        rollup_of,
+    }
 }
 
 /// Deletes segment files not named by the manifest (left by a crash mid-flush or

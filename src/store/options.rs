@@ -32,6 +32,9 @@ pub struct StoreOptions {
     pub flush_on_close: bool,
     /// Move sealed partitions to object storage (None: everything stays local).
     pub tier: Option<crate::tier::TierOptions>,
+    /// Build 5 m / 1 h rollups of partitions that ended longer ago than this, and let
+    /// range queries with a coarse enough step read them (None: no rollups at all).
+    pub downsample_after: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -52,6 +55,7 @@ impl Default for StoreOptions {
             maintenance_interval: Duration::from_secs(5),
             flush_on_close: true,
             tier: None,
+            downsample_after: None,
         }
     }
 }

@@ -80,12 +80,29 @@ pub struct SelectRequest<'a> {
     pub end: i64,
 }
 
+/// One series' rollup windows (see [`rollup`](super::rollup)), in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupSeries {
+    pub labels: Labels,
+    pub kind: SeriesKind,
+    pub windows: Vec<super::rollup::Window>,
+}
+
 pub type SeriesStream<'a> = Box<dyn Iterator<Item = Result<SeriesSamples, ReadError>> + 'a>;
 
 /// Anything queries can read series from. The store's snapshot implements it.
 pub trait SeriesSource: Send + Sync {
     /// Streams matching series that have at least one sample in range.
     fn select<'a>(&'a self, req: &SelectRequest<'a>) -> Result<SeriesStream<'a>, ReadError>;
+
+    /// Rollup windows at resolution `res_ns` whose start lies in `[req.start, req.end]`,
+    /// for every matching series with data there: stored rollups where valid, computed
+    /// from raw samples elsewhere, so results are seamless. `None`: this source does not
+    /// offer rollups at that resolution (callers read raw samples instead).
+    fn select_rollups(&self, req: &SelectRequest<'_>, res_ns: i64) -> Result<Option<Vec<RollupSeries>>, ReadError> {
+        let _ = (req, res_ns);
+        Ok(None)
+    }
 
     /// Sorted label names of series matching `matchers` with data in `[start, end]`.
     fn label_names(

@@ -107,6 +107,8 @@ impl Inner {
                 continue;
             }
             let gone: std::collections::HashSet<SeriesId> = expired_ids.into_iter().collect();
+            // `segs` includes the partition's rollups: they still summarise the removed
+            // series, so they are dropped with the raw inputs and rebuilt by downsampling.
             let merged = self.merge_partition(p, &segs, &mut manifest, &|id| !gone.contains(&id))?;
             self.replace_segments(&mut manifest, &segs, merged)?;
             tracing::info!(

@@ -12,8 +12,8 @@ use crate::model::{Labels, SeriesKind, ValueKind};
 use crate::segment::SegmentError;
 
 pub struct Snapshot {
-    inner: Arc<Inner>,
-    view: Arc<View>,
+    pub(super) inner: Arc<Inner>,
+    pub(super) view: Arc<View>,
 }
 
 impl From<SegmentError> for ReadError {
@@ -32,7 +32,7 @@ impl Snapshot {
         Snapshot { inner, view }
     }
 
-    fn check_quarantine(&self, start: i64, end: i64) -> Result<(), ReadError> {
+    pub(super) fn check_quarantine(&self, start: i64, end: i64) -> Result<(), ReadError> {
         match self
             .view
             .quarantined
@@ -47,7 +47,7 @@ impl Snapshot {
         }
     }
 
-    fn ids(
+    pub(super) fn ids(
         &self,
         tenant: Option<&str>,
         matchers: &[Matcher],
@@ -67,7 +67,7 @@ impl Snapshot {
     }
 
     /// Samples of one series in `[start, end]` with duplicates resolved.
-    fn read_one(&self, id: SeriesId, kind: SeriesKind, start: i64, end: i64) -> Result<Run, ReadError> {
+    pub(super) fn read_one(&self, id: SeriesId, kind: SeriesKind, start: i64, end: i64) -> Result<Run, ReadError> {
         let mut runs = Vec::new();
         for ls in &self.view.segments {
             if !ls.overlaps(start, end) {
@@ -109,6 +109,14 @@ fn to_values(kind: ValueKind, vals: Vec<u64>) -> SampleValues {
 }
 
 impl SeriesSource for Snapshot {
+    fn select_rollups(
+        &self,
+        req: &SelectRequest<'_>,
+        res_ns: i64,
+    ) -> Result<Option<Vec<super::read::RollupSeries>>, ReadError> {
+        self.rollups(req, res_ns)
+    }
+
     fn select<'a>(&'a self, req: &SelectRequest<'a>) -> Result<SeriesStream<'a>, ReadError> {
         let (start, end) = (req.start, req.end);
         if start > end {

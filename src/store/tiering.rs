@@ -149,6 +149,7 @@ impl Inner {
                 seg,
                 entry: installed,
                 local_of: old.local_of.clone(),
+                rollup_of: old.rollup_of.clone(),
             });
             self.edit_view(|v| {
                 for s in v.segments.iter_mut().filter(|s| Arc::ptr_eq(s, old)) {

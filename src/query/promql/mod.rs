@@ -30,6 +30,7 @@ mod engine;
 mod functions;
 mod memo;
 pub mod memsource;
+mod rollup;
 pub mod testfile;
 pub mod value;
 
@@ -83,6 +84,9 @@ pub struct EngineOptions {
     /// Step of subqueries written without one (`x[1h:]`): Prometheus uses the global
     /// evaluation interval, 1m by default.
     pub default_subquery_step_ms: i64,
+    /// Answer qualifying range functions from rollups when the source has them (see
+    /// `rollup.rs` and the README's error bounds); off reads raw samples only.
+    pub use_rollups: bool,
 }
 
 impl Default for EngineOptions {
@@ -92,6 +96,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Some(Duration::from_secs(120)),
             default_subquery_step_ms: 60 * 1000,
+            use_rollups: true,
         }
     }
 }

@@ -13,6 +13,8 @@ mod labels;
 mod math;
 mod range;
 
+pub(crate) use range::extrapolated_rate;
+
 use promql_parser::parser::{Call, Expr};
 
 use super::engine::{check_dups, unparen, Ctx, LabelMemo, Range, Sink};

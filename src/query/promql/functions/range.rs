@@ -113,6 +113,11 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
     }
     let sc = |k: usize, i: usize| scalars.get(k).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN);
     let mat = unparen(arg(args, mat_idx)?);
+    if scalars.is_empty() {
+        if let Some(r) = crate::query::promql::rollup::try_stream(ctx, name, mat, rng, sink) {
+            return r;
+        }
+    }
     // Rate extrapolation uses the selector's own range, also for subqueries.
     let keep_name = f == F::Last;
     let mut seen: HashSet<Labels> = HashSet::new();
@@ -184,7 +189,7 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
 /// `rate`/`increase`/`delta`: the change over the samples in the window, extrapolated
 /// towards the window's edges (by at most half a sample interval beyond the data, and
 /// for counters never below zero), exactly as Prometheus 2.x.
-fn extrapolated_rate(
+pub(crate) fn extrapolated_rate(
     w: &[(i64, f64)],
     range_start: i64,
     range_end: i64,

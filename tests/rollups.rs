@@ -212,7 +212,12 @@ fn rollups_are_built_invisible_exact_and_tiered() {
         .label_values(None, "__rollup__", &[], i64::MIN, i64::MAX)
         .unwrap()
         .is_empty());
+    let stored_before = store.metrics().rollup_windows_stored.get();
     check_answers(&snap);
+    assert!(
+        store.metrics().rollup_windows_stored.get() > stored_before,
+        "rolled-up queries must read the stored rollups"
+    );
     drop(snap);
 
     // Late data into a downsampled partition: the rollup is stale and not used until rebuilt.
@@ -239,6 +244,7 @@ fn rollups_are_built_invisible_exact_and_tiered() {
     drop(store);
     let store = Store::open(&dir, opts(&bucket)).unwrap();
     check_answers(&store.snapshot());
+    assert!(store.metrics().rollup_windows_stored.get() > 0, "rollups used after a restart");
 
     // Tiering moves rollup segments too; answers stay the same.
     assert!(store.tier().unwrap() >= 9);

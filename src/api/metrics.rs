@@ -139,6 +139,18 @@ pub fn render(st: &AppState) -> String {
         "Head flush duration.",
         &m.flush_seconds,
     );
+    counter(
+        &mut out,
+        "tally_rollup_windows_stored_total",
+        "Rollup windows served to queries from stored rollup segments.",
+        &m.rollup_windows_stored,
+    );
+    counter(
+        &mut out,
+        "tally_rollup_windows_computed_total",
+        "Rollup windows computed from raw samples for queries (no valid stored rollup).",
+        &m.rollup_windows_computed,
+    );
     gauge(&mut out, "tally_series", "Series in the index.", s.series as f64);
     gauge(
         &mut out,

@@ -81,6 +81,10 @@ pub struct StoreMetrics {
     pub wal_append_seconds: Histogram,
     pub wal_fsync_seconds: Arc<Histogram>,
     pub flush_seconds: Histogram,
+    /// Rollup windows served to queries from stored rollup segments...
+    pub rollup_windows_stored: Counter,
+    /// ...and computed on the fly from raw samples (partitions without valid rollups).
+    pub rollup_windows_computed: Counter,
 }
 
 /// Point-in-time gauges.

@@ -57,11 +57,14 @@ impl Snapshot {
                             file: ls.entry.file.clone(),
                             reason: e.to_string(),
                         })?;
+                        self.inner.metrics.rollup_windows_stored.add(w.len() as u64);
                         windows.extend(w);
                     }
                     Source::Raw => {
                         let run = self.read_one(id, kind, *a, *b)?;
-                        windows.extend(rollup::compute(kind, &run.ts, &run.vals, res));
+                        let w = rollup::compute(kind, &run.ts, &run.vals, res);
+                        self.inner.metrics.rollup_windows_computed.add(w.len() as u64);
+                        windows.extend(w);
                     }
                 }
             }

@@ -113,6 +113,7 @@ fn main() {
         background: false,
         head_max_samples: usize::MAX,
         tier: Some(tier),
+        downsample_after: Some(Duration::from_secs(2 * 86_400)),
         ..StoreOptions::default()
     };
     let tmp = tempfile::tempdir().expect("tmp");
@@ -210,6 +211,14 @@ fn main() {
         local.push(runs.iter().cloned().fold(f64::MAX, f64::min));
     }
     let t = Instant::now();
+    let rollups = store.downsample().expect("downsample");
+    let with_rollups = store.stats().segment_bytes;
+    println!(
+        "downsampled: {rollups} rollup segments (5m + 1h) in {:.2} s, {} bytes",
+        t.elapsed().as_secs_f64(),
+        with_rollups - local_bytes
+    );
+    let t = Instant::now();
     let tiered = store.tier().expect("tier");
     println!(
         "tiered {tiered} segments ({local_bytes} bytes) in {:.2} s",
@@ -217,7 +226,7 @@ fn main() {
     );
     let bucket = dir_bytes(s3._root.path());
     println!(
-        "bucket: {bucket} bytes = {:.3} bytes/sample (local segments were {:.3}); rollups: none yet",
+        "bucket: {bucket} bytes = {:.3} bytes/sample with rollups; raw segments alone {:.3} bytes/sample",
         bucket as f64 / samples as f64,
         local_bytes as f64 / samples as f64
     );

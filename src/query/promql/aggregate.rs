@@ -115,6 +115,11 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
     let mut accs: Vec<StepAcc> = (0..n).map(|_| StepAcc::default()).collect();
     {
         let mut gid = LabelMemo::new(|l: &Labels| intern(if by { l.only(&names_ref) } else { l.without(&names_ref) }));
+        // Range functions hand over all steps of one series in a row with the same
+        // labels: a one-entry cache in front of the memo skips its hash lookup then.
+        // The cached clone keeps the allocation alive, so an equal address means the
+        // same labels.
+        let mut last: Option<(Labels, u32)> = None;
         let mut seen = 0usize;
         ctx.stream_vector(&a.expr, rng, &mut |i, labels, v| {
             seen += 1;
@@ -129,7 +134,14 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
                 // The value label differs per sample: nothing to memoize.
                 gid.compute(&labels.with(&value_label, &format_value(v)))
             } else {
-                gid.get(labels)
+                match &last {
+                    Some((l, g)) if std::ptr::eq(l.as_slice().as_ptr(), labels.as_slice().as_ptr()) => *g,
+                    _ => {
+                        let g = gid.get(labels);
+                        last = Some((labels.clone(), g));
+                        g
+                    }
+                }
             };
             accs[i].add(op, g, labels, v, k);
             Ok(())

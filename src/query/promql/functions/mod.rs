@@ -12,6 +12,7 @@ pub(crate) mod histogram;
 mod labels;
 mod math;
 mod range;
+mod window;
 
 use promql_parser::parser::{Call, Expr};
 

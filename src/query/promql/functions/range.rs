@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use promql_parser::parser::Expr;
 
 use super::histogram::quantile;
+use super::window::{SlidingSum, WindowCursor};
 use super::{absent_labels, arg};
 use crate::model::Labels;
 use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, Sink};
@@ -123,14 +124,17 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
             labels.without_metric_name()
         };
         let mut any = false;
+        let mut cursor = WindowCursor::default();
+        let mut sliding = SlidingSum::default();
         for i in 0..n {
             let t = rng.t(i);
-            let w = spec.window(pts, t);
-            if w.is_empty() {
-                continue;
-            }
             let end = spec.end_at(t);
             let start = end.saturating_sub(spec.range);
+            let (lo, hi) = cursor.advance(pts, start, end);
+            if lo >= hi {
+                continue;
+            }
+            let w = &pts[lo..hi];
             let v = match f {
                 F::Rate => extrapolated_rate(w, start, end, true, true),
                 F::Increase => extrapolated_rate(w, start, end, true, false),
@@ -158,7 +162,7 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
                     w.iter()
                         .fold(w[0].1, |m, p| if p.1 > m || m.is_nan() { p.1 } else { m }),
                 ),
-                F::Sum => Some(kahan_sum(w.iter().map(|p| p.1))),
+                F::Sum => Some(sliding.sum(pts, lo, hi)),
                 F::Count => Some(w.len() as f64),
                 F::Last => Some(w[w.len() - 1].1),
                 F::Present => Some(1.0),

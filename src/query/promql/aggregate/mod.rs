@@ -4,6 +4,8 @@
 //! holds one value per group and step, not the per-series intermediate result. Group
 //! output order is the order in which groups first appear, as in Prometheus.
 
+mod slots;
+
 use std::collections::HashMap;
 
 use promql_parser::parser::token;
@@ -14,6 +16,7 @@ use super::functions::histogram::quantile;
 use super::value::{Elem, Val, Vector};
 use super::PromError;
 use crate::model::{Labels, METRIC_NAME};
+use slots::GroupSlots;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
@@ -112,7 +115,12 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
         }
         id
     };
-    let mut accs: Vec<StepAcc> = (0..n).map(|_| StepAcc::default()).collect();
+    let mut dense = slots::supports(op).then(|| GroupSlots::new(op, n));
+    let mut accs: Vec<StepAcc> = if dense.is_some() {
+        Vec::new()
+    } else {
+        (0..n).map(|_| StepAcc::default()).collect()
+    };
     {
         let mut gid = LabelMemo::new(|l: &Labels| intern(if by { l.only(&names_ref) } else { l.without(&names_ref) }));
         // Range functions hand over all steps of one series in a row with the same
@@ -143,9 +151,15 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
                     }
                 }
             };
-            accs[i].add(op, g, labels, v, k);
+            match dense.as_mut() {
+                Some(d) => d.add(g, i, v),
+                None => accs[i].add(op, g, labels, v, k),
+            }
             Ok(())
         })?;
+    }
+    if let Some(d) = dense {
+        return Ok(Val::Vector(d.finish(&group_labels)));
     }
     let mut out = Vec::with_capacity(n);
     for (i, acc) in accs.into_iter().enumerate() {

@@ -397,6 +397,16 @@ impl<'a> Ctx<'a> {
         Ok(out)
     }
 
+    /// Whether every series `vs` selects has the same metric name (an equality
+    /// matcher on it), so that dropping the name keeps their label sets distinct.
+    pub fn selects_one_name(vs: &VectorSelector) -> bool {
+        let mut on_name = vs.matchers.matchers.iter().filter(|m| m.name == METRIC_NAME).peekable();
+        match on_name.peek() {
+            None => vs.name.is_some(),
+            Some(_) => on_name.any(|m| matches!(m.op, PMatchOp::Equal)),
+        }
+    }
+
     /// Streams the series matching `vs` with samples in `[min_ms, max_ms]` to `f` as
     /// labels and (ms, value) points, one series at a time.
     fn select(&self, vs: &VectorSelector, min_ms: i64, max_ms: i64, f: &mut SeriesFn) -> Result<(), PromError> {

@@ -106,7 +106,7 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
     // Group ids: each distinct grouping key is interned once; per series the id is
     // memoized, so the per-sample work is an integer lookup.
     let mut group_labels: Vec<Labels> = Vec::new();
-    let mut interned: HashMap<Labels, u32> = HashMap::new();
+    let mut interned: HashMap<Labels, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut intern = |key: Labels| -> u32 {
         let n = group_labels.len() as u32;
         let id = *interned.entry(key.clone()).or_insert(n);

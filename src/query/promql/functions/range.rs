@@ -116,7 +116,13 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
     let mat = unparen(arg(args, mat_idx)?);
     // Rate extrapolation uses the selector's own range, also for subqueries.
     let keep_name = f == F::Last;
-    let mut seen: HashSet<Labels> = HashSet::new();
+    // Dropping the metric name can make two series' labels equal only when the
+    // selector reads more than one metric name; series of one name are unique already.
+    let one_name = match mat {
+        Expr::MatrixSelector(ms) => Ctx::selects_one_name(&ms.vs),
+        _ => false,
+    };
+    let mut seen: HashSet<Labels, foldhash::fast::RandomState> = HashSet::default();
     ctx.for_each_range_series(mat, rng, &mut |labels, pts, spec| {
         let out_labels = if keep_name {
             labels.clone()
@@ -178,7 +184,7 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
                 any = true;
             }
         }
-        if any && !seen.insert(out_labels) {
+        if any && !one_name && !seen.insert(out_labels) {
             return Err(dup_labelset());
         }
         Ok(())

@@ -105,4 +105,3 @@ pub fn load(series: usize, points: usize, start_s: i64, om: Option<&Path>, tally
     store.compact_all().expect("compact");
     store.close().expect("close");
 }
-

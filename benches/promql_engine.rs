@@ -59,7 +59,10 @@ fn main() {
     };
     let marker = dir.join("bench-end");
     let points = hours * 60;
-    let end = match std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse::<i64>().ok()) {
+    let end = match std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+    {
         Some(end) => {
             println!("reusing {} (data ends at {end})", dir.display());
             end

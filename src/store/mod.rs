@@ -38,9 +38,7 @@ pub use batch::{SeriesWrite, WriteBatch};
 pub use error::StoreError;
 pub use metrics::StoreMetrics;
 pub use options::StoreOptions;
-pub use read::{
-    ReadError, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream, SeriesView, Visit,
-};
+pub use read::{ReadError, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream, SeriesView, Visit};
 pub use snapshot::Snapshot;
 
 use crate::index::SeriesIndex;

@@ -71,7 +71,14 @@ impl Snapshot {
     /// buffer; when the runs follow each other in time (different partitions, or one
     /// source only: the common case) their concatenation is the answer and nothing is
     /// copied again. Otherwise they are merged by precedence (read order).
-    fn read_into(&self, id: SeriesId, kind: SeriesKind, start: i64, end: i64, buf: &mut ReadBuf) -> Result<(), ReadError> {
+    fn read_into(
+        &self,
+        id: SeriesId,
+        kind: SeriesKind,
+        start: i64,
+        end: i64,
+        buf: &mut ReadBuf,
+    ) -> Result<(), ReadError> {
         buf.ts.clear();
         buf.vals.clear();
         buf.bounds.clear();
@@ -80,7 +87,8 @@ impl Snapshot {
                 continue;
             }
             if let Some(&local) = ls.local_of.get(&id) {
-                ls.seg.read_series(local as usize, start, end, &mut buf.ts, &mut buf.vals)?;
+                ls.seg
+                    .read_series(local as usize, start, end, &mut buf.ts, &mut buf.vals)?;
                 buf.bounds.push(buf.ts.len());
             }
         }

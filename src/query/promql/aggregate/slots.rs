@@ -67,7 +67,11 @@ impl GroupSlots {
         };
         if s.count == 0 {
             *s = Slot {
-                value: if matches!(self.op, Op::Stddev | Op::Stdvar) { 0.0 } else { v },
+                value: if matches!(self.op, Op::Stddev | Op::Stdvar) {
+                    0.0
+                } else {
+                    v
+                },
                 mean: v,
                 count: 1,
                 first: self.arrivals,
@@ -89,16 +93,8 @@ impl GroupSlots {
                 let c = s.count as f64;
                 s.mean += v / c - s.mean / c;
             }
-            Op::Min => {
-                if s.value > v || s.value.is_nan() {
-                    s.value = v
-                }
-            }
-            Op::Max => {
-                if s.value < v || s.value.is_nan() {
-                    s.value = v
-                }
-            }
+            Op::Min if s.value > v || s.value.is_nan() => s.value = v,
+            Op::Max if s.value < v || s.value.is_nan() => s.value = v,
             Op::Stddev | Op::Stdvar => {
                 let delta = v - s.mean;
                 s.mean += delta / s.count as f64;

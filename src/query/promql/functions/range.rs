@@ -132,6 +132,7 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
         let mut any = false;
         let mut cursor = WindowCursor::default();
         let mut sliding = SlidingSum::default();
+        let mut secs = RateSecs::default();
         for i in 0..n {
             let t = rng.t(i);
             let end = spec.end_at(t);
@@ -142,9 +143,9 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
             }
             let w = &pts[lo..hi];
             let v = match f {
-                F::Rate => extrapolated_rate(w, start, end, true, true),
-                F::Increase => extrapolated_rate(w, start, end, true, false),
-                F::Delta => extrapolated_rate(w, start, end, false, false),
+                F::Rate => extrapolated_rate(w, start, end, true, true, &mut secs),
+                F::Increase => extrapolated_rate(w, start, end, true, false, &mut secs),
+                F::Delta => extrapolated_rate(w, start, end, false, false, &mut secs),
                 F::Irate => instant_value(w, true),
                 F::Idelta => instant_value(w, false),
                 F::Deriv => (w.len() >= 2).then(|| linear_regression(w, w[0].0).0),
@@ -200,6 +201,7 @@ fn extrapolated_rate(
     range_end: i64,
     is_counter: bool,
     is_rate: bool,
+    secs: &mut RateSecs,
 ) -> Option<f64> {
     if w.len() < 2 {
         return None;
@@ -215,10 +217,10 @@ fn extrapolated_rate(
             prev = p.1;
         }
     }
-    let mut duration_to_start = (first.0 - range_start) as f64 / 1000.0;
-    let duration_to_end = (range_end - last.0) as f64 / 1000.0;
-    let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let avg_between = sampled / (w.len() - 1) as f64;
+    let mut duration_to_start = secs.to_start.get(first.0 - range_start);
+    let duration_to_end = secs.to_end.get(range_end - last.0);
+    let sampled = secs.sampled.get(last.0 - first.0);
+    let avg_between = secs.avg_between(sampled, w.len() - 1);
     if is_counter && result > 0.0 && first.1 >= 0.0 {
         let to_zero = sampled * (first.1 / result);
         if to_zero < duration_to_start {
@@ -241,9 +243,55 @@ fn extrapolated_rate(
     // which decides ties in topk/bottomk).
     let mut factor = interval / sampled;
     if is_rate {
-        factor /= (range_end - range_start) as f64 / 1000.0;
+        factor /= secs.range.get(range_end - range_start);
     }
     Some(result * factor)
+}
+
+/// The divisions of [`extrapolated_rate`] that depend only on sample spacing and
+/// window geometry, remembered from the previous step: with regularly spaced samples
+/// they repeat step after step, and a division is the slowest part of a rate. Each
+/// memo returns exactly what the division would (same operands, same operation).
+#[derive(Default)]
+struct RateSecs {
+    to_start: MsToSecs,
+    to_end: MsToSecs,
+    sampled: MsToSecs,
+    range: MsToSecs,
+    avg: Option<(u64, usize, f64)>,
+}
+
+impl RateSecs {
+    /// `sampled / intervals`.
+    #[inline]
+    fn avg_between(&mut self, sampled: f64, intervals: usize) -> f64 {
+        match self.avg {
+            Some((s, n, v)) if s == sampled.to_bits() && n == intervals => v,
+            _ => {
+                let v = sampled / intervals as f64;
+                self.avg = Some((sampled.to_bits(), intervals, v));
+                v
+            }
+        }
+    }
+}
+
+/// `ms as f64 / 1000.0`, remembering the last operand.
+#[derive(Default)]
+struct MsToSecs(Option<(i64, f64)>);
+
+impl MsToSecs {
+    #[inline]
+    fn get(&mut self, ms: i64) -> f64 {
+        match self.0 {
+            Some((k, v)) if k == ms => v,
+            _ => {
+                let v = ms as f64 / 1000.0;
+                self.0 = Some((ms, v));
+                v
+            }
+        }
+    }
 }
 
 /// `irate`/`idelta`: from the last two samples only.

@@ -191,7 +191,10 @@ mod tests {
         for lo in 0..80 {
             let got = s.sum(&p, lo, lo + 20);
             let want = kahan_sum(p[lo..lo + 20].iter().map(|x| x.1));
-            assert!(got == want || (got.is_nan() && want.is_nan()), "lo={lo}: {got} vs {want}");
+            assert!(
+                got == want || (got.is_nan() && want.is_nan()),
+                "lo={lo}: {got} vs {want}"
+            );
         }
         // After the non-finite values left, the sliding sum is exact again.
         assert_eq!(s.sum(&p, 79, 99), 20.0);

@@ -149,6 +149,13 @@ fn check(store: &Store, model: &Model, start: i64, end: i64, tenant: Option<&str
         };
         assert_eq!(sc.3, raw, "scanned values of {}", g.labels);
     }
+    // `series_labels` answers from metadata what `select` answers from samples.
+    let names = snap.series_labels(&req).unwrap();
+    assert_eq!(
+        names,
+        got.iter().map(|g| g.labels.clone()).collect::<Vec<_>>(),
+        "series_labels for [{start},{end}]"
+    );
     for (g, (labels, samples)) in got.iter().zip(&want) {
         assert_eq!(&g.labels, labels);
         assert_eq!(

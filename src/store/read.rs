@@ -141,6 +141,18 @@ pub trait SeriesSource: Send + Sync {
         Ok(())
     }
 
+    /// Labels of the series [`select`](Self::select) would yield, in the same order,
+    /// without handing over their samples. Sources override it to answer from the
+    /// index and block metadata, decoding only blocks that straddle the range edges.
+    fn series_labels(&self, req: &SelectRequest<'_>) -> Result<Vec<Labels>, ReadError> {
+        let mut out = Vec::new();
+        self.scan(req, &mut |s| {
+            out.push(s.labels.clone());
+            Visit::Continue(())
+        })?;
+        Ok(out)
+    }
+
     /// Sorted label names of series matching `matchers` with data in `[start, end]`.
     fn label_names(
         &self,

@@ -117,6 +117,38 @@ impl Snapshot {
         Ok(())
     }
 
+    /// Whether series `id` has a sample in `[start, end]`. A segment block lying
+    /// wholly inside the range answers yes from its metadata (blocks are never empty);
+    /// only when no such block exists are the samples read.
+    fn has_samples(
+        &self,
+        id: SeriesId,
+        kind: SeriesKind,
+        start: i64,
+        end: i64,
+        buf: &mut ReadBuf,
+    ) -> Result<bool, ReadError> {
+        for ls in &self.view.segments {
+            if !ls.overlaps(start, end) {
+                continue;
+            }
+            let Some(&local) = ls.local_of.get(&id) else {
+                continue;
+            };
+            if let Some(meta) = ls.seg.series().get(local as usize) {
+                if meta
+                    .blocks
+                    .iter()
+                    .any(|b| b.count > 0 && b.min_t >= start && b.max_t <= end)
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        self.read_into(id, kind, start, end, buf)?;
+        Ok(!buf.ts.is_empty())
+    }
+
     /// Number of live segments (for tests and stats).
     pub fn segment_count(&self) -> usize {
         self.view.segments.len()
@@ -204,6 +236,22 @@ impl SeriesSource for Snapshot {
             }
         }
         Ok(())
+    }
+
+    fn series_labels(&self, req: &SelectRequest<'_>) -> Result<Vec<Labels>, ReadError> {
+        let (start, end) = (req.start, req.end);
+        if start > end {
+            return Ok(Vec::new());
+        }
+        self.check_quarantine(start, end)?;
+        let mut buf = ReadBuf::default();
+        let mut out = Vec::new();
+        for (id, labels, kind) in self.ids(req.tenant, req.matchers, start, end) {
+            if self.has_samples(id, kind, start, end, &mut buf)? {
+                out.push(labels);
+            }
+        }
+        Ok(out)
     }
 
     fn label_names(

@@ -152,7 +152,13 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
                 }
             };
             match dense.as_mut() {
-                Some(d) => d.add(g, i, v),
+                Some(d) if d.fits(g) => d.add(g, i, v),
+                Some(_) => {
+                    if let Some(d) = dense.take() {
+                        accs = d.into_step_accs();
+                    }
+                    accs[i].add(op, g, labels, v, k);
+                }
                 None => accs[i].add(op, g, labels, v, k),
             }
             Ok(())
@@ -195,6 +201,12 @@ struct StepAcc {
 }
 
 impl StepAcc {
+    /// Appends a group not yet present at this step.
+    fn push_group(&mut self, g: Group) {
+        self.index.insert(g.gid, self.groups.len() as u32);
+        self.groups.push(g);
+    }
+
     fn add(&mut self, op: Op, gid: u32, labels: &Labels, v: f64, k: usize) {
         let n = self.groups.len() as u32;
         let gi = *self.index.entry(gid).or_insert(n);

@@ -9,7 +9,7 @@
 //! Output order within a step is the order in which groups first appeared in that
 //! step, as in Prometheus: each slot records the arrival number of its first sample.
 
-use super::Op;
+use super::{Group, Op, StepAcc};
 use crate::model::Labels;
 use crate::query::promql::value::{Elem, Vector};
 
@@ -31,23 +31,75 @@ pub(super) fn supports(op: Op) -> bool {
     )
 }
 
+/// Most slots (groups × steps) kept group-major, 32 bytes each. Every group that
+/// appears gets a slot for every step, so many groups each present at few steps (series
+/// churn over a long range) would cost far more than the per-step tables, which hold
+/// only the groups present; past this budget the aggregation moves to those.
+const MAX_SLOTS: usize = 1 << 22;
+
 pub(super) struct GroupSlots {
     op: Op,
     steps: usize,
     /// `slots[gid][step]`, allocated when the group first appears.
     slots: Vec<Vec<Slot>>,
+    /// Groups whose slots are allocated.
+    allocated: usize,
+    max_slots: usize,
     arrivals: u64,
 }
 
 impl GroupSlots {
     /// Accumulators for `op` (one [`supports`]) over `steps` evaluation steps.
     pub fn new(op: Op, steps: usize) -> GroupSlots {
+        GroupSlots::with_budget(op, steps, MAX_SLOTS)
+    }
+
+    /// Like [`new`](Self::new) with a budget of `max_slots` instead of [`MAX_SLOTS`].
+    pub fn with_budget(op: Op, steps: usize, max_slots: usize) -> GroupSlots {
         GroupSlots {
             op,
             steps,
+            max_slots,
             slots: Vec::new(),
+            allocated: 0,
             arrivals: 0,
         }
+    }
+
+    /// Whether a sample of group `gid` fits the slot budget (its slots exist or may
+    /// be allocated).
+    #[inline]
+    pub fn fits(&self, gid: u32) -> bool {
+        self.slots.get(gid as usize).is_some_and(|s| !s.is_empty())
+            || (self.allocated + 1).saturating_mul(self.steps) <= self.max_slots
+    }
+
+    /// Moves the accumulated state into per-step tables (same values, same
+    /// first-appearance order), for when [`fits`](Self::fits) says no.
+    pub fn into_step_accs(self) -> Vec<StepAcc> {
+        let mut accs: Vec<StepAcc> = (0..self.steps).map(|_| StepAcc::default()).collect();
+        let mut present: Vec<(u64, usize)> = Vec::new();
+        for (i, acc) in accs.iter_mut().enumerate() {
+            present.clear();
+            for (g, slots) in self.slots.iter().enumerate() {
+                if let Some(s) = slots.get(i).filter(|s| s.count > 0) {
+                    present.push((s.first, g));
+                }
+            }
+            present.sort_unstable();
+            for &(_, g) in &present {
+                let s = &self.slots[g][i];
+                acc.push_group(Group {
+                    gid: g as u32,
+                    value: s.value,
+                    mean: s.mean,
+                    count: s.count as usize,
+                    elems: Vec::new(),
+                    vals: Vec::new(),
+                });
+            }
+        }
+        accs
     }
 
     /// Adds sample `v` of group `gid` at step `i` (`i < steps`), with the exact
@@ -60,6 +112,7 @@ impl GroupSlots {
         }
         if self.slots[g].is_empty() {
             self.slots[g] = vec![Slot::default(); self.steps];
+            self.allocated += 1;
         }
         self.arrivals += 1;
         let Some(s) = self.slots[g].get_mut(i) else {
@@ -133,5 +186,56 @@ impl GroupSlots {
             out.push(vec);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LabelLimits;
+
+    /// Moving to per-step tables midway gives the same vectors, in the same order, as
+    /// staying group-major throughout.
+    #[test]
+    fn switching_to_step_tables_keeps_values_and_order() {
+        let labels: Vec<Labels> = (0..6)
+            .map(|g| Labels::from_pairs([("g", g.to_string())], &LabelLimits::default()).unwrap())
+            .collect();
+        // (gid, step, value) in stream order: groups appear in a different order per step.
+        let samples: Vec<(u32, usize, f64)> = (0..40)
+            .map(|k| ((k * 7 % 6) as u32, (k * 5) % 4, (k as f64) * 1.5 - 20.0))
+            .collect();
+        for op in [
+            Op::Sum,
+            Op::Avg,
+            Op::Count,
+            Op::Min,
+            Op::Max,
+            Op::Stddev,
+            Op::Stdvar,
+            Op::Group,
+        ] {
+            let mut all = GroupSlots::new(op, 4);
+            for &(g, i, v) in &samples {
+                all.add(g, i, v);
+            }
+            let want = all.finish(&labels);
+            let mut part = GroupSlots::with_budget(op, 4, 3 * 4);
+            let mut accs: Option<Vec<StepAcc>> = None;
+            for &(g, i, v) in &samples {
+                match accs.as_mut() {
+                    Some(a) => a[i].add(op, g, &labels[g as usize], v, 0),
+                    None if part.fits(g) => part.add(g, i, v),
+                    None => {
+                        let mut a = std::mem::replace(&mut part, GroupSlots::new(op, 0)).into_step_accs();
+                        a[i].add(op, g, &labels[g as usize], v, 0);
+                        accs = Some(a);
+                    }
+                }
+            }
+            let accs = accs.expect("the budget of 3 groups is exceeded by 6 groups");
+            let got: Vec<_> = accs.into_iter().map(|a| a.finish(op, f64::NAN, &labels)).collect();
+            assert_eq!(got, want);
+        }
     }
 }

@@ -15,109 +15,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "promql_data.rs"]
+mod data;
 
-use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::prometheus::{prometheus_tools, promtool_create_blocks, Prometheus};
 use common::{http_get, urlencode, TallyServer};
-use tally::model::{LabelLimits, Labels, Sample, SeriesKind, Value};
-use tally::store::{Store, StoreOptions, WriteBatch};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-const TENANTS: usize = 50;
-
-fn metric_labels(i: usize) -> Vec<(String, String)> {
-    vec![
-        ("__name__".into(), "metric".into()),
-        ("tenant".into(), format!("t{:02}", i % TENANTS)),
-        ("instance".into(), format!("i{i:05}")),
-    ]
-}
-
-fn cost_labels(i: usize) -> Vec<(String, String)> {
-    vec![
-        ("__name__".into(), "cost".into()),
-        ("tenant".into(), format!("t{:02}", i % TENANTS)),
-        ("cost_center".into(), format!("cc{}", i % 7)),
-        ("sku".into(), format!("sku{:04}", i / TENANTS)),
-        ("currency".into(), "USD".into()),
-        ("source_metric".into(), "usage".into()),
-    ]
-}
-
-/// Deterministic per-sample values: counters grow, costs vary.
-fn metric_value(i: usize, k: usize) -> f64 {
-    (k * (1 + i % 13)) as f64 + ((i * 31 + k * 17) % 5) as f64
-}
-
-fn cost_value(i: usize, k: usize) -> f64 {
-    ((i * 7 + k * 13) % 1000) as f64 / 1000.0 + 0.001
-}
-
-fn om_head(labels: &[(String, String)]) -> String {
-    let ls: Vec<String> = labels[1..].iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    format!("{}{{{}}}", labels[0].1, ls.join(","))
-}
-
-fn load(series: usize, points: usize, start_s: i64, om: &Path, tally_dir: &Path) {
-    let f = std::fs::File::create(om).expect("om file");
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    let store = Store::open(
-        tally_dir,
-        StoreOptions {
-            background: false,
-            fsync: tally::wal::FsyncPolicy::Interval(Duration::from_secs(60)),
-            head_max_samples: 8_000_000,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("open store");
-    let limits = LabelLimits::default();
-    let mut pending = 0usize;
-    type LabelsFn = fn(usize) -> Vec<(String, String)>;
-    type ValueFn = fn(usize, usize) -> f64;
-    let families: [(LabelsFn, ValueFn); 2] = [(metric_labels, metric_value), (cost_labels, cost_value)];
-    for (labels_of, value_of) in families {
-        let mut batch = WriteBatch::new();
-        for i in 0..series {
-            let ls = labels_of(i);
-            let head = om_head(&ls);
-            let mut samples = Vec::with_capacity(points);
-            for k in 0..points {
-                let t = start_s + 60 * k as i64;
-                let v = value_of(i, k);
-                writeln!(w, "{head} {v} {t}").expect("write om");
-                samples.push(Sample {
-                    ts: t * 1_000_000_000,
-                    value: Value::Float(v),
-                });
-            }
-            let l = Labels::from_pairs(ls, &limits).expect("labels");
-            batch.add(l, SeriesKind::GAUGE, samples);
-            pending += points;
-            if batch.series.len() == 500 {
-                store.append(&batch).expect("append");
-                batch = WriteBatch::new();
-            }
-            if pending >= 8_000_000 {
-                store.flush().expect("flush");
-                pending = 0;
-            }
-        }
-        if !batch.series.is_empty() {
-            store.append(&batch).expect("append");
-        }
-    }
-    writeln!(w, "# EOF").expect("write om");
-    w.flush().expect("flush om");
-    store.flush().expect("flush");
-    store.compact_all().expect("compact");
-    store.close().expect("close");
 }
 
 fn timed(addr: &str, path: &str) -> (Duration, usize) {
@@ -177,7 +84,7 @@ fn main() {
     let t = Instant::now();
     let om = work.path().join("data.om");
     let tally_dir = work.path().join("tally");
-    load(series, points, start, &om, &tally_dir);
+    data::load(series, points, start, Some(&om), &tally_dir);
     println!("generated + loaded tally in {:.1}s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     let tsdb = work.path().join("prom");

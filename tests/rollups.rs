@@ -244,7 +244,10 @@ fn rollups_are_built_invisible_exact_and_tiered() {
     drop(store);
     let store = Store::open(&dir, opts(&bucket)).unwrap();
     check_answers(&store.snapshot());
-    assert!(store.metrics().rollup_windows_stored.get() > 0, "rollups used after a restart");
+    assert!(
+        store.metrics().rollup_windows_stored.get() > 0,
+        "rollups used after a restart"
+    );
 
     // Tiering moves rollup segments too; answers stay the same.
     assert!(store.tier().unwrap() >= 9);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tally::index::{MatchOp, Matcher};
 use tally::model::{LabelLimits, Labels, Money, Sample, SeriesKind, Value, ValueKind};
-use tally::store::{SampleValues, SelectRequest, SeriesSource, Store, StoreOptions, WriteBatch};
+use tally::store::{SampleValues, SelectRequest, SeriesSource, Store, StoreOptions, Visit, WriteBatch};
 use tally::wal::FsyncPolicy;
 
 #[derive(Debug, Clone)]
@@ -126,6 +126,35 @@ fn check(store: &Store, model: &Model, start: i64, end: i64, tenant: Option<&str
         got.len(),
         want.len(),
         "series count for [{start},{end}] tenant={tenant:?} {matcher:?}"
+    );
+    // `scan` lends, through reused buffers, exactly what `select` hands over.
+    let req = SelectRequest {
+        tenant,
+        matchers: &matchers,
+        start,
+        end,
+    };
+    let mut scanned: Vec<(Labels, SeriesKind, Vec<i64>, Vec<u64>)> = Vec::new();
+    snap.scan(&req, &mut |s| {
+        scanned.push((s.labels.clone(), s.kind, s.ts.to_vec(), s.raw.to_vec()));
+        Visit::Continue(())
+    })
+    .unwrap();
+    assert_eq!(scanned.len(), got.len(), "scan series count for [{start},{end}]");
+    for (sc, g) in scanned.iter().zip(&got) {
+        assert_eq!((&sc.0, sc.1, &sc.2), (&g.labels, g.kind, &g.ts), "scan of {}", g.labels);
+        let raw: Vec<u64> = match &g.values {
+            SampleValues::Float(v) => v.iter().map(|x| x.to_bits()).collect(),
+            SampleValues::Money(v) => v.iter().map(|&x| x as u64).collect(),
+        };
+        assert_eq!(sc.3, raw, "scanned values of {}", g.labels);
+    }
+    // `series_labels` answers from metadata what `select` answers from samples.
+    let names = snap.series_labels(&req).unwrap();
+    assert_eq!(
+        names,
+        got.iter().map(|g| g.labels.clone()).collect::<Vec<_>>(),
+        "series_labels for [{start},{end}]"
     );
     for (g, (labels, samples)) in got.iter().zip(&want) {
         assert_eq!(&g.labels, labels);

@@ -42,7 +42,9 @@ pub use batch::{SeriesWrite, WriteBatch};
 pub use error::StoreError;
 pub use metrics::StoreMetrics;
 pub use options::StoreOptions;
-pub use read::{ReadError, RollupSeries, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream};
+pub use read::{
+    ReadError, RollupSeries, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream, SeriesView, Visit,
+};
 pub use snapshot::Snapshot;
 
 use crate::index::SeriesIndex;

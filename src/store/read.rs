@@ -5,7 +5,7 @@
 //! with duplicates already resolved by the series' [`DupPolicy`](crate::model::DupPolicy).
 
 use crate::index::Matcher;
-use crate::model::{Labels, SeriesKind};
+use crate::model::{Labels, SeriesKind, ValueKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -90,6 +90,37 @@ pub struct RollupSeries {
 
 pub type SeriesStream<'a> = Box<dyn Iterator<Item = Result<SeriesSamples, ReadError>> + 'a>;
 
+/// One series lent to a [`SeriesSource::scan`] visitor. The slices live in buffers the
+/// source reuses for the next series, so a scan allocates nothing per series.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesView<'s> {
+    pub labels: &'s Labels,
+    pub kind: SeriesKind,
+    /// Sample times (ns), strictly increasing, within the requested range.
+    pub ts: &'s [i64],
+    /// Raw values, one per timestamp: the f64 bit pattern for
+    /// [`ValueKind::Float`](crate::model::ValueKind::Float), the i64 nano-units for
+    /// [`ValueKind::Money`](crate::model::ValueKind::Money).
+    pub raw: &'s [u64],
+}
+
+impl SeriesView<'_> {
+    /// Appends the values as f64 (PromQL's view; money → units) to `out`.
+    pub fn extend_f64(&self, out: &mut Vec<f64>) {
+        match self.kind.value {
+            ValueKind::Float => out.extend(self.raw.iter().map(|&v| f64::from_bits(v))),
+            ValueKind::Money => out.extend(
+                self.raw
+                    .iter()
+                    .map(|&v| v as i64 as f64 / crate::model::NANOS_PER_UNIT as f64),
+            ),
+        }
+    }
+}
+
+/// What a [`SeriesSource::scan`] visitor tells the source: go on, or stop early.
+pub type Visit = std::ops::ControlFlow<()>;
+
 /// Anything queries can read series from. The store's snapshot implements it.
 pub trait SeriesSource: Send + Sync {
     /// Streams matching series that have at least one sample in range.
@@ -102,6 +133,44 @@ pub trait SeriesSource: Send + Sync {
     fn select_rollups(&self, req: &SelectRequest<'_>, res_ns: i64) -> Result<Option<Vec<RollupSeries>>, ReadError> {
         let _ = (req, res_ns);
         Ok(None)
+    }
+
+    /// Visits the same series as [`select`](Self::select), in the same order, lending
+    /// each one instead of handing over owned vectors; stops early when the visitor
+    /// returns [`Visit::Break`]. Sources override it to reuse their read buffers; this
+    /// default goes through `select`.
+    fn scan(&self, req: &SelectRequest<'_>, visit: &mut dyn FnMut(SeriesView<'_>) -> Visit) -> Result<(), ReadError> {
+        let mut raw = Vec::new();
+        for s in self.select(req)? {
+            let s = s?;
+            raw.clear();
+            match &s.values {
+                SampleValues::Float(v) => raw.extend(v.iter().map(|x| x.to_bits())),
+                SampleValues::Money(v) => raw.extend(v.iter().map(|&x| x as u64)),
+            }
+            let view = SeriesView {
+                labels: &s.labels,
+                kind: s.kind,
+                ts: &s.ts,
+                raw: &raw,
+            };
+            if visit(view).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Labels of the series [`select`](Self::select) would yield, in the same order,
+    /// without handing over their samples. Sources override it to answer from the
+    /// index and block metadata, decoding only blocks that straddle the range edges.
+    fn series_labels(&self, req: &SelectRequest<'_>) -> Result<Vec<Labels>, ReadError> {
+        let mut out = Vec::new();
+        self.scan(req, &mut |s| {
+            out.push(s.labels.clone());
+            Visit::Continue(())
+        })?;
+        Ok(out)
     }
 
     /// Sorted label names of series matching `matchers` with data in `[start, end]`.

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use super::head::Head;
 use super::merge::{merge_runs, Run};
-use super::read::{ReadError, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream};
+use super::read::{
+    ReadError, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream, SeriesView, Visit,
+};
 use super::view::View;
 use super::Inner;
 use crate::index::{Matcher, SeriesId};
@@ -66,23 +67,97 @@ impl Snapshot {
             .collect()
     }
 
-    /// Samples of one series in `[start, end]` with duplicates resolved.
+    /// Samples of one series in `[start, end]` with duplicates resolved, as owned vectors.
     pub(super) fn read_one(&self, id: SeriesId, kind: SeriesKind, start: i64, end: i64) -> Result<Run, ReadError> {
-        let mut runs = Vec::new();
+        let mut buf = ReadBuf::default();
+        self.read_into(id, kind, start, end, &mut buf)?;
+        Ok(Run {
+            ts: buf.ts,
+            vals: buf.vals,
+        })
+    }
+
+    /// Samples of one series in `[start, end]` with duplicates resolved, into `buf`
+    /// (cleared first). Each source yields a sorted, unique run straight into the
+    /// buffer; when the runs follow each other in time (different partitions, or one
+    /// source only: the common case) their concatenation is the answer and nothing is
+    /// copied again. Otherwise they are merged by precedence (read order).
+    fn read_into(
+        &self,
+        id: SeriesId,
+        kind: SeriesKind,
+        start: i64,
+        end: i64,
+        buf: &mut ReadBuf,
+    ) -> Result<(), ReadError> {
+        buf.ts.clear();
+        buf.vals.clear();
+        buf.bounds.clear();
         for ls in &self.view.segments {
             if !ls.overlaps(start, end) {
                 continue;
             }
             if let Some(&local) = ls.local_of.get(&id) {
-                let mut r = Run::default();
-                ls.seg.read_series(local as usize, start, end, &mut r.ts, &mut r.vals)?;
-                runs.push(r);
+                ls.seg
+                    .read_series(local as usize, start, end, &mut buf.ts, &mut buf.vals)?;
+                buf.bounds.push(buf.ts.len());
             }
         }
         for h in self.view.frozen.iter().chain(std::iter::once(&self.view.head)) {
-            runs.push(read_head(h, id, start, end)?);
+            let head = h.read();
+            if head.contains(id) && head.overlaps(start, end) {
+                head.read(id, start, end, &mut buf.ts, &mut buf.vals)
+                    .map_err(|e| ReadError::Other(format!("head chunk decode failed: {e}")))?;
+                buf.bounds.push(buf.ts.len());
+            }
         }
-        Ok(merge_runs(kind, runs))
+        if !buf.runs_in_order() {
+            let mut runs = Vec::with_capacity(buf.bounds.len());
+            let mut from = 0;
+            for &to in &buf.bounds {
+                runs.push(Run {
+                    ts: buf.ts[from..to].to_vec(),
+                    vals: buf.vals[from..to].to_vec(),
+                });
+                from = to;
+            }
+            let merged = merge_runs(kind, runs);
+            buf.ts = merged.ts;
+            buf.vals = merged.vals;
+        }
+        Ok(())
+    }
+
+    /// Whether series `id` has a sample in `[start, end]`. A segment block lying
+    /// wholly inside the range answers yes from its metadata (blocks are never empty);
+    /// only when no such block exists are the samples read.
+    fn has_samples(
+        &self,
+        id: SeriesId,
+        kind: SeriesKind,
+        start: i64,
+        end: i64,
+        buf: &mut ReadBuf,
+    ) -> Result<bool, ReadError> {
+        for ls in &self.view.segments {
+            if !ls.overlaps(start, end) {
+                continue;
+            }
+            let Some(&local) = ls.local_of.get(&id) else {
+                continue;
+            };
+            if let Some(meta) = ls.seg.series().get(local as usize) {
+                if meta
+                    .blocks
+                    .iter()
+                    .any(|b| b.count > 0 && b.min_t >= start && b.max_t <= end)
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        self.read_into(id, kind, start, end, buf)?;
+        Ok(!buf.ts.is_empty())
     }
 
     /// Number of live segments (for tests and stats).
@@ -91,14 +166,32 @@ impl Snapshot {
     }
 }
 
-fn read_head(h: &parking_lot::RwLock<Head>, id: SeriesId, start: i64, end: i64) -> Result<Run, ReadError> {
-    let mut r = Run::default();
-    let head = h.read();
-    if head.contains(id) && head.overlaps(start, end) {
-        head.read(id, start, end, &mut r.ts, &mut r.vals)
-            .map_err(|e| ReadError::Other(format!("head chunk decode failed: {e}")))?;
+/// Read buffers reused across the series of one scan.
+#[derive(Default)]
+struct ReadBuf {
+    ts: Vec<i64>,
+    vals: Vec<u64>,
+    /// End offset of each source's run in `ts`/`vals`, in read (precedence) order.
+    bounds: Vec<usize>,
+}
+
+impl ReadBuf {
+    /// Whether every run starts after the previous non-empty run ended, i.e. the
+    /// concatenation is already sorted and unique.
+    fn runs_in_order(&self) -> bool {
+        let mut from = 0;
+        let mut last: Option<i64> = None;
+        for &to in &self.bounds {
+            if to > from {
+                if last.is_some_and(|l| self.ts[from] <= l) {
+                    return false;
+                }
+                last = Some(self.ts[to - 1]);
+                from = to;
+            }
+        }
+        true
     }
-    Ok(r)
 }
 
 fn to_values(kind: ValueKind, vals: Vec<u64>) -> SampleValues {
@@ -124,18 +217,60 @@ impl SeriesSource for Snapshot {
         }
         self.check_quarantine(start, end)?;
         let ids = self.ids(req.tenant, req.matchers, start, end);
-        Ok(Box::new(ids.into_iter().filter_map(
-            move |(id, labels, kind)| match self.read_one(id, kind, start, end) {
-                Ok(run) if run.ts.is_empty() => None,
-                Ok(run) => Some(Ok(SeriesSamples {
+        let mut buf = ReadBuf::default();
+        Ok(Box::new(ids.into_iter().filter_map(move |(id, labels, kind)| {
+            match self.read_into(id, kind, start, end, &mut buf) {
+                Ok(()) if buf.ts.is_empty() => None,
+                Ok(()) => Some(Ok(SeriesSamples {
                     labels,
                     kind,
-                    ts: run.ts,
-                    values: to_values(kind.value, run.vals),
+                    ts: std::mem::take(&mut buf.ts),
+                    values: to_values(kind.value, std::mem::take(&mut buf.vals)),
                 })),
                 Err(e) => Some(Err(e)),
-            },
-        )))
+            }
+        })))
+    }
+
+    fn scan(&self, req: &SelectRequest<'_>, visit: &mut dyn FnMut(SeriesView<'_>) -> Visit) -> Result<(), ReadError> {
+        let (start, end) = (req.start, req.end);
+        if start > end {
+            return Ok(());
+        }
+        self.check_quarantine(start, end)?;
+        let mut buf = ReadBuf::default();
+        for (id, labels, kind) in self.ids(req.tenant, req.matchers, start, end) {
+            self.read_into(id, kind, start, end, &mut buf)?;
+            if buf.ts.is_empty() {
+                continue;
+            }
+            let view = SeriesView {
+                labels: &labels,
+                kind,
+                ts: &buf.ts,
+                raw: &buf.vals,
+            };
+            if visit(view).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn series_labels(&self, req: &SelectRequest<'_>) -> Result<Vec<Labels>, ReadError> {
+        let (start, end) = (req.start, req.end);
+        if start > end {
+            return Ok(Vec::new());
+        }
+        self.check_quarantine(start, end)?;
+        let mut buf = ReadBuf::default();
+        let mut out = Vec::new();
+        for (id, labels, kind) in self.ids(req.tenant, req.matchers, start, end) {
+            if self.has_samples(id, kind, start, end, &mut buf)? {
+                out.push(labels);
+            }
+        }
+        Ok(out)
     }
 
     fn label_names(

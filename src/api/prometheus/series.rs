@@ -88,9 +88,7 @@ pub async fn series(State(st): State<Arc<AppState>>, headers: HeaderMap, p: Para
                 start,
                 end,
             };
-            for s in snap.select(&req).map_err(storage_err)? {
-                found.insert(s.map_err(storage_err)?.labels);
-            }
+            found.extend(snap.series_labels(&req).map_err(storage_err)?);
         }
         let mut all: Vec<Labels> = found.into_iter().collect();
         let warnings = truncate(&mut all, limit);

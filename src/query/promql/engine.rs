@@ -16,7 +16,7 @@ use super::value::{is_stale, Elem, QueryValue, Series, Val, Vector, VectorSample
 use super::{aggregate, binary, functions, EngineOptions, PromError};
 use crate::index::{MatchOp, Matcher};
 use crate::model::{Labels, METRIC_NAME};
-use crate::store::{SelectRequest, SeriesSource};
+use crate::store::{SelectRequest, SeriesSource, SeriesView, Visit};
 
 const NANOS_PER_MILLI: i64 = 1_000_000;
 
@@ -397,6 +397,16 @@ impl<'a> Ctx<'a> {
         Ok(out)
     }
 
+    /// Whether every series `vs` selects has the same metric name (an equality
+    /// matcher on it), so that dropping the name keeps their label sets distinct.
+    pub fn selects_one_name(vs: &VectorSelector) -> bool {
+        let mut on_name = vs.matchers.matchers.iter().filter(|m| m.name == METRIC_NAME).peekable();
+        match on_name.peek() {
+            None => vs.name.is_some(),
+            Some(_) => on_name.any(|m| matches!(m.op, PMatchOp::Equal)),
+        }
+    }
+
     /// Streams the series matching `vs` with samples in `[min_ms, max_ms]` to `f` as
     /// labels and (ms, value) points, one series at a time.
     fn select(&self, vs: &VectorSelector, min_ms: i64, max_ms: i64, f: &mut SeriesFn) -> Result<(), PromError> {
@@ -407,26 +417,42 @@ impl<'a> Ctx<'a> {
             start: ms_to_ns(min_ms),
             end: ms_to_ns(max_ms),
         };
-        let stream = self.src.select(&req).map_err(|e| PromError::Storage(e.to_string()))?;
-        let mut ts_ms = Vec::new();
-        for s in stream {
-            self.check_deadline()?;
-            let s = s.map_err(|e| PromError::Storage(e.to_string()))?;
-            self.add_samples(s.ts.len())?;
-            ts_ms.clear();
-            ts_ms.extend(s.ts.iter().map(|t| t.div_euclid(NANOS_PER_MILLI)));
-            let vals = s.values.to_f64();
-            if vals.len() != ts_ms.len() {
-                return Err(PromError::Storage(format!(
-                    "series {} has {} timestamps but {} values",
-                    s.labels,
-                    ts_ms.len(),
-                    vals.len()
-                )));
+        // Buffers reused for every series; the source lends its own likewise.
+        let (mut ts_ms, mut vals) = (Vec::new(), Vec::new());
+        let mut failed: Option<PromError> = None;
+        let mut visit = |s: SeriesView<'_>| -> Visit {
+            let r = (|| {
+                self.check_deadline()?;
+                self.add_samples(s.ts.len())?;
+                if s.raw.len() != s.ts.len() {
+                    return Err(PromError::Storage(format!(
+                        "series {} has {} timestamps but {} values",
+                        s.labels,
+                        s.ts.len(),
+                        s.raw.len()
+                    )));
+                }
+                ts_ms.clear();
+                ts_ms.extend(s.ts.iter().map(|t| t.div_euclid(NANOS_PER_MILLI)));
+                vals.clear();
+                s.extend_f64(&mut vals);
+                f(s.labels, &ts_ms, &vals)
+            })();
+            match r {
+                Ok(()) => Visit::Continue(()),
+                Err(e) => {
+                    failed = Some(e);
+                    Visit::Break(())
+                }
             }
-            f(&s.labels, &ts_ms, &vals)?;
+        };
+        self.src
+            .scan(&req, &mut visit)
+            .map_err(|e| PromError::Storage(e.to_string()))?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Instant-selector semantics: at each step, the latest sample at or before

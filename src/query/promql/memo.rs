@@ -10,13 +10,17 @@ use crate::model::Labels;
 /// instead of being recomputed per step. Each entry holds a clone of its input, which
 /// keeps that allocation alive and its address from being reused by other labels.
 pub(crate) struct LabelMemo<T: Clone, F: FnMut(&Labels) -> T> {
-    map: HashMap<usize, (Labels, T)>,
+    /// foldhash: the key is one address, SipHash would cost more than the lookup.
+    map: HashMap<usize, (Labels, T), foldhash::fast::RandomState>,
     f: F,
 }
 
 impl<T: Clone, F: FnMut(&Labels) -> T> LabelMemo<T, F> {
     pub fn new(f: F) -> Self {
-        LabelMemo { map: HashMap::new(), f }
+        LabelMemo {
+            map: HashMap::default(),
+            f,
+        }
     }
 
     pub fn get(&mut self, l: &Labels) -> T {

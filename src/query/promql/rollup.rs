@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use promql_parser::parser::Expr;
 
 use super::engine::{dup_labelset, dur_ms, offset_ms, unparen, Ctx, Range, RangeSpec, Sink};
-use super::functions::extrapolated_rate;
+use super::functions::{extrapolated_rate, RateSecs};
 use super::PromError;
 use crate::model::Labels;
 use crate::store::rollup::{counter_points, raw_to_f64, Stats, RESOLUTIONS};
@@ -136,6 +136,7 @@ fn emit(
         .map(|(t, v)| (t.div_euclid(NANOS_PER_MILLI), v))
         .collect();
         let mut any = false;
+        let mut secs = RateSecs::default();
         for i in 0..rng.len() {
             let end = spec.end_at(rng.t(i));
             let start = end.saturating_sub(spec.range);
@@ -143,7 +144,7 @@ fn emit(
             let hi = starts.partition_point(|&x| x < end);
             let v = match op {
                 Op::Rate | Op::Increase | Op::Delta => {
-                    extrapolated_rate(&points[lo..hi], start, end, op != Op::Delta, op == Op::Rate)
+                    extrapolated_rate(&points[lo..hi], start, end, op != Op::Delta, op == Op::Rate, &mut secs)
                 }
                 _ => {
                     let edge = (starts.get(hi) == Some(&end)).then(|| s.windows[hi].edge).flatten();

@@ -12,8 +12,9 @@ pub(crate) mod histogram;
 mod labels;
 mod math;
 mod range;
+mod window;
 
-pub(crate) use range::extrapolated_rate;
+pub(crate) use range::{extrapolated_rate, RateSecs};
 
 use promql_parser::parser::{Call, Expr};
 

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use promql_parser::parser::Expr;
 
 use super::histogram::quantile;
+use super::window::{SlidingSum, WindowCursor};
 use super::{absent_labels, arg};
 use crate::model::Labels;
 use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, Sink};
@@ -120,7 +121,13 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
     }
     // Rate extrapolation uses the selector's own range, also for subqueries.
     let keep_name = f == F::Last;
-    let mut seen: HashSet<Labels> = HashSet::new();
+    // Dropping the metric name can make two series' labels equal only when the
+    // selector reads more than one metric name; series of one name are unique already.
+    let one_name = match mat {
+        Expr::MatrixSelector(ms) => Ctx::selects_one_name(&ms.vs),
+        _ => false,
+    };
+    let mut seen: HashSet<Labels, foldhash::fast::RandomState> = HashSet::default();
     ctx.for_each_range_series(mat, rng, &mut |labels, pts, spec| {
         let out_labels = if keep_name {
             labels.clone()
@@ -128,18 +135,22 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
             labels.without_metric_name()
         };
         let mut any = false;
+        let mut cursor = WindowCursor::default();
+        let mut sliding = SlidingSum::default();
+        let mut secs = RateSecs::default();
         for i in 0..n {
             let t = rng.t(i);
-            let w = spec.window(pts, t);
-            if w.is_empty() {
-                continue;
-            }
             let end = spec.end_at(t);
             let start = end.saturating_sub(spec.range);
+            let (lo, hi) = cursor.advance(pts, start, end);
+            if lo >= hi {
+                continue;
+            }
+            let w = &pts[lo..hi];
             let v = match f {
-                F::Rate => extrapolated_rate(w, start, end, true, true),
-                F::Increase => extrapolated_rate(w, start, end, true, false),
-                F::Delta => extrapolated_rate(w, start, end, false, false),
+                F::Rate => extrapolated_rate(w, start, end, true, true, &mut secs),
+                F::Increase => extrapolated_rate(w, start, end, true, false, &mut secs),
+                F::Delta => extrapolated_rate(w, start, end, false, false, &mut secs),
                 F::Irate => instant_value(w, true),
                 F::Idelta => instant_value(w, false),
                 F::Deriv => (w.len() >= 2).then(|| linear_regression(w, w[0].0).0),
@@ -163,7 +174,7 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
                     w.iter()
                         .fold(w[0].1, |m, p| if p.1 > m || m.is_nan() { p.1 } else { m }),
                 ),
-                F::Sum => Some(kahan_sum(w.iter().map(|p| p.1))),
+                F::Sum => Some(sliding.sum(pts, lo, hi)),
                 F::Count => Some(w.len() as f64),
                 F::Last => Some(w[w.len() - 1].1),
                 F::Present => Some(1.0),
@@ -179,7 +190,7 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
                 any = true;
             }
         }
-        if any && !seen.insert(out_labels) {
+        if any && !one_name && !seen.insert(out_labels) {
             return Err(dup_labelset());
         }
         Ok(())
@@ -195,6 +206,7 @@ pub(crate) fn extrapolated_rate(
     range_end: i64,
     is_counter: bool,
     is_rate: bool,
+    secs: &mut RateSecs,
 ) -> Option<f64> {
     if w.len() < 2 {
         return None;
@@ -210,10 +222,10 @@ pub(crate) fn extrapolated_rate(
             prev = p.1;
         }
     }
-    let mut duration_to_start = (first.0 - range_start) as f64 / 1000.0;
-    let duration_to_end = (range_end - last.0) as f64 / 1000.0;
-    let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let avg_between = sampled / (w.len() - 1) as f64;
+    let mut duration_to_start = secs.to_start.get(first.0 - range_start);
+    let duration_to_end = secs.to_end.get(range_end - last.0);
+    let sampled = secs.sampled.get(last.0 - first.0);
+    let avg_between = secs.avg_between(sampled, w.len() - 1);
     if is_counter && result > 0.0 && first.1 >= 0.0 {
         let to_zero = sampled * (first.1 / result);
         if to_zero < duration_to_start {
@@ -236,9 +248,55 @@ pub(crate) fn extrapolated_rate(
     // which decides ties in topk/bottomk).
     let mut factor = interval / sampled;
     if is_rate {
-        factor /= (range_end - range_start) as f64 / 1000.0;
+        factor /= secs.range.get(range_end - range_start);
     }
     Some(result * factor)
+}
+
+/// The divisions of [`extrapolated_rate`] that depend only on sample spacing and
+/// window geometry, remembered from the previous step: with regularly spaced samples
+/// they repeat step after step, and a division is the slowest part of a rate. Each
+/// memo returns exactly what the division would (same operands, same operation).
+#[derive(Default)]
+pub(crate) struct RateSecs {
+    to_start: MsToSecs,
+    to_end: MsToSecs,
+    sampled: MsToSecs,
+    range: MsToSecs,
+    avg: Option<(u64, usize, f64)>,
+}
+
+impl RateSecs {
+    /// `sampled / intervals`.
+    #[inline]
+    fn avg_between(&mut self, sampled: f64, intervals: usize) -> f64 {
+        match self.avg {
+            Some((s, n, v)) if s == sampled.to_bits() && n == intervals => v,
+            _ => {
+                let v = sampled / intervals as f64;
+                self.avg = Some((sampled.to_bits(), intervals, v));
+                v
+            }
+        }
+    }
+}
+
+/// `ms as f64 / 1000.0`, remembering the last operand.
+#[derive(Default)]
+struct MsToSecs(Option<(i64, f64)>);
+
+impl MsToSecs {
+    #[inline]
+    fn get(&mut self, ms: i64) -> f64 {
+        match self.0 {
+            Some((k, v)) if k == ms => v,
+            _ => {
+                let v = ms as f64 / 1000.0;
+                self.0 = Some((ms, v));
+                v
+            }
+        }
+    }
 }
 
 /// `irate`/`idelta`: from the last two samples only.

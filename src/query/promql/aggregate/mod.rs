@@ -4,6 +4,8 @@
 //! holds one value per group and step, not the per-series intermediate result. Group
 //! output order is the order in which groups first appear, as in Prometheus.
 
+mod slots;
+
 use std::collections::HashMap;
 
 use promql_parser::parser::token;
@@ -14,6 +16,7 @@ use super::functions::histogram::quantile;
 use super::value::{Elem, Val, Vector};
 use super::PromError;
 use crate::model::{Labels, METRIC_NAME};
+use slots::GroupSlots;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
@@ -103,7 +106,7 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
     // Group ids: each distinct grouping key is interned once; per series the id is
     // memoized, so the per-sample work is an integer lookup.
     let mut group_labels: Vec<Labels> = Vec::new();
-    let mut interned: HashMap<Labels, u32> = HashMap::new();
+    let mut interned: HashMap<Labels, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut intern = |key: Labels| -> u32 {
         let n = group_labels.len() as u32;
         let id = *interned.entry(key.clone()).or_insert(n);
@@ -112,9 +115,19 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
         }
         id
     };
-    let mut accs: Vec<StepAcc> = (0..n).map(|_| StepAcc::default()).collect();
+    let mut dense = slots::supports(op).then(|| GroupSlots::new(op, n));
+    let mut accs: Vec<StepAcc> = if dense.is_some() {
+        Vec::new()
+    } else {
+        (0..n).map(|_| StepAcc::default()).collect()
+    };
     {
         let mut gid = LabelMemo::new(|l: &Labels| intern(if by { l.only(&names_ref) } else { l.without(&names_ref) }));
+        // Range functions hand over all steps of one series in a row with the same
+        // labels: a one-entry cache in front of the memo skips its hash lookup then.
+        // The cached clone keeps the allocation alive, so an equal address means the
+        // same labels.
+        let mut last: Option<(Labels, u32)> = None;
         let mut seen = 0usize;
         ctx.stream_vector(&a.expr, rng, &mut |i, labels, v| {
             seen += 1;
@@ -129,11 +142,30 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
                 // The value label differs per sample: nothing to memoize.
                 gid.compute(&labels.with(&value_label, &format_value(v)))
             } else {
-                gid.get(labels)
+                match &last {
+                    Some((l, g)) if std::ptr::eq(l.as_slice().as_ptr(), labels.as_slice().as_ptr()) => *g,
+                    _ => {
+                        let g = gid.get(labels);
+                        last = Some((labels.clone(), g));
+                        g
+                    }
+                }
             };
-            accs[i].add(op, g, labels, v, k);
+            match dense.as_mut() {
+                Some(d) if d.fits(g) => d.add(g, i, v),
+                Some(_) => {
+                    if let Some(d) = dense.take() {
+                        accs = d.into_step_accs();
+                    }
+                    accs[i].add(op, g, labels, v, k);
+                }
+                None => accs[i].add(op, g, labels, v, k),
+            }
             Ok(())
         })?;
+    }
+    if let Some(d) = dense {
+        return Ok(Val::Vector(d.finish(&group_labels)));
     }
     let mut out = Vec::with_capacity(n);
     for (i, acc) in accs.into_iter().enumerate() {
@@ -169,6 +201,12 @@ struct StepAcc {
 }
 
 impl StepAcc {
+    /// Appends a group not yet present at this step.
+    fn push_group(&mut self, g: Group) {
+        self.index.insert(g.gid, self.groups.len() as u32);
+        self.groups.push(g);
+    }
+
     fn add(&mut self, op: Op, gid: u32, labels: &Labels, v: f64, k: usize) {
         let n = self.groups.len() as u32;
         let gi = *self.index.entry(gid).or_insert(n);

@@ -1,0 +1,146 @@
+//! In-process PromQL timings over the store, without HTTP or a Prometheus to compare
+//! with: the loop for profiling the engine and the read path (`perf record` on this
+//! binary). Same data and queries as `promql_vs_prometheus`.
+//!
+//! Env: `BENCH_SERIES` (10000), `BENCH_HOURS` (24), `BENCH_RUNS` (5),
+//! `BENCH_LIVE_RUNS` (100), `BENCH_DATA_DIR` (keep and reuse the loaded store there;
+//! default: a temporary directory), `BENCH_ONLY` (run only queries containing this).
+//!
+//! Prints figures only; no assertions. Run: `cargo bench --bench promql_engine`.
+
+#[path = "promql_data.rs"]
+mod data;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tally::query::promql::{Engine, EngineOptions, QueryValue};
+use tally::store::{Store, StoreOptions};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn points_of(v: &QueryValue) -> usize {
+    match v {
+        QueryValue::Matrix(m) => m.iter().map(|s| s.points.len()).sum(),
+        _ => 0,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("promql_engine: benchmark only runs under `cargo bench`");
+        return;
+    }
+    let series = env_usize("BENCH_SERIES", 10_000);
+    let hours = env_usize("BENCH_HOURS", 24);
+    let runs = env_usize("BENCH_RUNS", 5).max(1);
+    let live_runs = env_usize("BENCH_LIVE_RUNS", 100).max(1);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let _tmp;
+    let dir: PathBuf = match std::env::var("BENCH_DATA_DIR") {
+        Ok(d) => PathBuf::from(d),
+        Err(_) => {
+            _tmp = tempfile::tempdir().expect("tempdir");
+            _tmp.path().join("tally")
+        }
+    };
+    let marker = dir.join("bench-end");
+    let points = hours * 60;
+    let end = match std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+    {
+        Some(end) => {
+            println!("reusing {} (data ends at {end})", dir.display());
+            end
+        }
+        None => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let end = now / 60 * 60;
+            let start = end - 60 * (points as i64 - 1);
+            let t = Instant::now();
+            data::load(series, points, start, None, &dir);
+            std::fs::write(&marker, end.to_string()).expect("marker");
+            println!(
+                "loaded {series} metric + {series} cost series x {hours}h @60s in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+            end
+        }
+    };
+    let start = end - 60 * (points as i64 - 1);
+    let store = Store::open(
+        &dir,
+        StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open store");
+    let engine = Engine::new(EngineOptions {
+        timeout: None,
+        ..EngineOptions::default()
+    });
+    let run = |q: &str, s: i64, e: i64, step: i64| -> (Duration, usize) {
+        let snap = store.snapshot();
+        let t = Instant::now();
+        let r = engine.range_query(&snap, None, q, s * 1000, e * 1000, step * 1000);
+        let d = t.elapsed();
+        match r {
+            Ok(v) => (d, points_of(&v)),
+            Err(e) => {
+                eprintln!("query failed: {q}: {e}");
+                (d, 0)
+            }
+        }
+    };
+
+    println!("\n== range queries over {hours}h at 60s step (median of {runs}, after 1 warm-up)");
+    for q in [
+        "sum by (tenant) (rate(metric[5m]))",
+        "topk(10, sum by (tenant) (sum_over_time(cost[1h])))",
+    ] {
+        if !q.contains(&only) {
+            continue;
+        }
+        let (_, n) = run(q, start, end, 60);
+        let mut v: Vec<Duration> = (0..runs).map(|_| run(q, start, end, 60).0).collect();
+        println!("{:>9.1} ms  ({n} points)  {q}", ms(pct(&mut v, 0.5)));
+    }
+
+    println!("\n== live panel queries over the last 1h, 15s step ({live_runs} runs each)");
+    let live_start = end - 3600;
+    for q in [
+        "sum by (tenant) (sum_over_time(cost[1m]))",
+        "sum by (tenant) (sum_over_time(cost[1h]))",
+        "sum by (sku) (sum_over_time(cost{tenant=~\"t0.*\"}[1m]))",
+        "topk(10, sum by (tenant) (sum_over_time(cost[1h])))",
+        "sum by (tenant) (rate(metric[5m]))",
+    ] {
+        if !q.contains(&only) {
+            continue;
+        }
+        let (_, n) = run(q, live_start, end, 15);
+        let mut v: Vec<Duration> = (0..live_runs).map(|_| run(q, live_start, end, 15).0).collect();
+        let p50 = pct(&mut v, 0.50);
+        let p99 = pct(&mut v, 0.99);
+        println!("p50 {:>8.2} ms  p99 {:>8.2} ms  ({n} points)  {q}", ms(p50), ms(p99));
+    }
+    store.close().expect("close");
+}

@@ -260,13 +260,16 @@ fn rebuild_restores_a_lost_directory_and_retention_deletes_objects() {
     // The node is lost; a new one rebuilds from the bucket with the CLI.
     let fresh = tempfile::tempdir().unwrap();
     let target = fresh.path().join("data");
-    let out = std::process::Command::new(common::tally_bin())
-        .args(["rebuild", "--from-object-store", &format!("s3://{BUCKET}/node-a")])
-        .arg("--data-dir")
-        .arg(&target)
-        .envs(s3.env())
-        .output()
-        .unwrap();
+    let rebuild = || {
+        std::process::Command::new(common::tally_bin())
+            .args(["rebuild", "--from-object-store", &format!("s3://{BUCKET}/node-a")])
+            .arg("--data-dir")
+            .arg(&target)
+            .envs(s3.env())
+            .output()
+            .unwrap()
+    };
+    let out = rebuild();
     assert!(
         out.status.success(),
         "rebuild failed: {}",
@@ -275,13 +278,7 @@ fn rebuild_restores_a_lost_directory_and_retention_deletes_objects() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["segments"], 3, "{report}");
     // Rebuilding over an existing store is refused.
-    let again = std::process::Command::new(common::tally_bin())
-        .args(["rebuild", "--from-object-store", &format!("s3://{BUCKET}/node-a")])
-        .arg("--data-dir")
-        .arg(&target)
-        .envs(s3.env())
-        .output()
-        .unwrap();
+    let again = rebuild();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
 

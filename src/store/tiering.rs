@@ -188,12 +188,13 @@ impl Inner {
                 }
             }
         }
-        let mut manifest = self.maint.lock();
-        let mut next = manifest.clone();
-        next.tier_garbage.retain(|k| !deleted.contains(k));
-        next.store(&self.dir)?;
-        *manifest = next;
-        drop(manifest);
+        if !deleted.is_empty() {
+            let mut manifest = self.maint.lock();
+            let mut next = manifest.clone();
+            next.tier_garbage.retain(|k| !deleted.contains(k));
+            next.store(&self.dir)?;
+            *manifest = next;
+        }
         match first_err {
             Some(e) => Err(e.into()),
             None => Ok(()),

@@ -168,16 +168,6 @@ impl ObjectTier {
         })
     }
 
-    pub fn put_file(&self, key: &str, local: &std::path::Path) -> Result<u64, TierError> {
-        let bytes = std::fs::read(local).map_err(|source| TierError::Local {
-            path: local.display().to_string(),
-            source,
-        })?;
-        let len = bytes.len() as u64;
-        self.put(key, Bytes::from(bytes))?;
-        Ok(len)
-    }
-
     pub fn size(&self, key: &str) -> Result<u64, TierError> {
         let (store, path) = (self.store.clone(), self.path(key));
         self.run("head", key, async move { store.head(&path).await.map(|m| m.size) })
@@ -271,11 +261,12 @@ impl ObjectTier {
             reason: "a page was neither cached nor fetched".into(),
         };
         if pages.len() == 1 {
+            // One page: hand out a slice of it without copying.
             let p = pages[0].take().ok_or_else(missing)?;
-            return p
-                .get(start_in_first..start_in_first + len)
-                .map(|_| p.slice(start_in_first..start_in_first + len))
-                .ok_or_else(missing);
+            if start_in_first + len > p.len() {
+                return Err(missing());
+            }
+            return Ok(p.slice(start_in_first..start_in_first + len));
         }
         let mut out = BytesMut::with_capacity(len);
         for (i, p) in pages.into_iter().enumerate() {

@@ -48,7 +48,7 @@ fn kafka_end_to_end_generator_to_store() {
     );
     assert_eq!(report.sent, report.valid + report.duplicates + malformed);
 
-    wait_caught_up(&[&tally], topic, 4, Duration::from_secs(120));
+    wait_stored(&[&tally], topic, &report.end_offsets, Duration::from_secs(120));
     let metrics = tally.metrics();
     assert!(
         metrics.contains(&format!("tally_ingest_dedup_hits_total {}", report.duplicates)),

@@ -105,7 +105,7 @@ fn kafka_sigkill_restart_cycles_exact_totals() {
     let report = gen.join().expect("generator thread");
     assert_eq!(report.delivery_errors, 0);
     let mut t = Tally::start(&data, &opts);
-    wait_caught_up(&[&t], topic, 4, Duration::from_secs(120));
+    wait_stored(&[&t], topic, &report.end_offsets, Duration::from_secs(120));
     t.stop();
     let (totals, _) = store_totals(&data);
     assert_totals_match(&report, &totals);
@@ -155,7 +155,7 @@ fn kafka_broker_outage_degraded_then_resumes_exact() {
     });
     let report = gen.join().expect("generator thread");
     assert_eq!(report.delivery_errors, 0);
-    wait_caught_up(&[&t], topic, 2, Duration::from_secs(120));
+    wait_stored(&[&t], topic, &report.end_offsets, Duration::from_secs(120));
     let m = t.metrics();
     let rebalances = m
         .lines()
@@ -207,7 +207,7 @@ fn kafka_two_processes_split_partitions_exact_after_rebalance() {
     wait_for("B ingesting", Duration::from_secs(60), || accepted(&b) > 0);
     let report = gen.join().expect("generator thread");
     assert_eq!(report.delivery_errors, 0);
-    wait_caught_up(&[&a, &b], topic, 4, Duration::from_secs(120));
+    wait_stored(&[&a, &b], topic, &report.end_offsets, Duration::from_secs(120));
     a.stop();
     b.stop();
     let (ta, pa) = store_totals(&da);

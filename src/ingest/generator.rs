@@ -141,11 +141,17 @@ pub struct GenReport {
     pub elapsed_seconds: f64,
     /// `[partition, offset, reason]` of every malformed message.
     pub rejected: Vec<(i32, i64, String)>,
+    /// Partition → one past the highest offset acknowledged by the broker: where a
+    /// consumer that has read everything sent stands (taken from the delivery reports,
+    /// not from the broker's watermarks).
+    #[serde(default)]
+    pub end_offsets: BTreeMap<i32, i64>,
 }
 
 #[derive(Default)]
 struct GenCtx {
     rejected: Mutex<Vec<(i32, i64, usize)>>,
+    ends: Mutex<BTreeMap<i32, i64>>,
     errors: Mutex<u64>,
 }
 
@@ -156,6 +162,10 @@ impl ProducerContext for GenCtx {
     fn delivery(&self, r: &DeliveryResult<'_>, reason: usize) {
         match r {
             Ok(m) => {
+                let mut ends = self.ends.lock();
+                let end = ends.entry(m.partition()).or_default();
+                *end = (*end).max(m.offset() + 1);
+                drop(ends);
                 if reason != usize::MAX {
                     self.rejected.lock().push((m.partition(), m.offset(), reason));
                 }
@@ -358,6 +368,7 @@ pub fn run(cfg: &GenConfig) -> Result<GenReport, KafkaIngestError> {
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     let ctx = producer.context();
     report.delivery_errors = *ctx.errors.lock();
+    report.end_offsets = ctx.ends.lock().clone();
     if cfg.report_offsets {
         let mut rej: Vec<(i32, i64, String)> = ctx
             .rejected

@@ -333,6 +333,7 @@ impl ConsumerContext for Ctx {
                 st.paused = false;
                 self.owned.lock().clear();
                 pipeline.metrics.lag.lock().clear();
+                pipeline.metrics.stored_offsets.lock().clear();
                 drop(st);
                 let _ = c.unassign();
             }
@@ -938,6 +939,7 @@ fn run_monitor(
         }
         last = Instant::now();
         let parts: Vec<(Tp, i64)> = owned.lock().iter().map(|(k, v)| (k.clone(), *v)).collect();
+        *metrics.stored_offsets.lock() = parts.iter().cloned().collect();
         let mut ok = true;
         if parts.is_empty() {
             ok = client.fetch_metadata(None, Duration::from_secs(2)).is_ok();

@@ -105,6 +105,8 @@ pub struct IngestMetrics {
     pub freshness: FreshnessHistogram,
     /// (topic, partition) → (high watermark − next offset).
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// (topic, partition) → next offset durable in the store, for the owned partitions.
+    pub stored_offsets: Mutex<BTreeMap<(String, i32), i64>>,
     pub batches: AtomicU64,
     pub store_errors: AtomicU64,
     pub dlq_errors: AtomicU64,
@@ -212,6 +214,15 @@ impl IngestMetrics {
                 out,
                 "tally_ingest_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {lag}"
             );
+        }
+        header(
+            out,
+            "tally_ingest_stored_offset",
+            "gauge",
+            "Next offset of each owned partition that is durable in the store (the group's position).",
+        );
+        for ((t, p), o) in self.stored_offsets.lock().iter() {
+            let _ = writeln!(out, "tally_ingest_stored_offset{{topic=\"{t}\",partition=\"{p}\"}} {o}");
         }
         let name = "tally_ingest_freshness_seconds";
         header(

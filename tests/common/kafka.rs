@@ -252,9 +252,19 @@ impl Tally {
 
     /// `tally_ingest_consumer_lag` per (topic, partition) from `/metrics`.
     pub fn lags(&self) -> BTreeMap<(String, i32), i64> {
+        self.partition_gauge("tally_ingest_consumer_lag")
+    }
+
+    /// `tally_ingest_stored_offset` per (topic, partition) from `/metrics`.
+    pub fn stored_offsets(&self) -> BTreeMap<(String, i32), i64> {
+        self.partition_gauge("tally_ingest_stored_offset")
+    }
+
+    fn partition_gauge(&self, name: &str) -> BTreeMap<(String, i32), i64> {
+        let prefix = format!("{name}{{topic=\"");
         let mut out = BTreeMap::new();
         for line in self.metrics().lines() {
-            if let Some(rest) = line.strip_prefix("tally_ingest_consumer_lag{topic=\"") {
+            if let Some(rest) = line.strip_prefix(prefix.as_str()) {
                 let mut it = rest.splitn(2, "\",partition=\"");
                 let (Some(t), Some(r)) = (it.next(), it.next()) else {
                     continue;
@@ -291,26 +301,37 @@ impl Drop for Tally {
     }
 }
 
-/// Waits until the union of the processes' lag gauges covers `partitions` partitions of
-/// `topic`, all at zero, twice in a row (the monitor refreshes every second).
-pub fn wait_caught_up(tallies: &[&Tally], topic: &str, partitions: i32, deadline: Duration) {
+/// Waits until every partition the generator wrote to is durable in some process's store
+/// up to the generator's end offset (`tally_ingest_stored_offset`, highest across the
+/// processes). The broker's own watermarks are not used: tansu's ListOffsets can report a
+/// high watermark below the last acknowledged offset, which made "lag 0" arrive early.
+pub fn wait_stored(tallies: &[&Tally], topic: &str, end_offsets: &BTreeMap<i32, i64>, deadline: Duration) {
+    assert!(!end_offsets.is_empty(), "the generator reported no offsets");
     let end = Instant::now() + deadline;
-    let mut zero_rounds = 0;
     loop {
-        let mut all = BTreeMap::new();
+        let mut stored: BTreeMap<i32, i64> = BTreeMap::new();
         for t in tallies {
-            all.extend(t.lags().into_iter().filter(|((tp, _), _)| tp == topic));
+            for ((tp, p), o) in t.stored_offsets() {
+                if tp == topic {
+                    let e = stored.entry(p).or_insert(o);
+                    *e = (*e).max(o);
+                }
+            }
         }
-        let done = all.len() == partitions as usize && all.values().all(|v| *v == 0);
-        zero_rounds = if done { zero_rounds + 1 } else { 0 };
-        if zero_rounds >= 2 {
+        if end_offsets
+            .iter()
+            .all(|(p, want)| stored.get(p).is_some_and(|got| got >= want))
+        {
             return;
         }
         if Instant::now() > end {
             let logs: Vec<String> = tallies.iter().map(|t| t.log_text()).collect();
-            panic!("not caught up: lags {all:?}\nlogs:\n{}", logs.join("\n-----\n"));
+            panic!(
+                "not caught up: stored {stored:?}, want {end_offsets:?}\nlogs:\n{}",
+                logs.join("\n-----\n")
+            );
         }
-        std::thread::sleep(Duration::from_millis(1100));
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

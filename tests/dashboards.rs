@@ -1,13 +1,15 @@
 //! Every Grafana dashboard in `dashboards/` works against tally: valid JSON in the
 //! current schema, every target expression evaluates without error and returns data
 //! (Grafana's template variables substituted as Grafana would) through the HTTP API,
-//! and every variable query (`label_values(...)`) returns values. The data has `cost`
-//! series with the cost labels (62 days hourly + the last 2 hours per minute) and the
-//! ingest self-metrics as ordinary series.
+//! and every variable query (`label_values(...)`) returns values. The cost dashboards run
+//! over generated `cost` series with the cost labels (62 days hourly + the last 2 hours per
+//! minute); the ingest-health dashboard runs over tally's real self-metrics, written by
+//! `--self-scrape-interval` while a real broker feeds it generated events.
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::{http_get, json, labels, load_store, urlencode, TallyServer};
 use serde_json::Value as Json;
@@ -64,41 +66,6 @@ fn generate(now: i64) -> Vec<(common::LabelPairs, common::Points)> {
                 out.push((l, pts));
             }
         }
-    }
-    // Ingest self-metrics, every 15 s over the last 2 hours.
-    let ticks: Vec<i64> = ((now - 2 * 3600)..=now).step_by(15).collect();
-    let counter = |rate: f64| -> Vec<(i64, f64)> {
-        ticks
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| (t * NS, rate * 15.0 * i as f64))
-            .collect()
-    };
-    for (result, rate) in [("accepted", 200.0), ("rejected", 3.0)] {
-        out.push((
-            labels(&[("__name__", "tally_ingest_events_total"), ("result", result)]),
-            counter(rate),
-        ));
-    }
-    for (reason, rate) in [("unknown_sku", 2.0), ("invalid_quantity", 1.0)] {
-        out.push((
-            labels(&[("__name__", "tally_ingest_rejected_total"), ("reason", reason)]),
-            counter(rate),
-        ));
-    }
-    out.push((labels(&[("__name__", "tally_dlq_writes_total")]), counter(3.0)));
-    for p in ["0", "1", "2"] {
-        let pts = ticks.iter().map(|&t| (t * NS, 10.0 + (t % 7) as f64)).collect();
-        out.push((
-            labels(&[("__name__", "tally_consumer_lag"), ("topic", "usage"), ("partition", p)]),
-            pts,
-        ));
-    }
-    for (le, frac) in [("0.1", 0.2), ("0.5", 0.7), ("1", 0.9), ("5", 0.99), ("+Inf", 1.0)] {
-        out.push((
-            labels(&[("__name__", "tally_ingest_freshness_seconds_bucket"), ("le", le)]),
-            counter(200.0 * frac),
-        ));
     }
     out
 }
@@ -189,39 +156,37 @@ fn check_static(path: &Path, d: &Json) -> Vec<String> {
     problems
 }
 
-#[test]
-fn every_dashboard_expression_and_variable_works_against_tally() {
-    let files = dashboard_files();
-    assert!(files.len() >= 4, "expected the 4 dashboards, found {files:?}");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("data");
-    let now = now_s() / 60 * 60;
-    load_store(&dir, &generate(now));
-    let srv = TallyServer::start(&dir, &[]);
-    let mut problems: Vec<String> = Vec::new();
-    let (mut exprs, mut vars) = (0, 0);
-    let mut titles = Vec::new();
-    let mut var_names = Vec::new();
-    for path in &files {
+/// Evaluates dashboards through a running tally, collecting every problem.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<String>,
+    exprs: usize,
+    vars: usize,
+    titles: Vec<String>,
+    var_names: Vec<String>,
+}
+
+impl Checker {
+    fn check(&mut self, addr: &str, path: &Path, now: i64) {
         let text = std::fs::read_to_string(path).expect("read dashboard");
         let d: Json = match serde_json::from_str(&text) {
             Ok(d) => d,
             Err(e) => {
-                problems.push(format!("{}: invalid JSON: {e}", path.display()));
-                continue;
+                self.problems.push(format!("{}: invalid JSON: {e}", path.display()));
+                return;
             }
         };
-        problems.extend(check_static(path, &d));
-        titles.push(d["title"].as_str().unwrap_or("").to_string());
+        self.problems.extend(check_static(path, &d));
+        self.titles.push(d["title"].as_str().unwrap_or("").to_string());
         // Variables: label_values(...) queries return values.
         let mut tenant_value = None;
         for v in d["templating"]["list"].as_array().cloned().unwrap_or_default() {
             let name = v["name"].as_str().unwrap_or("").to_string();
-            var_names.push(name.clone());
+            self.var_names.push(name.clone());
             let q = v["query"]["query"].as_str().or(v["query"].as_str()).unwrap_or("");
             let q = substitute(q, ".*", ".*", "1m", 3600);
             let Some(inner) = q.strip_prefix("label_values(").and_then(|s| s.strip_suffix(')')) else {
-                problems.push(format!(
+                self.problems.push(format!(
                     "{}: variable {name}: not a label_values() query: {q}",
                     path.display()
                 ));
@@ -235,15 +200,19 @@ fn every_dashboard_expression_and_variable_works_against_tally() {
             if let Some(s) = sel {
                 url.push_str(&format!("&match[]={}", urlencode(s)));
             }
-            vars += 1;
-            match ok(&srv.addr, &url) {
+            self.vars += 1;
+            match ok(addr, &url) {
                 Ok(vals) if vals.as_array().is_some_and(|a| !a.is_empty()) => {
                     if name == "tenant" {
                         tenant_value = vals[0].as_str().map(str::to_string);
                     }
                 }
-                Ok(vals) => problems.push(format!("{}: variable {name} ({q}): no values {vals}", path.display())),
-                Err(e) => problems.push(format!("{}: variable {name} ({q}): {e}", path.display())),
+                Ok(vals) => self
+                    .problems
+                    .push(format!("{}: variable {name} ({q}): no values {vals}", path.display())),
+                Err(e) => self
+                    .problems
+                    .push(format!("{}: variable {name} ({q}): {e}", path.display())),
             }
         }
         let from = d["time"]["from"].as_str().unwrap_or("now-1h");
@@ -263,7 +232,8 @@ fn every_dashboard_expression_and_variable_works_against_tally() {
                 for tenant in tenants {
                     let e = substitute(raw, &tenant, ".*", interval, range_s);
                     assert!(!e.contains('$'), "unsubstituted variable in {e}");
-                    exprs += 1;
+                    self.exprs += 1;
+                    // Range queries end on the last step at or before `end`, like Grafana's.
                     let url = if t["instant"] == true {
                         format!("/api/v1/query?query={}&time={end}", urlencode(&e))
                     } else {
@@ -273,38 +243,147 @@ fn every_dashboard_expression_and_variable_works_against_tally() {
                             end - range_s
                         )
                     };
-                    match ok(&srv.addr, &url) {
+                    match ok(addr, &url) {
                         Ok(data) if data["result"].as_array().is_some_and(|a| !a.is_empty()) => {}
-                        Ok(data) => problems.push(format!("{title}: `{e}` returned no data: {data}")),
-                        Err(err) => problems.push(format!("{title}: `{e}`: {err}")),
+                        Ok(data) => self.problems.push(format!("{title}: `{e}` returned no data: {data}")),
+                        Err(err) => self.problems.push(format!("{title}: `{e}`: {err}")),
                     }
                 }
             }
         }
     }
+
+    fn assert_clean(&self) {
+        assert!(
+            self.problems.is_empty(),
+            "{} problems:\n{}",
+            self.problems.len(),
+            self.problems.join("\n")
+        );
+    }
+}
+
+const INGEST_HEALTH: &str = "tally-ingest-health.json";
+
+#[test]
+fn every_cost_dashboard_expression_and_variable_works_against_tally() {
+    let files: Vec<PathBuf> = dashboard_files()
+        .into_iter()
+        .filter(|p| !p.ends_with(INGEST_HEALTH))
+        .collect();
+    assert!(files.len() >= 3, "expected the 3 cost dashboards, found {files:?}");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let now = now_s() / 60 * 60;
+    load_store(&dir, &generate(now));
+    let srv = TallyServer::start(&dir, &[]);
+    let mut c = Checker::default();
+    for path in &files {
+        c.check(&srv.addr, path, now);
+    }
     println!(
-        "dashboards: {} files, {exprs} target evaluations, {vars} variable queries",
-        files.len()
+        "dashboards: {} files, {} target evaluations, {} variable queries",
+        files.len(),
+        c.exprs,
+        c.vars
     );
     for must in ["tenant", "cost_center"] {
         assert!(
-            var_names.iter().any(|v| v == must),
+            c.var_names.iter().any(|v| v == must),
             "no `{must}` variable in any dashboard"
         );
     }
-    assert!(titles.iter().any(|t| t.contains("live")), "{titles:?}");
+    assert!(c.titles.iter().any(|t| t.contains("live")), "{:?}", c.titles);
     let live: Json =
         serde_json::from_str(&std::fs::read_to_string(dashboards_dir().join("tally-live-cost.json")).expect("read"))
             .expect("json");
     let refresh = live["refresh"].as_str().unwrap_or("");
     assert!(["1s", "5s", "10s"].contains(&refresh), "live refresh {refresh}");
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    c.assert_clean();
     assert_eq!(srv.terminate(), 0);
+}
+
+/// The ingest-health dashboard over tally's own metrics: a real broker, `tally serve`
+/// consuming generated events (with malformed ones, so rejections and dead letters
+/// exist) and `--self-scrape-interval 1s` storing /metrics into tally itself. Every panel
+/// must return data, and every metric the dashboard names must be one tally exposes.
+#[test]
+fn ingest_health_dashboard_works_over_real_self_metrics() {
+    use common::kafka::{wait_stored, write_price_book, Broker, Tally, TallyOpts};
+    let broker = Broker::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let prices = write_price_book(tmp.path());
+    let topic = "cost.compute";
+    broker.create_topic(topic, 2);
+    let data = tmp.path().join("data");
+    let t = Tally::start(
+        &data,
+        &TallyOpts {
+            brokers: Some(&broker.addr),
+            topics: &[topic],
+            group: "tally",
+            price_book: Some(&prices),
+            extra: &["--self-scrape-interval", "1s"],
+        },
+    );
+    let report = tally::ingest::generator::run(&tally::ingest::generator::GenConfig {
+        brokers: broker.addr.clone(),
+        topic: topic.into(),
+        rate: 2000,
+        count: 6_000,
+        tenants: 3,
+        malformed_share: 0.03,
+        seed: 17,
+        ..Default::default()
+    })
+    .expect("generator");
+    assert_eq!(report.delivery_errors, 0);
+    wait_stored(&[&t], topic, &report.end_offsets, Duration::from_secs(120));
+
+    let path = dashboards_dir().join(INGEST_HEALTH);
+    let text = std::fs::read_to_string(&path).expect("read dashboard");
+    let exposed = t.metrics();
+    let names: std::collections::BTreeSet<String> = exposed
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next().map(str::to_string))
+        .collect();
+    let d: Json = serde_json::from_str(&text).expect("json");
+    for p in d["panels"].as_array().cloned().unwrap_or_default() {
+        for tg in p["targets"].as_array().cloned().unwrap_or_default() {
+            let e = tg["expr"].as_str().unwrap_or("");
+            for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("tally_") {
+                    assert!(
+                        names.contains(word),
+                        "{INGEST_HEALTH}: {word} is not in /metrics:\n{exposed}"
+                    );
+                }
+            }
+        }
+    }
+    // A few more scrapes after the last batch, so rates over the final window see it.
+    let scrapes = |t: &Tally| -> usize {
+        let q = urlencode("count_over_time(tally_ingest_batches_total{job=\"tally\"}[10m])");
+        let (_, body) = t
+            .http("GET", &format!("/api/v1/query?query={q}"), b"", &[])
+            .unwrap_or_default();
+        let j: Json = serde_json::from_str(&body).unwrap_or_default();
+        j["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = scrapes(&t);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while scrapes(&t) < before + 3 {
+        assert!(std::time::Instant::now() < end, "self-scrape stored no new samples");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut c = Checker::default();
+    c.check(&format!("127.0.0.1:{}", t.port), &path, now_s());
+    assert!(c.exprs >= 10, "{} expressions", c.exprs);
+    c.assert_clean();
 }
 
 #[test]

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod ingest;
 mod metrics;
 pub mod prometheus;
+pub mod self_scrape;
 pub mod sql;
 
 use std::sync::atomic::AtomicBool;

@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// How far instant selectors look back for a sample. Default: 5m
     #[arg(long, value_name = "DURATION")]
     pub query_lookback_delta: Option<String>,
+    /// Write tally's own /metrics into its store this often (series labelled job="tally",
+    /// instance=<listen address>), so dashboards/tally-ingest-health.json works with tally
+    /// as the only data source; `0s` = off. Config key: self_scrape_interval. Default: off
+    #[arg(long, value_name = "DURATION")]
+    pub self_scrape_interval: Option<String>,
     /// Most rows (samples) one SQL query may scan before failing with "query limit exceeded: … rows
     /// scanned" (HTTP 422). Config key: sql_max_rows_scanned. Default: 2000000000
     #[arg(long, value_name = "N")]
@@ -135,6 +140,8 @@ pub struct ServeSettings {
     pub price_book: Option<PathBuf>,
     /// Kafka ingest, when `--kafka-brokers` is given.
     pub kafka: Option<KafkaConfig>,
+    /// `--self-scrape-interval`, when on.
+    pub self_scrape: Option<std::time::Duration>,
 }
 
 impl ServeArgs {
@@ -199,6 +206,10 @@ impl ServeArgs {
             }
             engine.lookback_ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         }
+        let self_scrape = match self.self_scrape_interval.or(file.self_scrape_interval) {
+            Some(s) => Some(parse_duration("--self-scrape-interval", &s)?).filter(|d| !d.is_zero()),
+            None => None,
+        };
         let mut sql = api::SqlSettings::default();
         if let Some(n) = self.sql_max_rows_scanned.or(file.sql_max_rows_scanned) {
             if n == 0 {
@@ -246,6 +257,7 @@ impl ServeArgs {
             pipeline,
             price_book,
             kafka,
+            self_scrape,
         })
     }
 }
@@ -280,6 +292,9 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP listener on {}", settings.listen))?;
     tracing::info!(addr = %settings.listen, data_dir = %settings.data_dir.display(), "tally serving");
     state.ready.store(true, Ordering::Relaxed);
+    if let Some(every) = settings.self_scrape {
+        api::self_scrape::spawn(state.clone(), every, settings.listen.to_string());
+    }
     let app = api::router(state.clone());
     let shutdown_state = state.clone();
     axum::serve(listener, app)

@@ -174,6 +174,74 @@ fn send_dlq(producer: &DlqProducer, m: &DlqMsg) -> Result<(), KafkaError> {
     }
 }
 
+/// Dead letters outside the consumer loop (hand-over recovery): send, then wait until
+/// every one is acknowledged.
+pub(crate) struct DeadLetters {
+    producer: DlqProducer,
+    pending: Vec<DlqMsg>,
+    seq: u64,
+}
+
+impl DeadLetters {
+    pub(crate) fn open(brokers: &str) -> Result<DeadLetters, KafkaIngestError> {
+        Ok(DeadLetters {
+            producer: client_config(brokers)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .create_with_context(DlqCtx::default())?,
+            pending: Vec::new(),
+            seq: 0,
+        })
+    }
+
+    pub(crate) fn send(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        reject: Reject,
+    ) -> Result<(), KafkaIngestError> {
+        self.seq += 1;
+        let m = DlqMsg {
+            seq: self.seq,
+            topic: format!("{topic}.dlq"),
+            payload: payload.to_vec(),
+            key: key.map(<[u8]>::to_vec),
+            reject,
+            src_topic: topic.to_string(),
+            partition,
+            offset,
+        };
+        send_dlq(&self.producer, &m)?;
+        self.pending.push(m);
+        Ok(())
+    }
+
+    /// Waits for every acknowledgement, re-sending failures; an error if some dead letter
+    /// is still not acknowledged at `timeout`.
+    pub(crate) fn ack_all(&mut self, timeout: Duration) -> Result<(), KafkaIngestError> {
+        let end = Instant::now() + timeout;
+        loop {
+            self.producer.poll(Duration::from_millis(10));
+            let failed: Vec<u64> = std::mem::take(&mut *self.producer.context().failed.lock());
+            for s in &failed {
+                if let Some(m) = self.pending.iter().find(|m| m.seq == *s) {
+                    send_dlq(&self.producer, m)?;
+                }
+            }
+            if failed.is_empty() && self.producer.context().outstanding.lock().is_empty() {
+                self.pending.clear();
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err(KafkaIngestError::Other("dead letters not acknowledged".into()));
+            }
+        }
+    }
+}
+
 /// A closed batch on its way to the writer thread.
 struct Job {
     batch: Batch,
@@ -204,12 +272,14 @@ struct Slot {
 }
 
 /// The writer thread's mailbox.
-#[derive(Default)]
 struct Writer {
     slot: Mutex<Slot>,
     cv: Condvar,
     /// Mirrors `slot.queued.is_some()` for a lock-free look from the consumer's hot loop.
     full: AtomicBool,
+    /// The group member, for the synchronous commit that precedes every append (set once
+    /// the consumer exists, taken at shutdown to break the reference cycle).
+    consumer: Mutex<Option<Arc<BaseConsumer<Ctx>>>>,
 }
 
 struct State {
@@ -229,7 +299,20 @@ struct State {
     spare: Vec<Batch>,
 }
 
+impl Default for Writer {
+    fn default() -> Self {
+        Writer {
+            slot: Mutex::new(Slot::default()),
+            cv: Condvar::new(),
+            full: AtomicBool::new(false),
+            consumer: Mutex::new(None),
+        }
+    }
+}
+
 struct Ctx {
+    /// Takeover records are written here before a partition is consumed.
+    handover: Arc<super::handover::HandoverLog>,
     state: Arc<Mutex<State>>,
     producer: Arc<DlqProducer>,
     writer: Arc<Writer>,
@@ -296,8 +379,33 @@ impl ConsumerContext for Ctx {
                     owned.insert((t, p), start.unwrap_or(0));
                 }
                 st.paused = false;
+                let starts: Vec<(Tp, i64)> = owned
+                    .iter()
+                    .filter(|(tp, _)| tpl.find_partition(&tp.0, tp.1).is_some())
+                    .map(|(tp, o)| (tp.clone(), *o))
+                    .collect();
                 drop(owned);
                 drop(st);
+                // Durable before the first message is consumed (see `handover`); a broker
+                // that cannot take it cannot serve the partitions either: keep trying.
+                let mut attempt = 0;
+                while let Err(e) = self.handover.record(&starts, Duration::from_secs(10)) {
+                    attempt += 1;
+                    if attempt > 12 {
+                        // Consuming without the record could double count after a crash:
+                        // leave the partitions unconsumed until the next rebalance.
+                        tracing::error!(error = %e, "cannot record the partition takeover; not consuming the assigned partitions");
+                        let mut st = self.state.lock();
+                        st.next.clear();
+                        st.base.clear();
+                        self.owned.lock().clear();
+                        drop(st);
+                        let _ = c.unassign();
+                        return;
+                    }
+                    tracing::warn!(error = %e, attempt, "cannot record the partition takeover; retrying");
+                    std::thread::sleep(backoff(attempt));
+                }
                 if let Err(e) = c.assign(tpl) {
                     tracing::error!(error = %e, "assign failed");
                 }
@@ -542,7 +650,7 @@ fn run_writer(writer: Arc<Writer>, pipeline: Arc<Pipeline>, producer: Arc<DlqPro
                 writer.cv.wait(&mut slot);
             }
         };
-        let ok = write_job(&job, &pipeline, &producer, &stop);
+        let ok = write_job(&job, &writer, &pipeline, &producer, &stop);
         let done = Done {
             ok,
             positions: job.batch.positions.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -563,10 +671,14 @@ fn run_writer(writer: Arc<Writer>, pipeline: Arc<Pipeline>, producer: Arc<DlqPro
     }
 }
 
-fn write_job(job: &Job, pipeline: &Pipeline, producer: &DlqProducer, stop: &AtomicBool) -> bool {
+fn write_job(job: &Job, writer: &Writer, pipeline: &Pipeline, producer: &DlqProducer, stop: &AtomicBool) -> bool {
     if !job.dlq.is_empty() && !ack_dlq(job, pipeline, producer, stop) {
         return false;
     }
+    if !commit_before_append(job, writer, stop) {
+        return false;
+    }
+    super::failpoint::hit("kafka.after_commit");
     let mut attempt = 0u32;
     loop {
         match pipeline.commit(&job.batch, Source::Kafka) {
@@ -575,6 +687,52 @@ fn write_job(job: &Job, pipeline: &Pipeline, producer: &DlqProducer, stop: &Atom
                 attempt += 1;
                 tracing::error!(error = %e, attempt, "store append failed; retrying");
                 if attempt > if job.quick { 3 } else { 20 } || stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                std::thread::sleep(backoff(attempt));
+            }
+        }
+    }
+}
+
+/// Commits the job's offsets to Kafka, synchronously, before its append (see `handover`):
+/// the group generation fences the commit, so a process that lost its partitions cannot
+/// store what their new owner will read. False when the commit is refused (partitions
+/// lost) or keeps failing: the batch is dropped and the partitions are rewound, and
+/// if a failed commit did land, the events are re-read from the rewound position.
+fn commit_before_append(job: &Job, writer: &Writer, stop: &AtomicBool) -> bool {
+    let Some(consumer) = writer.consumer.lock().clone() else {
+        return false;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for (src, pos) in &job.batch.positions {
+        if let Some((t, p)) = parse_source_key(src) {
+            if tpl.add_partition_offset(&t, p, Offset::Offset(*pos)).is_err() {
+                return false;
+            }
+        }
+    }
+    if tpl.count() == 0 {
+        return true;
+    }
+    let mut attempt = 0u32;
+    loop {
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => return true,
+            Err(e) => {
+                let fenced = matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::IllegalGeneration
+                            | RDKafkaErrorCode::UnknownMemberId
+                            | RDKafkaErrorCode::RebalanceInProgress
+                            | RDKafkaErrorCode::FencedInstanceId
+                            | RDKafkaErrorCode::AssignmentLost
+                    )
+                );
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, fenced, "offset commit before append failed");
+                if fenced || attempt > if job.quick { 3 } else { 20 } || stop.load(Ordering::Relaxed) {
                     return false;
                 }
                 std::thread::sleep(backoff(attempt));
@@ -714,7 +872,11 @@ impl KafkaIngest {
                 .spawn(move || run_writer(w, p, pr, s))
                 .map_err(|e| KafkaIngestError::Other(e.to_string()))?
         };
+        let member = super::handover::member_id(pipeline.store.dir())
+            .map_err(|e| KafkaIngestError::Other(format!("member id in {}: {e}", pipeline.store.dir().display())))?;
+        let handover = Arc::new(super::handover::HandoverLog::open(&cfg.brokers, &cfg.group, &member)?);
         let ctx = Ctx {
+            handover: handover.clone(),
             state: state.clone(),
             producer,
             writer,
@@ -737,9 +899,8 @@ impl KafkaIngest {
         for (k, v) in &cfg.extra {
             cc.set(k, v);
         }
-        let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
-        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
+        let consumer: Arc<BaseConsumer<Ctx>> = Arc::new(cc.create_with_context(ctx)?);
+        *consumer.context().writer.consumer.lock() = Some(consumer.clone());
         let w_stop = stop.clone();
         let w_cfg = cfg.clone();
         let worker = std::thread::Builder::new()
@@ -793,11 +954,37 @@ fn join_with_timeout(h: JoinHandle<()>, timeout: Duration) {
     let _ = h.join();
 }
 
-fn run_worker(consumer: BaseConsumer<Ctx>, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>, cfg: KafkaConfig) {
+fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>, cfg: KafkaConfig) {
     let Some(pipeline) = state.lock().pipeline.clone() else {
         return;
     };
     let ctx = consumer.context();
+    // Before joining the group: store what this process committed and did not store
+    // before a crash (nobody else will read it). Retried until the broker answers.
+    let mut attempt = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            ctx.writer.consumer.lock().take();
+            return;
+        }
+        match super::handover::recover(&pipeline, &cfg, &ctx.handover) {
+            Ok(n) => {
+                tracing::info!(messages = n, "hand-over recovery done");
+                break;
+            }
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "hand-over recovery failed; retrying");
+                std::thread::sleep(backoff(attempt));
+            }
+        }
+    }
+    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    if let Err(e) = consumer.subscribe(&topics) {
+        tracing::error!(error = %e, "cannot subscribe to the topics");
+        ctx.writer.consumer.lock().take();
+        return;
+    }
     let max_events = cfg.batch_max_events.max(1);
     // (topic, partition, source key) of the last message: no allocation per message.
     let mut cur: (String, i32, String) = (String::new(), -1, String::new());
@@ -912,6 +1099,7 @@ fn run_worker(consumer: BaseConsumer<Ctx>, state: Arc<Mutex<State>>, stop: Arc<A
         st.pipeline = None;
     }
     drop(pipeline);
+    ctx.writer.consumer.lock().take();
     let (tx, rx) = std::sync::mpsc::channel();
     let closer = std::thread::spawn(move || {
         consumer.unsubscribe();

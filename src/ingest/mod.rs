@@ -8,7 +8,9 @@
 
 pub mod dedup;
 pub mod event;
+pub mod failpoint;
 pub mod generator;
+pub mod handover;
 pub mod kafka;
 pub mod pipeline;
 pub mod pricing;
@@ -113,6 +115,9 @@ pub struct IngestMetrics {
     pub rebalances: AtomicU64,
     /// Times the consumer paused its partitions because the writer was behind.
     pub pauses: AtomicU64,
+    /// Messages re-read on start because this process committed them and crashed before
+    /// storing them (see `handover`).
+    pub handover_recovered: AtomicU64,
     /// Kafka configured in this process.
     pub kafka_enabled: AtomicBool,
     /// Last broker health probe succeeded.
@@ -264,6 +269,11 @@ impl IngestMetrics {
                 "tally_ingest_partition_pauses_total",
                 "Times Kafka partitions were paused because the store writer was behind (backpressure).",
                 &self.pauses,
+            ),
+            (
+                "tally_ingest_handover_recovered_messages_total",
+                "Messages committed to Kafka but not stored before a crash, ingested on restart.",
+                &self.handover_recovered,
             ),
         ] {
             header(out, name, "counter", help);

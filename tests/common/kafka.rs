@@ -125,6 +125,11 @@ pub struct TallyOpts<'a> {
 
 impl Tally {
     pub fn start(data_dir: &Path, o: &TallyOpts<'_>) -> Tally {
+        Tally::start_with_env(data_dir, o, &[])
+    }
+
+    /// Like [`Tally::start`], with extra environment variables (e.g. `TALLY_FAILPOINT`).
+    pub fn start_with_env(data_dir: &Path, o: &TallyOpts<'_>, env: &[(&str, &str)]) -> Tally {
         let port = free_port();
         let log = data_dir.with_extension(format!("{port}.log"));
         let logf = std::fs::File::create(&log).expect("log file");
@@ -149,6 +154,7 @@ impl Tally {
             cmd.arg("--price-book").arg(p);
         }
         cmd.args(o.extra);
+        cmd.envs(env.iter().copied());
         cmd.env("TALLY_LOG", "info,librdkafka=warn")
             .stdout(Stdio::null())
             .stderr(logf);
@@ -177,6 +183,14 @@ impl Tally {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// True once the process has exited (by itself: a failpoint, a crash).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -129,7 +129,8 @@ fn main() {
         return;
     }
     // 0. The pipeline alone (no Kafka): parse + validate + price, then dedup + store append.
-    {
+    // `TALLY_BENCH_SKIP_PIPELINE=1` skips it (e.g. to profile only the Kafka path).
+    if std::env::var_os("TALLY_BENCH_SKIP_PIPELINE").is_none() {
         pin_to_one_core();
         let n = env_u64("TALLY_BENCH_EVENTS", 1_000_000) as usize;
         let events = generator::sample_events(n as u64, env_u64("TALLY_BENCH_TENANTS", 50) as usize, 9);

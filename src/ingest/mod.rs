@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod pipeline;
 pub mod pricing;
 pub mod remote_write;
+mod scan;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

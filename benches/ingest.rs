@@ -1,12 +1,19 @@
 //! Kafka ingest benchmarks against a real tansu broker (needs `scripts/test.sh` or
 //! `bash scripts/deps/python.sh` first; `TALLY_TEST_DEPS` or `.test-deps/tansu`).
 //!
-//! `cargo bench --bench ingest` runs both:
-//! * throughput: consume + validate + price + dedup + write from a pre-filled topic, the
-//!   tally side pinned to one core (`TALLY_BENCH_EVENTS`, default 1,000,000);
+//! `cargo bench --bench ingest` runs all three (`TALLY_BENCH_ONLY=pipeline|throughput|
+//! freshness` picks one; `pipeline` and `throughput` also run the pipeline-only part
+//! unless `TALLY_BENCH_SKIP_PIPELINE=1`):
+//! * pipeline: parse + validate + price, then dedup + store append, no Kafka;
+//! * throughput: consume + validate + price + dedup + write from a pre-filled topic, every
+//!   tally thread (incl. librdkafka's) pinned to CPU 0 by affinity inherited from the
+//!   thread that starts the ingest (`TALLY_BENCH_EVENTS`, default 1,000,000); reports
+//!   wall rate and messages per CPU-second of the whole bench process (the broker is a
+//!   separate process; the prefill producer is gone by then);
 //! * freshness: a steady `TALLY_BENCH_RATE` events/s (default 50,000) for
 //!   `TALLY_BENCH_SECONDS` (default 10); p50/p99 of (visible in the store − event time)
-//!   from `tally_ingest_freshness_seconds` (bucket upper bounds).
+//!   from `tally_ingest_freshness_seconds` (bucket upper bounds), and the producer +
+//!   broker share of it from `tally_ingest_kafka_delay_seconds`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -129,7 +136,9 @@ fn main() {
         return;
     }
     // 0. The pipeline alone (no Kafka): parse + validate + price, then dedup + store append.
-    {
+    // `TALLY_BENCH_SKIP_PIPELINE=1` skips it (e.g. to profile only the Kafka path).
+    let only = std::env::var("TALLY_BENCH_ONLY").unwrap_or_default();
+    if std::env::var_os("TALLY_BENCH_SKIP_PIPELINE").is_none() && only != "freshness" {
         pin_to_one_core();
         let n = env_u64("TALLY_BENCH_EVENTS", 1_000_000) as usize;
         let events = generator::sample_events(n as u64, env_u64("TALLY_BENCH_TENANTS", 50) as usize, 9);
@@ -163,7 +172,7 @@ fn main() {
             n as f64 / (prep_cpu + commit_cpu),
             n as f64 / (prep + commit).as_secs_f64()
         );
-        if std::env::var("TALLY_BENCH_ONLY").as_deref() == Ok("pipeline") {
+        if only == "pipeline" {
             return;
         }
         unpin();
@@ -172,6 +181,16 @@ fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
 
     // 1. Throughput from a pre-filled topic.
+    if only != "freshness" {
+        throughput(&b, tmp.path());
+    }
+    if only == "throughput" {
+        return;
+    }
+    freshness(&b, tmp.path());
+}
+
+fn throughput(b: &Broker, tmp: &std::path::Path) {
     let n = env_u64("TALLY_BENCH_EVENTS", 1_000_000);
     let t0 = Instant::now();
     let report = generator::run(&GenConfig {
@@ -191,7 +210,7 @@ fn main() {
     );
     let handle = std::thread::spawn({
         let brokers = b.1.clone();
-        let dir = tmp.path().join("tp");
+        let dir = tmp.join("tp");
         move || {
             pin_to_one_core();
             let (m, k) = start_tally(&dir, &brokers, "bench.fill", "bench-tp");
@@ -224,16 +243,15 @@ fn main() {
         }
     });
     let _ = handle.join();
+}
 
-    if std::env::var("TALLY_BENCH_ONLY").as_deref() == Ok("throughput") {
-        return;
-    }
-    // 2. Freshness at a steady rate.
+/// 2. Freshness at a steady rate.
+fn freshness(b: &Broker, tmp: &std::path::Path) {
     let rate = env_u64("TALLY_BENCH_RATE", 50_000);
     let secs = env_u64("TALLY_BENCH_SECONDS", 10);
     let topic = "bench.steady";
     tally::ingest::kafka::ensure_topics(&b.1, &[topic.to_string()], 4).expect("topic");
-    let (m, k) = start_tally(&tmp.path().join("fr"), &b.1, topic, "bench-fr");
+    let (m, k) = start_tally(&tmp.join("fr"), &b.1, topic, "bench-fr");
     // Wait for the group join before producing, so the figure is steady-state.
     let end = Instant::now() + Duration::from_secs(60);
     while m.rebalances.load(Ordering::Relaxed) == 0 && Instant::now() < end {
@@ -255,21 +273,31 @@ fn main() {
     while accepted(&m) < report.valid && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (buckets, sum, count) = m.freshness.snapshot();
-    let q = |p: f64| {
-        let target = (count as f64 * p).ceil() as u64;
-        buckets
-            .iter()
-            .find(|(_, c)| *c >= target)
-            .map_or(f64::INFINITY, |(le, _)| *le)
+    // Quantiles as bucket upper bounds: (mean, p50, p99, count).
+    let quantiles = |h: &tally::ingest::FreshnessHistogram| {
+        let (buckets, sum, count) = h.snapshot();
+        let q = |p: f64| {
+            let target = (count as f64 * p).ceil() as u64;
+            buckets
+                .iter()
+                .find(|(_, c)| *c >= target)
+                .map_or(f64::INFINITY, |(le, _)| *le)
+        };
+        (sum / count.max(1) as f64, q(0.5), q(0.99), count)
     };
+    let (mean, p50, p99, count) = quantiles(&m.freshness);
+    let (kmean, k50, k99, _) = quantiles(&m.kafka_delay);
     println!(
-        "freshness at {:.0} events/s produced ({} events): mean {:.3}s, p50 <= {}s, p99 <= {}s",
+        "freshness at {:.0} events/s produced ({} events): mean {:.3}s, p50 <= {}s, p99 <= {}s \
+         (of which producer + broker, create time -> consumed: mean {:.3}s, p50 <= {}s, p99 <= {}s)",
         report.sent as f64 / report.elapsed_seconds,
         count,
-        sum / count.max(1) as f64,
-        q(0.5),
-        q(0.99)
+        mean,
+        p50,
+        p99,
+        kmean,
+        k50,
+        k99
     );
     k.shutdown(Duration::from_secs(30));
 }

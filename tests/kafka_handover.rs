@@ -75,7 +75,11 @@ fn kafka_crash_between_commit_and_append_then_partitions_move_exact() {
     let mut a = Tally::start(&da, &opts);
     let end = Instant::now() + Duration::from_secs(60);
     while !a.log_text().contains("hand-over recovery done") {
-        assert!(Instant::now() < end, "no hand-over recovery in A's log:\n{}", a.log_text());
+        assert!(
+            Instant::now() < end,
+            "no hand-over recovery in A's log:\n{}",
+            a.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let recovered = counter(&a, "tally_ingest_handover_recovered_messages_total ");
@@ -91,7 +95,12 @@ fn kafka_crash_between_commit_and_append_then_partitions_move_exact() {
     // Every malformed event is dead-lettered (at least once: A re-sends the recovered
     // batch's dead letters).
     let want: BTreeSet<(i32, i64, String)> = report.rejected.iter().cloned().collect();
-    let dlq = read_topic(&broker.addr, &format!("{topic}.dlq"), want.len(), Duration::from_secs(60));
+    let dlq = read_topic(
+        &broker.addr,
+        &format!("{topic}.dlq"),
+        want.len(),
+        Duration::from_secs(60),
+    );
     let got: BTreeSet<(i32, i64, String)> = dlq
         .iter()
         .map(|d| {

@@ -16,6 +16,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use super::scan::Fields;
 use crate::model::{LabelLimits, Money};
 
 /// Machine-readable rejection codes (stable: they appear in DLQ headers, HTTP responses
@@ -246,8 +247,32 @@ pub struct Event<'a> {
     pub labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-fn opt_nonempty(s: Option<BorrowedStr<'_>>) -> Option<Cow<'_, str>> {
-    s.map(|b| b.0).filter(|s| !s.is_empty())
+fn opt_nonempty(s: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+    s.filter(|s| !s.is_empty())
+}
+
+/// The contract's fields via serde_json: the reference parser, used whenever the fast
+/// scanner ([`super::scan`]) declines an input. Its errors are the rejections.
+fn parse_fields_serde(bytes: &[u8]) -> Result<Fields<'_>, Reject> {
+    let raw: RawEvent<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        let code = match e.classify() {
+            serde_json::error::Category::Data => RejectCode::InvalidType,
+            _ => RejectCode::InvalidJson,
+        };
+        rej(code, e.to_string())
+    })?;
+    Ok(Fields {
+        event_id: raw.event_id.map(|s| s.0),
+        ts: raw.ts.map(RawValue::get),
+        tenant: raw.tenant.map(|s| s.0),
+        metric: raw.metric.map(|s| s.0),
+        value: raw.value.map(RawValue::get),
+        unit: raw.unit.map(|s| s.0),
+        sku: raw.sku.map(|s| s.0),
+        cost: raw.cost.map(RawValue::get),
+        currency: raw.currency.map(|s| s.0),
+        labels: raw.labels.map(|l| l.0),
+    })
 }
 
 /// Parses and validates one event. `now_ns` is the wall clock (UTC ns) used for the
@@ -259,13 +284,15 @@ pub fn parse_event<'a>(bytes: &'a [u8], limits: &ValidationLimits, now_ns: i64) 
             format!("payload is {} bytes (limit {})", bytes.len(), limits.max_payload_bytes),
         ));
     }
-    let raw: RawEvent<'a> = serde_json::from_slice(bytes).map_err(|e| {
-        let code = match e.classify() {
-            serde_json::error::Category::Data => RejectCode::InvalidType,
-            _ => RejectCode::InvalidJson,
-        };
-        rej(code, e.to_string())
-    })?;
+    let raw = match super::scan::scan(bytes) {
+        Some(f) => f,
+        None => parse_fields_serde(bytes)?,
+    };
+    validate(raw, limits, now_ns)
+}
+
+/// Validates the contract's fields (shared by the fast scanner and the serde path).
+fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Result<Event<'a>, Reject> {
     let event_id = opt_nonempty(raw.event_id).ok_or_else(|| rej(RejectCode::MissingField, "missing event_id"))?;
     if event_id.len() > limits.max_event_id_bytes || event_id.chars().any(|c| c.is_control()) {
         return Err(rej(
@@ -277,7 +304,7 @@ pub fn parse_event<'a>(bytes: &'a [u8], limits: &ValidationLimits, now_ns: i64) 
         ));
     }
     let ts_raw = raw.ts.ok_or_else(|| rej(RejectCode::MissingField, "missing ts"))?;
-    let ts = parse_ts(ts_raw.get())?;
+    let ts = parse_ts(ts_raw)?;
     if ts < now_ns.saturating_sub(limits.max_lateness_ns) {
         return Err(rej(
             RejectCode::TooLate,
@@ -321,7 +348,7 @@ pub fn parse_event<'a>(bytes: &'a [u8], limits: &ValidationLimits, now_ns: i64) 
     let value_raw = raw
         .value
         .ok_or_else(|| rej(RejectCode::MissingField, "missing value"))?;
-    let vtext = value_raw.get();
+    let vtext = value_raw;
     if !vtext.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         return Err(rej(
             RejectCode::InvalidType,
@@ -337,9 +364,15 @@ pub fn parse_event<'a>(bytes: &'a [u8], limits: &ValidationLimits, now_ns: i64) 
     let qty_nanos = vtext.parse::<Money>().ok().map(|m| m.nanos());
     let cost = match raw.cost {
         None => None,
-        Some(c) => {
-            let t = c.get();
-            let text: Cow<str> = if t.starts_with('"') {
+        Some(t) => {
+            let text: Cow<str> = if let Some(inner) = t
+                .strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .filter(|x| !x.contains('\\'))
+            {
+                // A JSON string without escapes: its contents are the text between the quotes.
+                Cow::Borrowed(inner)
+            } else if t.starts_with('"') {
                 serde_json::from_str::<String>(t)
                     .map(Cow::Owned)
                     .map_err(|e| rej(RejectCode::InvalidCost, e.to_string()))?
@@ -375,7 +408,7 @@ pub fn parse_event<'a>(bytes: &'a [u8], limits: &ValidationLimits, now_ns: i64) 
             }
         }
     }
-    let labels = raw.labels.map(|l| l.0).unwrap_or_default();
+    let labels = raw.labels.unwrap_or_default();
     // tenant + __name__ + unit/sku/unpriced are added to the event's own labels.
     if labels.len() + 5 > limits.labels.max_labels {
         return Err(rej(
@@ -698,5 +731,117 @@ mod tests {
         }
         let big = format!(r#"{{"event_id":"{}"}}"#, "x".repeat(70_000));
         assert_eq!(parse(&big).unwrap_err().code, RejectCode::PayloadTooLarge);
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: i64 = 1_763_780_400_000_000_000;
+
+    /// Both parsers on the same bytes: the fast scanner's answer (when it gives one) must
+    /// be exactly serde's, as a validated event or as a rejection.
+    fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let limits = ValidationLimits::default();
+        let Some(fast) = crate::ingest::scan::scan(bytes) else {
+            return Ok(());
+        };
+        let slow = parse_fields_serde(bytes);
+        prop_assert!(
+            slow.is_ok(),
+            "fast path accepted what serde rejects: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        let slow = slow.unwrap_or_default();
+        prop_assert_eq!(&fast, &slow);
+        let a = format!("{:?}", validate(fast, &limits, NOW));
+        let b = format!("{:?}", validate(slow, &limits, NOW));
+        prop_assert_eq!(a, b);
+        Ok(())
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("\"x\"".to_string()),
+            Just("\"2025-11-22T02:59:00Z\"".to_string()),
+            Just("\"0.10\"".to_string()),
+            Just("\"a\\\"b\"".to_string()),
+            Just("\"\"".to_string()),
+            Just("\"USD\"".to_string()),
+            Just("\"é😀\"".to_string()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("[1]".to_string()),
+            Just("{\"region\":\"eu\",\"a\":\"b\"}".to_string()),
+            Just("{\"a\":\"1\",\"a\":\"2\"}".to_string()),
+            Just("{ }".to_string()),
+            Just("{\"a\":1}".to_string()),
+            Just(NOW.to_string()),
+            Just("1763780400000000000.5".to_string()),
+            "-?(0|[1-9][0-9]{0,20})(\\.[0-9]{1,12})?([eE][+-]?[0-9]{1,3})?",
+            "[-0-9.eE+]{1,8}",
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("event_id"),
+            Just("ts"),
+            Just("tenant"),
+            Just("metric"),
+            Just("value"),
+            Just("unit"),
+            Just("sku"),
+            Just("cost"),
+            Just("currency"),
+            Just("labels"),
+            Just("other"),
+            Just("event\\u005fid"),
+        ]
+        .prop_map(str::to_string)
+    }
+
+    fn event() -> impl Strategy<Value = String> {
+        (
+            proptest::collection::vec((key(), value()), 0..12),
+            prop_oneof![Just(""), Just(" "), Just("\n\t")],
+        )
+            .prop_map(|(fields, ws)| {
+                let body: Vec<String> = fields
+                    .iter()
+                    .map(|(k, v)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}"))
+                    .collect();
+                format!("{ws}{{{}}}{ws}", body.join(","))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn fast_path_agrees(e in event()) {
+            check(e.as_bytes())?;
+        }
+
+        #[test]
+        fn fast_path_agrees_on_mutations(e in event(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<bool>()) {
+            let mut b = e.into_bytes();
+            let i = at.index(b.len().max(1)).min(b.len());
+            if cut {
+                b.truncate(i);
+            } else if i < b.len() {
+                b[i] = byte;
+            }
+            check(&b)?;
+        }
+    }
+
+    #[test]
+    fn generator_events_take_the_fast_path() {
+        for e in crate::ingest::generator::sample_events(200, 5, 3) {
+            assert!(crate::ingest::scan::scan(e.as_bytes()).is_some(), "{e}");
+            check(e.as_bytes()).unwrap();
+        }
     }
 }

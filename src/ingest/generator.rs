@@ -360,8 +360,16 @@ pub fn run(cfg: &GenConfig) -> Result<GenReport, KafkaIngestError> {
             }
         }
         report.sent += 1;
-        if seq % 1000 == 0 {
-            producer.poll(Duration::ZERO);
+        if seq % 100 == 0 {
+            // Serve every pending delivery report (`poll(ZERO)` serves one event): a
+            // backlog of unserved reports fills the producer queue and stalls sending.
+            for _ in 0..64 {
+                let before = producer.in_flight_count();
+                producer.poll(Duration::ZERO);
+                if producer.in_flight_count() >= before {
+                    break;
+                }
+            }
         }
     }
     producer.flush(Duration::from_secs(120))?;

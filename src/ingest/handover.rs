@@ -25,11 +25,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use parking_lot::Mutex;
-use rdkafka::client::ClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -288,7 +288,10 @@ pub fn recover(pipeline: &Pipeline, cfg: &KafkaConfig, log: &HandoverLog) -> Res
         .into_iter()
         .filter_map(|(k, v)| {
             let (t, p) = k.rsplit_once('/')?;
-            cfg.topics.iter().any(|x| x == t).then(|| Some(((t.to_string(), p.parse().ok()?), v)))?
+            cfg.topics
+                .iter()
+                .any(|x| x == t)
+                .then(|| Some(((t.to_string(), p.parse().ok()?), v)))?
         })
         .collect();
     let records = log.read_all(timeout)?;
@@ -303,7 +306,10 @@ pub fn recover(pipeline: &Pipeline, cfg: &KafkaConfig, log: &HandoverLog) -> Res
     let committed = committed(cfg, &mine, timeout)?;
     let orphans = orphaned_ranges(&records, &cfg.group, log.member(), &stored, &committed);
     tracing::info!(
-        records = records.len(), ?stored, ?committed, orphans = orphans.len(),
+        records = records.len(),
+        ?stored,
+        ?committed,
+        orphans = orphans.len(),
         "hand-over check: committed offsets of partitions this member owned vs its store"
     );
     let mut total = 0;

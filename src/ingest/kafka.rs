@@ -5,8 +5,10 @@
 //!   partition assignment the worker assigns with explicit offsets
 //!   `max(store position, Kafka committed offset)`: the store position is authoritative
 //!   for this data directory; the committed offset hands a partition over from another
-//!   tally process (committed is never ahead of what some store holds, because we commit
-//!   only after a successful append). Kafka commits are otherwise only for lag tooling.
+//!   tally process. Each batch's offsets are committed synchronously (fenced by the group
+//!   generation) *before* its append, so the committed offset is never behind any store;
+//!   a crash between the two is repaired by the process itself on restart
+//!   ([`super::handover`]).
 //! * **Rebalance.** On revoke the batch being built is handed to the writer and the
 //!   revoke waits until every in-flight batch is written (DLQ acknowledged, store append);
 //!   then its offsets are committed synchronously before the partitions are released;
@@ -344,9 +346,20 @@ impl ConsumerContext for Ctx {
         pipeline.metrics.rebalances.fetch_add(1, Ordering::Relaxed);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10));
+                // The committed offset is where the previous owner's data ends: starting
+                // without it could re-read what another store holds. Retry, and if it
+                // cannot be read, do not consume until the next rebalance.
+                let mut committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10));
+                for attempt in 1..=5 {
+                    let Err(e) = &committed else { break };
+                    tracing::warn!(error = %e, attempt, "cannot read committed offsets; retrying");
+                    std::thread::sleep(backoff(attempt));
+                    committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10));
+                }
                 if let Err(e) = &committed {
-                    tracing::warn!(error = %e, "cannot read committed offsets; using stored positions only");
+                    tracing::error!(error = %e, "cannot read committed offsets; not consuming the assigned partitions");
+                    let _ = c.unassign();
+                    return;
                 }
                 let parts: Vec<Tp> = tpl
                     .elements()
@@ -486,6 +499,15 @@ impl Ctx {
         self.writer.cv.notify_all();
         st.batch_started = None;
         true
+    }
+
+    /// True when the writer has no job (neither queued nor being written).
+    fn writer_idle(&self) -> bool {
+        if self.writer.full.load(Ordering::Relaxed) {
+            return false;
+        }
+        let slot = self.writer.slot.lock();
+        slot.queued.is_none() && !slot.busy && !slot.halted
     }
 
     /// Drops the queued (not yet started) job: its partitions are rewound or lost.
@@ -751,7 +773,8 @@ fn ack_dlq(job: &Job, pipeline: &Pipeline, producer: &DlqProducer, stop: &Atomic
     loop {
         let t0 = Instant::now();
         while ctx.outstanding.lock().range(..end).next().is_some() && t0.elapsed() < Duration::from_secs(30) {
-            producer.poll(Duration::from_millis(5));
+            // `BaseProducer::poll` serves events until its timeout ends: keep it short.
+            producer.poll(Duration::from_millis(1));
         }
         let failed: Vec<u64> = {
             let mut f = ctx.failed.lock();
@@ -848,7 +871,8 @@ impl KafkaIngest {
             client_config(&cfg.brokers)
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
-                .set("linger.ms", "5")
+                // A batch waits for its dead letters' acks: send them at once.
+                .set("linger.ms", "0")
                 .create_with_context(DlqCtx::default())?,
         );
         let stop = Arc::new(AtomicBool::new(false));
@@ -994,9 +1018,11 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
             match st.batch_started {
                 // Due but the writer has no room yet (or paused): look again soon; never
                 // spin on a zero timeout while the writer fsyncs.
+                // (Also while a non-empty batch waits for the writer to become idle: it
+                // closes as soon as the writer can take it.)
                 Some(t) => match cfg.batch_linger.saturating_sub(t.elapsed()) {
                     d if d.is_zero() || st.paused => Duration::from_millis(1),
-                    d => d,
+                    d => d.min(Duration::from_millis(1)),
                 },
                 None => Duration::from_millis(100),
             }
@@ -1006,6 +1032,8 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
         let mut first = consumer.poll(wait);
         let mut st = state.lock();
         let mut n = 0;
+        // True once a zero-timeout poll found librdkafka's local queue empty.
+        let mut drained = first.is_none();
         while let Some(r) = first.take() {
             match r {
                 Ok(m) => {
@@ -1020,12 +1048,19 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
                     let Some(next) = st.next.get_mut(cur.2.as_str()) else {
                         continue;
                     };
+                    let now = now_ns();
+                    if let Some(ms) = m.timestamp().to_millis() {
+                        pipeline
+                            .metrics
+                            .kafka_delay
+                            .observe((now / 1_000_000 - ms) as f64 / 1e3);
+                    }
                     if m.offset() < *next {
                         // Re-fetched after a rewind: already handled.
                     } else {
                         *next = m.offset() + 1;
                         let payload = m.payload().unwrap_or(&[]);
-                        if let Err(r) = pipeline.prepare(&mut st.batch, payload, now_ns()) {
+                        if let Err(r) = pipeline.prepare(&mut st.batch, payload, now) {
                             pipeline.metrics.add_rejected(Source::Kafka, r.code, 1);
                             st.dlq_seq += 1;
                             let msg = DlqMsg {
@@ -1062,13 +1097,21 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
             if n < 4096 && room && (young || ctx.writer.full.load(Ordering::Relaxed)) {
                 drop(st);
                 first = consumer.poll(Duration::ZERO);
+                drained = first.is_none();
                 st = state.lock();
             }
         }
         let st = &mut *st;
         ctx.drain_done(&consumer, &pipeline, st, false);
         let full = st.batch.events() + st.dlq.len() >= max_events;
-        let due = !st.batch.is_empty() && (full || st.batch_started.is_some_and(|t| t.elapsed() >= cfg.batch_linger));
+        // Close the batch when it is full, when it is `batch_linger` old, or as soon as
+        // everything librdkafka holds is in it and the writer is idle (group commit: while
+        // the writer is busy the batch keeps growing, so batches adapt to the fsync time and
+        // an idle pipeline adds no linger to freshness).
+        let due = !st.batch.is_empty()
+            && (full
+                || st.batch_started.is_some_and(|t| t.elapsed() >= cfg.batch_linger)
+                || (drained && ctx.writer_idle()));
         if due {
             if ctx.submit(st, false) {
                 ctx.set_paused(&consumer, st, false);

@@ -304,51 +304,77 @@ impl Pipeline {
     /// of the batch is stored and the dedup state is as before: the caller may retry.
     pub fn commit(&self, batch: &Batch, src: Source) -> Result<CommitOutcome, IngestError> {
         let mut out = CommitOutcome::default();
-        let mut per_series: Vec<Vec<Sample>> = vec![Vec::new(); batch.series.len()];
         let mut keys = Vec::with_capacity(batch.events.len());
         let mut fresh_ts = Vec::with_capacity(batch.events.len());
+        let mut fresh = Vec::with_capacity(batch.events.len());
         let mut unpriced: Vec<&'static str> = Vec::new();
+        // Samples grouped by series with a stable counting sort into one flat buffer (no
+        // vector per series): `start[s]..start[s + 1]` are series `s`'s samples in event order.
+        let mut start = vec![0usize; batch.series.len() + 1];
         let mut dedup = self.dedup.lock();
         for e in &batch.events {
-            if !dedup.check_insert(e.key) {
+            let new = dedup.check_insert(e.key);
+            fresh.push(new);
+            if !new {
                 out.duplicates += 1;
                 continue;
             }
             keys.push(e.key);
             fresh_ts.push(e.ts);
-            per_series[e.usage_series as usize].push(Sample {
-                ts: e.ts,
-                value: Value::Float(e.value),
-            });
-            if let Some((s, m)) = e.cost {
-                per_series[s as usize].push(Sample {
-                    ts: e.ts,
-                    value: Value::Money(m),
-                });
+            start[e.usage_series as usize + 1] += 1;
+            if let Some((s, _)) = e.cost {
+                start[s as usize + 1] += 1;
             }
             if let Some(u) = e.unpriced {
                 unpriced.push(u);
             }
             out.accepted += 1;
         }
-        let mut wb = WriteBatch::new();
-        for ((labels, kind), samples) in batch.series.iter().zip(per_series) {
-            if !samples.is_empty() {
-                wb.add(labels.clone(), *kind, samples);
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let placeholder = Sample {
+            ts: 0,
+            value: Value::Float(0.0),
+        };
+        // `start` ends at the number of fresh samples, so every index below is in bounds.
+        let mut samples = vec![placeholder; start[batch.series.len()]];
+        let mut next = start.clone();
+        for (e, _) in batch.events.iter().zip(&fresh).filter(|(_, f)| **f) {
+            let u = e.usage_series as usize;
+            samples[next[u]] = Sample {
+                ts: e.ts,
+                value: Value::Float(e.value),
+            };
+            next[u] += 1;
+            if let Some((s, m)) = e.cost {
+                let s = s as usize;
+                samples[next[s]] = Sample {
+                    ts: e.ts,
+                    value: Value::Money(m),
+                };
+                next[s] += 1;
             }
         }
-        wb.positions = batch.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        if let Err(source) = dedup.log(&wb.positions, &keys) {
+        let series: Vec<(&Labels, SeriesKind, &[Sample])> = batch
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| start[i + 1] > start[*i])
+            .map(|(i, (labels, kind))| (labels, *kind, &samples[start[i]..start[i + 1]]))
+            .collect();
+        let positions: Vec<(String, i64)> = batch.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        if let Err(source) = dedup.log(&positions, &keys) {
             dedup.rollback(&keys);
             return Err(IngestError::Dedup {
                 path: "ingest/dedup".into(),
                 source,
             });
         }
-        if wb.is_empty() {
+        if series.is_empty() && positions.is_empty() {
             return Ok(out);
         }
-        if let Err(e) = self.store.append(&wb) {
+        if let Err(e) = self.store.append_series(&series, &positions) {
             dedup.rollback(&keys);
             self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
             return Err(e.into());

@@ -5,15 +5,18 @@ use std::time::Instant;
 use super::{AppendOutcome, Inner, StoreError, WriteBatch};
 use crate::index::SeriesId;
 use crate::model::sample::raw_of;
-use crate::model::{Value, ValueKind};
+use crate::model::{Labels, Sample, SeriesKind, Value, ValueKind};
 use crate::wal::{encode_batch, WalSeries};
 
-/// One series of a batch, resolved and converted to raw columns.
+/// One series of a batch, resolved; its raw columns are `ts[range]` / `vals[range]` of
+/// the batch-wide flat buffers (two allocations per append instead of two per series).
 struct Prepared {
     id: SeriesId,
-    ts: Vec<i64>,
-    vals: Vec<u64>,
+    range: std::ops::Range<usize>,
 }
+
+/// One series of an append: label set, kind and samples, borrowed from the caller.
+pub(crate) type SeriesRef<'a> = (&'a Labels, SeriesKind, &'a [Sample]);
 
 fn kind_name(k: ValueKind) -> &'static str {
     match k {
@@ -24,41 +27,57 @@ fn kind_name(k: ValueKind) -> &'static str {
 
 impl Inner {
     pub(crate) fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, StoreError> {
+        let series: Vec<SeriesRef<'_>> = batch
+            .series
+            .iter()
+            .map(|s| (&s.labels, s.kind, &s.samples[..]))
+            .collect();
+        self.append_refs(&series, &batch.positions)
+    }
+
+    /// [`Inner::append`] on borrowed series (ingest builds these without copying labels
+    /// or allocating a sample vector per series).
+    pub(crate) fn append_refs(
+        &self,
+        series: &[SeriesRef<'_>],
+        positions: &[(String, i64)],
+    ) -> Result<AppendOutcome, StoreError> {
         let mut out = AppendOutcome::default();
         // 1. Validate values against kinds before anything becomes durable.
-        let mut prepared = Vec::with_capacity(batch.series.len());
-        for sw in &batch.series {
-            if sw.samples.is_empty() {
+        let total: usize = series.iter().map(|s| s.2.len()).sum();
+        let mut all_ts = Vec::with_capacity(total);
+        let mut all_vals = Vec::with_capacity(total);
+        let mut prepared = Vec::with_capacity(series.len());
+        for &(labels, kind, samples) in series {
+            if samples.is_empty() {
                 continue;
             }
-            let mut ts = Vec::with_capacity(sw.samples.len());
-            let mut vals = Vec::with_capacity(sw.samples.len());
-            for (i, s) in sw.samples.iter().enumerate() {
-                let raw = raw_of(sw.kind.value, s.value).ok_or_else(|| StoreError::ValueKind {
-                    labels: sw.labels.to_string(),
+            let start = all_ts.len();
+            for (i, s) in samples.iter().enumerate() {
+                let raw = raw_of(kind.value, s.value).ok_or_else(|| StoreError::ValueKind {
+                    labels: labels.to_string(),
                     index: i,
                     got: match s.value {
                         Value::Float(_) => "float",
                         Value::Money(_) => "money",
                     },
-                    expected: kind_name(sw.kind.value),
+                    expected: kind_name(kind.value),
                 })?;
-                ts.push(s.ts);
-                vals.push(raw);
+                all_ts.push(s.ts);
+                all_vals.push(raw);
             }
             prepared.push(Prepared {
                 id: SeriesId(u32::MAX),
-                ts,
-                vals,
+                range: start..all_ts.len(),
             });
         }
         // 2. Resolve series: read lock for known ones, write lock only to create.
         {
             let index = self.index.read();
             let mut missing = false;
-            let writes = || batch.series.iter().filter(|s| !s.samples.is_empty());
-            for (p, sw) in prepared.iter_mut().zip(writes()) {
-                match index.check_kind(&sw.labels, sw.kind)? {
+            let writes = || series.iter().filter(|s| !s.2.is_empty());
+            for (p, &(labels, kind, _)) in prepared.iter_mut().zip(writes()) {
+                match index.check_kind(labels, kind)? {
                     Some(id) => p.id = id,
                     None => missing = true,
                 }
@@ -66,9 +85,9 @@ impl Inner {
             if missing {
                 drop(index);
                 let mut index = self.index.write();
-                for (p, sw) in prepared.iter_mut().zip(writes()) {
+                for (p, &(labels, kind, _)) in prepared.iter_mut().zip(writes()) {
                     if p.id.0 == u32::MAX {
-                        let (id, created) = index.get_or_create(&sw.labels, sw.kind)?;
+                        let (id, created) = index.get_or_create(labels, kind)?;
                         p.id = id;
                         out.series_created += created as u64;
                     }
@@ -96,8 +115,10 @@ impl Inner {
         let w = &mut *w;
         encode_batch(
             &defs,
-            prepared.iter().map(|p| (p.id.0, &p.ts, &p.vals)),
-            &batch.positions,
+            prepared
+                .iter()
+                .map(|p| (p.id.0, &all_ts[p.range.clone()], &all_vals[p.range.clone()])),
+            positions,
             &mut w.buf,
         );
         let t = Instant::now();
@@ -112,20 +133,26 @@ impl Inner {
         {
             let mut head = w.head.write();
             for p in &prepared {
+                let (ts, vals) = (&all_ts[p.range.clone()], &all_vals[p.range.clone()]);
                 if let Some(e) = index.get(p.id) {
-                    if let (Some(lo), Some(hi)) = (p.ts.iter().min(), p.ts.iter().max()) {
+                    if let (Some(lo), Some(hi)) = (ts.iter().min(), ts.iter().max()) {
                         e.observe(*lo, *hi);
                     }
-                    out.replaced += head.append(p.id, e.kind, &p.ts, &p.vals);
+                    out.replaced += head.append(p.id, e.kind, ts, vals);
                 }
-                out.samples += p.ts.len() as u64;
+                out.samples += ts.len() as u64;
             }
             if head.samples() >= self.opts.head_max_samples {
                 self.wake_maintenance();
             }
         }
-        for (s, p) in &batch.positions {
-            w.positions.insert(s.clone(), *p);
+        for (s, p) in positions {
+            match w.positions.get_mut(s) {
+                Some(v) => *v = *p,
+                None => {
+                    w.positions.insert(s.clone(), *p);
+                }
+            }
         }
         self.metrics.samples_appended.add(out.samples);
         self.metrics.series_created.add(out.series_created);

@@ -135,6 +135,17 @@ impl Store {
         self.inner.append(batch)
     }
 
+    /// [`Store::append`] on borrowed series: `(labels, kind, samples)` and the positions
+    /// the batch advances (same atomicity and durability). Ingest uses it to append
+    /// without copying label sets or allocating a sample vector per series.
+    pub fn append_series(
+        &self,
+        series: &[(&crate::model::Labels, crate::model::SeriesKind, &[crate::model::Sample])],
+        positions: &[(String, i64)],
+    ) -> Result<AppendOutcome, StoreError> {
+        self.inner.append_refs(series, positions)
+    }
+
     /// The kind of an existing series and the store's own copy of its label set (None
     /// when the label set is not known). Read-only; lets ingest reject an event whose
     /// series exists with another kind before it reaches a batch (an append with a

@@ -10,7 +10,8 @@ use super::histogram::quantile;
 use super::window::{SlidingSum, WindowCursor};
 use super::{absent_labels, arg};
 use crate::model::Labels;
-use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, Sink};
+use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, RangeSpec};
+use crate::query::promql::rows::{Row, RowSink};
 use crate::query::promql::value::{Elem, Val, Vector};
 use crate::query::promql::PromError;
 
@@ -70,20 +71,22 @@ pub(super) fn is_range_fn(name: &str) -> bool {
 
 pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result<Val, PromError> {
     let mut steps: Vec<Vector> = vec![Vec::new(); rng.len()];
-    stream(ctx, name, args, rng, &mut |i, labels, v| {
-        steps[i].push(Elem {
-            labels: labels.clone(),
-            v,
-        });
+    stream(ctx, name, args, rng, &mut |labels, idx, vals| {
+        for (&i, &v) in idx.iter().zip(vals) {
+            steps[i].push(Elem {
+                labels: labels.clone(),
+                v,
+            });
+        }
         Ok(())
     })?;
     Ok(Val::Vector(steps))
 }
 
-/// Like [`eval`], but hands each output sample `(step, labels, value)` to `sink` as
-/// soon as its series is processed, so a consumer such as an aggregation never holds
-/// the whole per-series result.
-pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &mut Sink) -> Result<(), PromError> {
+/// Like [`eval`], but hands each series' output row to `sink` as soon as the series is
+/// processed (series by series, see `rows.rs`), so a consumer such as an aggregation
+/// never holds the whole per-series result.
+pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &mut RowSink) -> Result<(), PromError> {
     let n = rng.len();
     if name == "absent_over_time" {
         let a = arg(args, 0)?;
@@ -97,10 +100,9 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
             Ok(())
         })?;
         let labels = absent_labels(a);
-        for (i, p) in present.into_iter().enumerate() {
-            if !p {
-                sink(i, &labels, 1.0)?;
-            }
+        let idx: Vec<usize> = (0..n).filter(|&i| !present[i]).collect();
+        if !idx.is_empty() {
+            sink(&labels, &idx, &vec![1.0; idx.len()])?;
         }
         return Ok(());
     }
@@ -112,39 +114,95 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
             scalars.push(ctx.eval_scalar(a, rng)?);
         }
     }
-    let sc = |k: usize, i: usize| scalars.get(k).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN);
     let mat = unparen(arg(args, mat_idx)?);
     if scalars.is_empty() {
         if let Some(r) = crate::query::promql::rollup::try_stream(ctx, name, mat, rng, sink) {
             return r;
         }
     }
-    // Rate extrapolation uses the selector's own range, also for subqueries.
-    let keep_name = f == F::Last;
     // Dropping the metric name can make two series' labels equal only when the
     // selector reads more than one metric name; series of one name are unique already.
     let one_name = match mat {
         Expr::MatrixSelector(ms) => Ctx::selects_one_name(&ms.vs),
         _ => false,
     };
+    let eval = SeriesEval {
+        f,
+        rng,
+        scalars: &scalars,
+    };
     let mut seen: HashSet<Labels, foldhash::fast::RandomState> = HashSet::default();
-    ctx.for_each_range_series(mat, rng, &mut |labels, pts, spec| {
-        let out_labels = if keep_name {
-            labels.clone()
-        } else {
-            labels.without_metric_name()
-        };
-        let mut any = false;
+    let mut checked = |labels: &Labels, idx: &[usize], vals: &[f64]| {
+        sink(labels, idx, vals)?;
+        if !idx.is_empty() && !one_name && !seen.insert(labels.clone()) {
+            return Err(dup_labelset());
+        }
+        Ok(())
+    };
+    ctx.range_rows(
+        mat,
+        rng,
+        &|labels, pts, spec, row| eval.series(labels, pts, spec, row),
+        &mut checked,
+    )
+}
+
+/// One range function over the evaluation steps of one series at a time.
+struct SeriesEval<'e> {
+    f: F,
+    rng: &'e Range,
+    /// Values of the scalar arguments, per step.
+    scalars: &'e [Vec<f64>],
+}
+
+impl SeriesEval<'_> {
+    fn sc(&self, k: usize, i: usize) -> f64 {
+        self.scalars.get(k).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN)
+    }
+
+    /// Whether the value depends on the window's points only (not on the step time or
+    /// per-step parameters): then a step whose window holds the same points as the
+    /// previous step's has the same value, bit for bit, and is not computed again
+    /// (at a step shorter than the sample interval, most steps see the same window).
+    fn window_only(&self) -> bool {
+        !matches!(
+            self.f,
+            F::Rate | F::Increase | F::Delta | F::PredictLinear | F::HoltWinters | F::Quantile
+        )
+    }
+
+    /// Appends the series' value at each step where it has one to `row`; returns the
+    /// output labels (without the metric name, except for `last_over_time`), or `None`
+    /// when no step has a value.
+    fn series(
+        &self,
+        labels: &Labels,
+        pts: &[(i64, f64)],
+        spec: &RangeSpec,
+        row: &mut Row,
+    ) -> Result<Option<Labels>, PromError> {
+        let f = self.f;
+        let before = row.len();
         let mut cursor = WindowCursor::default();
         let mut sliding = SlidingSum::default();
         let mut secs = RateSecs::default();
-        for i in 0..n {
-            let t = rng.t(i);
+        let reuse = self.window_only();
+        let mut prev: Option<(usize, usize, f64)> = None;
+        for i in 0..self.rng.len() {
+            let t = self.rng.t(i);
             let end = spec.end_at(t);
             let start = end.saturating_sub(spec.range);
             let (lo, hi) = cursor.advance(pts, start, end);
             if lo >= hi {
                 continue;
+            }
+            if reuse {
+                if let Some((plo, phi, v)) = prev {
+                    if (plo, phi) == (lo, hi) {
+                        row.push(i, v);
+                        continue;
+                    }
+                }
             }
             let w = &pts[lo..hi];
             let v = match f {
@@ -156,9 +214,9 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
                 F::Deriv => (w.len() >= 2).then(|| linear_regression(w, w[0].0).0),
                 F::PredictLinear => (w.len() >= 2).then(|| {
                     let (slope, intercept) = linear_regression(w, t);
-                    slope * sc(0, i) + intercept
+                    slope * self.sc(0, i) + intercept
                 }),
-                F::HoltWinters => holt_winters(w, sc(0, i), sc(1, i))?,
+                F::HoltWinters => holt_winters(w, self.sc(0, i), self.sc(1, i))?,
                 F::Resets => Some(w.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64),
                 F::Changes => Some(
                     w.windows(2)
@@ -180,21 +238,30 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
                 F::Present => Some(1.0),
                 F::Quantile => {
                     let mut vals: Vec<f64> = w.iter().map(|p| p.1).collect();
-                    Some(quantile(sc(0, i), &mut vals))
+                    Some(quantile(self.sc(0, i), &mut vals))
                 }
                 F::Stddev => Some(stdvar(w).sqrt()),
                 F::Stdvar => Some(stdvar(w)),
             };
-            if let Some(v) = v {
-                sink(i, &out_labels, v)?;
-                any = true;
+            match v {
+                Some(v) => {
+                    row.push(i, v);
+                    prev = Some((lo, hi, v));
+                }
+                // Only the window-dependent functions without a value for too few
+                // points get here; an equal window gives `None` again.
+                None => prev = None,
             }
         }
-        if any && !one_name && !seen.insert(out_labels) {
-            return Err(dup_labelset());
+        if row.len() == before {
+            return Ok(None);
         }
-        Ok(())
-    })
+        Ok(Some(if f == F::Last {
+            labels.clone()
+        } else {
+            labels.without_metric_name()
+        }))
+    }
 }
 
 /// `rate`/`increase`/`delta`: the change over the samples in the window, extrapolated

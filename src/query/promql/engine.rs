@@ -12,7 +12,7 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
 pub(crate) use super::memo::LabelMemo;
-use super::rows::{Row, RowSink, Scratch};
+use super::rows::{OutLabels, Row, RowLabels, RowSink, Scratch};
 use super::value::{is_stale, Elem, QueryValue, Series, Val, Vector, VectorSample};
 use super::{aggregate, binary, functions, EngineOptions, PromError};
 use crate::index::{MatchOp, Matcher};
@@ -537,7 +537,7 @@ impl<'a> Ctx<'a> {
     fn replay(&self, e: &Expr, rng: &Range, sink: &mut RowSink) -> Result<(), PromError> {
         for (i, vec) in self.eval_vector(e, rng)?.iter().enumerate() {
             for el in vec {
-                sink(&el.labels, &[i], &[el.v])?;
+                sink(RowLabels::kept(&el.labels), &[i], &[el.v])?;
             }
         }
         Ok(())
@@ -569,18 +569,18 @@ impl<'a> Ctx<'a> {
                 row.push(i, vals[j]);
             }
             self.add_samples(row.len() - before)?;
-            Ok((row.len() > before).then(|| labels.clone()))
+            Ok((row.len() > before).then(|| (labels.clone(), false)))
         };
         self.select_rows(vs, first.saturating_sub(lookback), last, n, &per, sink)
     }
 
     /// Like [`Ctx::for_each_range_series`], but `per(labels, points, spec, row)`
-    /// computes each series' output row (appending to `row`, returning its labels or
-    /// `None` without output), and the rows go to `sink` in series order. Matrix
+    /// computes each series' output row (appending to `row`, returning its labels, see
+    /// [`OutLabels`], or `None` without output), and the rows go to `sink` in series order. Matrix
     /// selectors evaluate series on several threads (see `rows.rs`).
     pub fn range_rows<G>(&self, arg: &Expr, rng: &Range, per: &G, sink: &mut RowSink) -> Result<(), PromError>
     where
-        G: Fn(&Labels, &[(i64, f64)], &RangeSpec, &mut Row) -> Result<Option<Labels>, PromError> + Sync,
+        G: Fn(&Labels, &[(i64, f64)], &RangeSpec, &mut Row) -> Result<OutLabels, PromError> + Sync,
     {
         match unparen(arg) {
             Expr::MatrixSelector(ms) => {
@@ -609,8 +609,8 @@ impl<'a> Ctx<'a> {
                 for s in &series {
                     self.check_deadline()?;
                     row.clear();
-                    if let Some(out) = per(&s.labels, &s.points, &spec, &mut row)? {
-                        sink(&out, &row.idx, &row.vals)?;
+                    if let Some((l, drop_name)) = per(&s.labels, &s.points, &spec, &mut row)? {
+                        sink(RowLabels { labels: &l, drop_name }, &row.idx, &row.vals)?;
                     }
                 }
                 Ok(())

@@ -19,7 +19,7 @@ use promql_parser::parser::Expr;
 
 use super::engine::{dup_labelset, dur_ms, offset_ms, unparen, Ctx, Range, RangeSpec};
 use super::functions::{extrapolated_rate, RateSecs};
-use super::rows::{Row, RowSink};
+use super::rows::{Row, RowLabels, RowSink};
 use super::PromError;
 use crate::model::Labels;
 use crate::store::rollup::{counter_points, raw_to_f64, Stats, RESOLUTIONS};
@@ -172,7 +172,7 @@ fn emit(
         if row.len() == 0 {
             continue;
         }
-        sink(&labels, &row.idx, &row.vals)?;
+        sink(RowLabels::kept(&labels), &row.idx, &row.vals)?;
         if !seen.insert(labels) {
             return Err(dup_labelset());
         }

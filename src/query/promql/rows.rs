@@ -31,7 +31,40 @@ use crate::store::{ScanBuf, ScanItem, SelectRequest};
 
 /// Receives one series' instant-vector output at once: its labels, the step indices
 /// at which it has a value (strictly increasing) and those values (same length).
-pub(crate) type RowSink<'s> = dyn FnMut(&Labels, &[usize], &[f64]) -> Result<(), PromError> + Send + 's;
+pub(crate) type RowSink<'s> = dyn FnMut(RowLabels<'_>, &[usize], &[f64]) -> Result<(), PromError> + Send + 's;
+
+/// The labels of a row: a series' labels, less the metric name when `drop_name`.
+/// Functions drop the name, but building the reduced label set costs an allocation per
+/// label, and an aggregation grouping `by`/`without` labels other than the name never
+/// needs it, so it is built only by consumers that do ([`RowLabels::to_labels`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowLabels<'l> {
+    pub labels: &'l Labels,
+    pub drop_name: bool,
+}
+
+impl RowLabels<'_> {
+    /// Labels as they are, the metric name kept.
+    pub fn kept(labels: &Labels) -> RowLabels<'_> {
+        RowLabels {
+            labels,
+            drop_name: false,
+        }
+    }
+
+    /// The row's actual label set.
+    pub fn to_labels(&self) -> Labels {
+        if self.drop_name {
+            self.labels.without_metric_name()
+        } else {
+            self.labels.clone()
+        }
+    }
+}
+
+/// What a per-series function returns for a series with output: the labels its row
+/// carries and whether the metric name is to be dropped from them (see [`RowLabels`]).
+pub(crate) type OutLabels = Option<(Labels, bool)>;
 
 /// Output steps and values being collected, for one series or (in a part) several.
 #[derive(Debug, Default)]
@@ -87,7 +120,7 @@ const PARTS_PER_THREAD: usize = 8;
 /// The rows of consecutive series, and the error that stopped the part early.
 #[derive(Default)]
 struct Part {
-    labels: Vec<Labels>,
+    labels: Vec<(Labels, bool)>,
     /// End of each series' row in `row`.
     ends: Vec<usize>,
     row: Row,
@@ -105,8 +138,12 @@ impl Part {
     /// Hands the rows to `sink` in order, then the part's error, if any.
     fn emit(&self, sink: &mut RowSink) -> Result<(), PromError> {
         let mut from = 0;
-        for (labels, &to) in self.labels.iter().zip(&self.ends) {
-            sink(labels, &self.row.idx[from..to], &self.row.vals[from..to])?;
+        for ((labels, drop_name), &to) in self.labels.iter().zip(&self.ends) {
+            let l = RowLabels {
+                labels,
+                drop_name: *drop_name,
+            };
+            sink(l, &self.row.idx[from..to], &self.row.vals[from..to])?;
             from = to;
         }
         match &self.err {
@@ -160,7 +197,7 @@ impl Ctx<'_> {
     /// Evaluates `per(labels, times_ms, values, scratch, row)` on every series matching
     /// `vs` with samples in `[min_ms, max_ms]` (staleness markers included) and hands
     /// each row to `sink` in series order. `per` appends the series' row to `row` and
-    /// returns the row's labels, or `None` when the series has no output. `steps`, the
+    /// returns the row's labels (see [`OutLabels`]), or `None` when the series has no output. `steps`, the
     /// most entries a row can have, bounds the size of parts.
     pub fn select_rows<F>(
         &self,
@@ -172,7 +209,7 @@ impl Ctx<'_> {
         sink: &mut RowSink,
     ) -> Result<(), PromError>
     where
-        F: Fn(&Labels, &[i64], &[f64], &mut Scratch, &mut Row) -> Result<Option<Labels>, PromError> + Sync,
+        F: Fn(&Labels, &[i64], &[f64], &mut Scratch, &mut Row) -> Result<OutLabels, PromError> + Sync,
     {
         let matchers = Ctx::matchers(vs)?;
         let req = self.select_request(&matchers, min_ms, max_ms);
@@ -183,7 +220,7 @@ impl Ctx<'_> {
             return self.scan_request(&req, &mut |labels, ts, vals| {
                 row.clear();
                 match per(labels, ts, vals, &mut scratch, &mut row)? {
-                    Some(out) => sink(&out, &row.idx, &row.vals),
+                    Some((l, drop_name)) => sink(RowLabels { labels: &l, drop_name }, &row.idx, &row.vals),
                     None => Ok(()),
                 }
             });
@@ -193,8 +230,8 @@ impl Ctx<'_> {
             let mut ld = Loader::default();
             for item in &items {
                 row.clear();
-                if let Some(out) = self.eval_item(&req, item, &mut ld, &mut scratch, per, &mut row)? {
-                    sink(&out, &row.idx, &row.vals)?;
+                if let Some((l, drop_name)) = self.eval_item(&req, item, &mut ld, &mut scratch, per, &mut row)? {
+                    sink(RowLabels { labels: &l, drop_name }, &row.idx, &row.vals)?;
                 }
             }
             return Ok(());
@@ -211,9 +248,9 @@ impl Ctx<'_> {
         scratch: &mut Scratch,
         per: &F,
         row: &mut Row,
-    ) -> Result<Option<Labels>, PromError>
+    ) -> Result<OutLabels, PromError>
     where
-        F: Fn(&Labels, &[i64], &[f64], &mut Scratch, &mut Row) -> Result<Option<Labels>, PromError> + Sync,
+        F: Fn(&Labels, &[i64], &[f64], &mut Scratch, &mut Row) -> Result<OutLabels, PromError> + Sync,
     {
         let Some(view) = self.src.read_item(req, item, &mut ld.buf).map_err(storage)? else {
             return Ok(None);
@@ -232,7 +269,7 @@ impl Ctx<'_> {
         sink: &mut RowSink,
     ) -> Result<(), PromError>
     where
-        F: Fn(&Labels, &[i64], &[f64], &mut Scratch, &mut Row) -> Result<Option<Labels>, PromError> + Sync,
+        F: Fn(&Labels, &[i64], &[f64], &mut Scratch, &mut Row) -> Result<OutLabels, PromError> + Sync,
     {
         let n = items.len();
         let budget = (PART_VALUES / steps.max(1)).max(1);

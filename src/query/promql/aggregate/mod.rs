@@ -123,19 +123,32 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
     };
     {
         let mut gid = LabelMemo::new(|l: &Labels| intern(if by { l.only(&names_ref) } else { l.without(&names_ref) }));
-        // Range functions hand over all steps of one series in a row with the same
-        // labels: a one-entry cache in front of the memo skips its hash lookup then.
-        // The cached clone keeps the allocation alive, so an equal address means the
-        // same labels.
+        // Replayed expressions hand over one sample per row, each series at every step:
+        // the memo computes its key once, and a one-entry cache in front of the memo
+        // skips its hash lookup for consecutive rows of one series. The cached clone
+        // keeps the allocation alive, so an equal address means the same labels.
         let mut last: Option<(Labels, u32)> = None;
         let mut seen = 0usize;
         let topk = matches!(op, Op::Topk | Op::Bottomk);
-        ctx.stream_rows(&a.expr, rng, &mut |labels, idx, vals| {
+        // Rows may carry labels still holding the metric name that the row drops (see
+        // `RowLabels`). Grouping keys never contain the name (`without` drops it, `by`
+        // picks other labels) unless grouping `by (__name__)`; topk/bottomk keep element
+        // labels and count_values extends them: only these build the actual labels.
+        let needs_labels = topk || op == Op::CountValues || (by && names_ref.contains(&METRIC_NAME));
+        let mut dropped = LabelMemo::new(Labels::without_metric_name);
+        ctx.stream_rows(&a.expr, rng, &mut |row, idx, vals| {
             let before = seen;
             seen += idx.len();
             if before / 65_536 != seen / 65_536 {
                 ctx.check_deadline()?;
             }
+            let owned;
+            let labels = if needs_labels && row.drop_name {
+                owned = dropped.get(row.labels);
+                &owned
+            } else {
+                row.labels
+            };
             if op == Op::CountValues {
                 for (&i, &v) in idx.iter().zip(vals) {
                     // The value label differs per sample: nothing to memoize.
@@ -146,6 +159,9 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
             }
             let g = match &last {
                 Some((l, g)) if std::ptr::eq(l.as_slice().as_ptr(), labels.as_slice().as_ptr()) => *g,
+                // A row of several steps is a whole series, which no other row repeats:
+                // memoizing its key would only cost a map entry.
+                _ if idx.len() > 1 => gid.compute(labels),
                 _ => {
                     let g = gid.get(labels);
                     last = Some((labels.clone(), g));

@@ -11,7 +11,7 @@ use super::window::{SlidingSum, WindowCursor};
 use super::{absent_labels, arg};
 use crate::model::Labels;
 use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, RangeSpec};
-use crate::query::promql::rows::{Row, RowSink};
+use crate::query::promql::rows::{OutLabels, Row, RowLabels, RowSink};
 use crate::query::promql::value::{Elem, Val, Vector};
 use crate::query::promql::PromError;
 
@@ -72,6 +72,7 @@ pub(super) fn is_range_fn(name: &str) -> bool {
 pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result<Val, PromError> {
     let mut steps: Vec<Vector> = vec![Vec::new(); rng.len()];
     stream(ctx, name, args, rng, &mut |labels, idx, vals| {
+        let labels = labels.to_labels();
         for (&i, &v) in idx.iter().zip(vals) {
             steps[i].push(Elem {
                 labels: labels.clone(),
@@ -102,7 +103,7 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
         let labels = absent_labels(a);
         let idx: Vec<usize> = (0..n).filter(|&i| !present[i]).collect();
         if !idx.is_empty() {
-            sink(&labels, &idx, &vec![1.0; idx.len()])?;
+            sink(RowLabels::kept(&labels), &idx, &vec![1.0; idx.len()])?;
         }
         return Ok(());
     }
@@ -132,9 +133,9 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
         scalars: &scalars,
     };
     let mut seen: HashSet<Labels, foldhash::fast::RandomState> = HashSet::default();
-    let mut checked = |labels: &Labels, idx: &[usize], vals: &[f64]| {
+    let mut checked = |labels: RowLabels<'_>, idx: &[usize], vals: &[f64]| {
         sink(labels, idx, vals)?;
-        if !idx.is_empty() && !one_name && !seen.insert(labels.clone()) {
+        if !idx.is_empty() && !one_name && !seen.insert(labels.to_labels()) {
             return Err(dup_labelset());
         }
         Ok(())
@@ -172,15 +173,15 @@ impl SeriesEval<'_> {
     }
 
     /// Appends the series' value at each step where it has one to `row`; returns the
-    /// output labels (without the metric name, except for `last_over_time`), or `None`
-    /// when no step has a value.
+    /// output labels (to drop the metric name from, except for `last_over_time`), or
+    /// `None` when no step has a value.
     fn series(
         &self,
         labels: &Labels,
         pts: &[(i64, f64)],
         spec: &RangeSpec,
         row: &mut Row,
-    ) -> Result<Option<Labels>, PromError> {
+    ) -> Result<OutLabels, PromError> {
         let f = self.f;
         let before = row.len();
         let mut cursor = WindowCursor::default();
@@ -256,11 +257,7 @@ impl SeriesEval<'_> {
         if row.len() == before {
             return Ok(None);
         }
-        Ok(Some(if f == F::Last {
-            labels.clone()
-        } else {
-            labels.without_metric_name()
-        }))
+        Ok(Some((labels.clone(), f != F::Last)))
     }
 }
 

@@ -67,12 +67,21 @@ impl SlidingSum {
         if lo >= self.b || lo < self.a || hi < self.b || lo >= self.rebuilt_to {
             self.rebuild(pts, lo, hi);
         } else {
+            // On locals: through `&mut self` every addition would store and reload the
+            // accumulator, lengthening its dependency chain.
+            let (mut acc, mut nonfinite) = (self.acc, self.nonfinite);
             for p in &pts[self.b..hi] {
-                self.add(p.1);
+                add(&mut acc, &mut nonfinite, p.1);
             }
             for p in &pts[self.a..lo] {
-                self.sub(p.1);
+                if p.1.is_finite() {
+                    acc.add(-p.1);
+                } else {
+                    // Counted when it entered: the count is positive.
+                    nonfinite -= 1;
+                }
             }
+            (self.acc, self.nonfinite) = (acc, nonfinite);
             self.a = lo;
             self.b = hi;
         }
@@ -86,32 +95,24 @@ impl SlidingSum {
     }
 
     fn rebuild(&mut self, pts: &[(i64, f64)], lo: usize, hi: usize) {
-        self.acc = DoubleDouble::default();
-        self.nonfinite = 0;
+        let (mut acc, mut nonfinite) = (DoubleDouble::default(), 0);
         for p in &pts[lo..hi] {
-            self.add(p.1);
+            add(&mut acc, &mut nonfinite, p.1);
         }
+        (self.acc, self.nonfinite) = (acc, nonfinite);
         self.a = lo;
         self.b = hi;
         self.rebuilt_to = hi;
     }
+}
 
-    #[inline]
-    fn add(&mut self, v: f64) {
-        if v.is_finite() {
-            self.acc.add(v);
-        } else {
-            self.nonfinite += 1;
-        }
-    }
-
-    #[inline]
-    fn sub(&mut self, v: f64) {
-        if v.is_finite() {
-            self.acc.add(-v);
-        } else {
-            self.nonfinite -= 1;
-        }
+/// Adds `v` to the finite sum `acc`, or counts it in `nonfinite`.
+#[inline]
+fn add(acc: &mut DoubleDouble, nonfinite: &mut usize, v: f64) {
+    if v.is_finite() {
+        acc.add(v);
+    } else {
+        *nonfinite += 1;
     }
 }
 

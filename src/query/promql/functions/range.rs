@@ -286,9 +286,9 @@ pub(crate) fn extrapolated_rate(
             prev = p.1;
         }
     }
-    let mut duration_to_start = secs.to_start.get(first.0 - range_start);
-    let duration_to_end = secs.to_end.get(range_end - last.0);
-    let sampled = secs.sampled.get(last.0 - first.0);
+    let mut duration_to_start = secs.to_start.secs(first.0 - range_start);
+    let duration_to_end = secs.to_end.secs(range_end - last.0);
+    let sampled = secs.sampled.secs(last.0 - first.0);
     let avg_between = secs.avg_between(sampled, w.len() - 1);
     if is_counter && result > 0.0 && first.1 >= 0.0 {
         let to_zero = sampled * (first.1 / result);
@@ -310,23 +310,32 @@ pub(crate) fn extrapolated_rate(
     };
     // One factor, as Prometheus ≥ 2.40 computes it (the order matters in the last ulp,
     // which decides ties in topk/bottomk).
-    let mut factor = interval / sampled;
-    if is_rate {
-        factor /= secs.range.get(range_end - range_start);
-    }
+    let range_ms = range_end - range_start;
+    let RateSecs { range, factor, .. } = secs;
+    let factor = factor.get((interval.to_bits(), sampled.to_bits(), range_ms, is_rate), || {
+        let f = interval / sampled;
+        if is_rate {
+            f / range.secs(range_ms)
+        } else {
+            f
+        }
+    });
     Some(result * factor)
 }
 
 /// The divisions of [`extrapolated_rate`] that depend only on sample spacing and
-/// window geometry, remembered from the previous step: with regularly spaced samples
-/// they repeat step after step, and a division is the slowest part of a rate. Each
-/// memo returns exactly what the division would (same operands, same operation).
+/// window geometry, remembered from recent steps: with regularly spaced samples they
+/// repeat step after step (cycling through a few values when the step is shorter than
+/// the sample interval), and a division is the slowest part of a rate. Each memo
+/// returns exactly what the division would (same operands, same operation).
 #[derive(Default)]
 pub(crate) struct RateSecs {
-    to_start: MsToSecs,
-    to_end: MsToSecs,
-    sampled: MsToSecs,
-    range: MsToSecs,
+    to_start: Recent<i64>,
+    to_end: Recent<i64>,
+    sampled: Recent<i64>,
+    range: Recent<i64>,
+    /// (interval bits, sampled bits, range ms, is_rate) → the extrapolation factor.
+    factor: Recent<(u64, u64, i64, bool)>,
     avg: Option<(u64, usize, f64)>,
 }
 
@@ -345,21 +354,47 @@ impl RateSecs {
     }
 }
 
-/// `ms as f64 / 1000.0`, remembering the last operand.
-#[derive(Default)]
-struct MsToSecs(Option<(i64, f64)>);
+/// How many recent results a [`Recent`] keeps: a 15 s step over 60 s samples cycles
+/// through 4 window alignments.
+const RECENT: usize = 4;
 
-impl MsToSecs {
-    #[inline]
-    fn get(&mut self, ms: i64) -> f64 {
-        match self.0 {
-            Some((k, v)) if k == ms => v,
-            _ => {
-                let v = ms as f64 / 1000.0;
-                self.0 = Some((ms, v));
-                v
-            }
+/// The last [`RECENT`] results of a pure computation, by operand.
+struct Recent<K> {
+    entries: [(K, f64); RECENT],
+    used: usize,
+    next: usize,
+}
+
+impl<K: Copy + Default> Default for Recent<K> {
+    fn default() -> Self {
+        Recent {
+            entries: [(K::default(), 0.0); RECENT],
+            used: 0,
+            next: 0,
         }
+    }
+}
+
+impl<K: Copy + PartialEq> Recent<K> {
+    /// `compute()`, which must depend on `key` only, or its remembered result.
+    #[inline]
+    fn get(&mut self, key: K, compute: impl FnOnce() -> f64) -> f64 {
+        if let Some(e) = self.entries[..self.used].iter().find(|e| e.0 == key) {
+            return e.1;
+        }
+        let v = compute();
+        self.entries[self.next] = (key, v);
+        self.next = (self.next + 1) % RECENT;
+        self.used = (self.used + 1).min(RECENT);
+        v
+    }
+}
+
+impl Recent<i64> {
+    /// `ms as f64 / 1000.0`.
+    #[inline]
+    fn secs(&mut self, ms: i64) -> f64 {
+        self.get(ms, || ms as f64 / 1000.0)
     }
 }
 
@@ -502,4 +537,45 @@ fn stdvar(w: &[(i64, f64)]) -> f64 {
         aux += delta * (p.1 - mean);
     }
     aux / count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memos of [`RateSecs`] shared across steps (windows cycling through a few
+    /// alignments, jittered samples, counter resets) give bit for bit what a fresh
+    /// computation gives at each step.
+    #[test]
+    fn remembered_divisions_are_bit_identical() {
+        let pts: Vec<(i64, f64)> = (0..400i64)
+            .map(|k| {
+                let t = k * 60_000 + if k % 17 == 0 { 1_234 } else { 0 };
+                let v = if k % 97 == 50 { 3.0 } else { (k * k) as f64 * 0.37 + 5.0 };
+                (t, v)
+            })
+            .collect();
+        for (range, step) in [
+            (300_000i64, 15_000i64),
+            (300_000, 60_000),
+            (3_600_000, 15_000),
+            (120_000, 7_000),
+        ] {
+            for (counter, rate) in [(true, true), (true, false), (false, false)] {
+                let mut shared = RateSecs::default();
+                let mut t = range;
+                while t <= 400 * 60_000 {
+                    let w: Vec<(i64, f64)> = pts.iter().copied().filter(|p| p.0 >= t - range && p.0 <= t).collect();
+                    let a = extrapolated_rate(&w, t - range, t, counter, rate, &mut shared);
+                    let b = extrapolated_rate(&w, t - range, t, counter, rate, &mut RateSecs::default());
+                    assert_eq!(
+                        a.map(f64::to_bits),
+                        b.map(f64::to_bits),
+                        "range {range} step {step} t {t}"
+                    );
+                    t += step;
+                }
+            }
+        }
+    }
 }

@@ -187,6 +187,7 @@ impl SeriesEval<'_> {
         let mut cursor = WindowCursor::default();
         let mut sliding = SlidingSum::default();
         let mut secs = RateSecs::default();
+        let mut resets = ResetCursor::default();
         let reuse = self.window_only();
         let mut prev: Option<(usize, usize, f64)> = None;
         for i in 0..self.rng.len() {
@@ -207,8 +208,10 @@ impl SeriesEval<'_> {
             }
             let w = &pts[lo..hi];
             let v = match f {
-                F::Rate => extrapolated_rate(w, start, end, true, true, &mut secs),
-                F::Increase => extrapolated_rate(w, start, end, true, false, &mut secs),
+                F::Rate | F::Increase => {
+                    let no_resets = !resets.any(pts, lo, hi);
+                    extrapolated_rate_hinted(w, start, end, true, f == F::Rate, no_resets, &mut secs)
+                }
                 F::Delta => extrapolated_rate(w, start, end, false, false, &mut secs),
                 F::Irate => instant_value(w, true),
                 F::Idelta => instant_value(w, false),
@@ -261,6 +264,28 @@ impl SeriesEval<'_> {
     }
 }
 
+/// Finds whether a window holds a counter reset (a sample below its predecessor; never
+/// with NaN) without scanning it at every step: `next` is the first reset at or after
+/// the last asked window's `lo + 1`, and both only move forward, so a series costs one
+/// pass. Windows must be asked for with non-decreasing `lo`.
+#[derive(Default)]
+struct ResetCursor {
+    next: usize,
+}
+
+impl ResetCursor {
+    /// Whether some `j` in `lo + 1 .. hi` has `pts[j].1 < pts[j - 1].1`.
+    fn any(&mut self, pts: &[(i64, f64)], lo: usize, hi: usize) -> bool {
+        if self.next <= lo {
+            self.next = lo + 1;
+            while self.next < pts.len() && !(pts[self.next].1 < pts[self.next - 1].1) {
+                self.next += 1;
+            }
+        }
+        self.next < hi
+    }
+}
+
 /// `rate`/`increase`/`delta`: the change over the samples in the window, extrapolated
 /// towards the window's edges (by at most half a sample interval beyond the data, and
 /// for counters never below zero), exactly as Prometheus 2.x.
@@ -272,12 +297,31 @@ pub(crate) fn extrapolated_rate(
     is_rate: bool,
     secs: &mut RateSecs,
 ) -> Option<f64> {
+    extrapolated_rate_hinted(w, range_start, range_end, is_counter, is_rate, false, secs)
+}
+
+/// [`extrapolated_rate`], told by `no_resets` that no sample of `w` is below its
+/// predecessor (then the counter-reset scan adds nothing, except `+ 0.0` for a
+/// negative first sample, kept for bit-identity: it turns a `-0.0` change into `0.0`).
+pub(crate) fn extrapolated_rate_hinted(
+    w: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    is_counter: bool,
+    is_rate: bool,
+    no_resets: bool,
+    secs: &mut RateSecs,
+) -> Option<f64> {
     if w.len() < 2 {
         return None;
     }
     let (first, last) = (w[0], w[w.len() - 1]);
     let mut result = last.1 - first.1;
-    if is_counter {
+    if is_counter && no_resets {
+        if first.1 < 0.0 {
+            result += 0.0;
+        }
+    } else if is_counter {
         let mut prev = 0.0;
         for p in w {
             if p.1 < prev {
@@ -291,9 +335,21 @@ pub(crate) fn extrapolated_rate(
     let sampled = secs.sampled.secs(last.0 - first.0);
     let avg_between = secs.avg_between(sampled, w.len() - 1);
     if is_counter && result > 0.0 && first.1 >= 0.0 {
-        let to_zero = sampled * (first.1 / result);
-        if to_zero < duration_to_start {
-            duration_to_start = to_zero;
+        // `to_zero < duration_to_start` needs a division per step unless `first.1` is
+        // clearly large: if first / result >= 2 d / s (d = duration_to_start, s =
+        // sampled), the rounded `to_zero` is at least 2 d (1 - u)^2 > d. The test below
+        // implies that bound with a margin (1e-9) far above the rounding of `k` and of
+        // the product, so skipping the division changes nothing.
+        let k = secs
+            .to_zero
+            .get((duration_to_start.to_bits(), sampled.to_bits(), 0, false), || {
+                2.0 * duration_to_start / sampled
+            });
+        if !(first.1 > result * k * (1.0 + 1e-9)) {
+            let to_zero = sampled * (first.1 / result);
+            if to_zero < duration_to_start {
+                duration_to_start = to_zero;
+            }
         }
     }
     let threshold = avg_between * 1.1;
@@ -336,6 +392,8 @@ pub(crate) struct RateSecs {
     range: Recent<i64>,
     /// (interval bits, sampled bits, range ms, is_rate) → the extrapolation factor.
     factor: Recent<(u64, u64, i64, bool)>,
+    /// (duration to start bits, sampled bits, 0, false) → `2 d / s`.
+    to_zero: Recent<(u64, u64, i64, bool)>,
     avg: Option<(u64, usize, f64)>,
 }
 
@@ -543,37 +601,99 @@ fn stdvar(w: &[(i64, f64)]) -> f64 {
 mod tests {
     use super::*;
 
+    /// Prometheus 2.42's `extrapolatedRate`, written plainly (every division done).
+    fn reference_rate(
+        w: &[(i64, f64)],
+        range_start: i64,
+        range_end: i64,
+        is_counter: bool,
+        is_rate: bool,
+    ) -> Option<f64> {
+        if w.len() < 2 {
+            return None;
+        }
+        let (first, last) = (w[0], w[w.len() - 1]);
+        let mut result = last.1 - first.1;
+        if is_counter {
+            let mut prev = 0.0;
+            for p in w {
+                if p.1 < prev {
+                    result += prev;
+                }
+                prev = p.1;
+            }
+        }
+        let mut duration_to_start = (first.0 - range_start) as f64 / 1000.0;
+        let duration_to_end = (range_end - last.0) as f64 / 1000.0;
+        let sampled = (last.0 - first.0) as f64 / 1000.0;
+        let avg_between = sampled / (w.len() - 1) as f64;
+        if is_counter && result > 0.0 && first.1 >= 0.0 {
+            let to_zero = sampled * (first.1 / result);
+            if to_zero < duration_to_start {
+                duration_to_start = to_zero;
+            }
+        }
+        let threshold = avg_between * 1.1;
+        let mut interval = sampled;
+        interval += if duration_to_start < threshold {
+            duration_to_start
+        } else {
+            avg_between / 2.0
+        };
+        interval += if duration_to_end < threshold {
+            duration_to_end
+        } else {
+            avg_between / 2.0
+        };
+        let mut factor = interval / sampled;
+        if is_rate {
+            factor /= (range_end - range_start) as f64 / 1000.0;
+        }
+        Some(result * factor)
+    }
+
     /// The memos of [`RateSecs`] shared across steps (windows cycling through a few
-    /// alignments, jittered samples, counter resets) give bit for bit what a fresh
-    /// computation gives at each step.
+    /// alignments, jittered samples, counter resets, counters starting near zero so
+    /// that the zero-point bound matters), the reset cursor's hint and the skipped
+    /// zero-point division give bit for bit what the plain computation gives.
     #[test]
     fn remembered_divisions_are_bit_identical() {
-        let pts: Vec<(i64, f64)> = (0..400i64)
-            .map(|k| {
-                let t = k * 60_000 + if k % 17 == 0 { 1_234 } else { 0 };
-                let v = if k % 97 == 50 { 3.0 } else { (k * k) as f64 * 0.37 + 5.0 };
-                (t, v)
-            })
-            .collect();
-        for (range, step) in [
-            (300_000i64, 15_000i64),
-            (300_000, 60_000),
-            (3_600_000, 15_000),
-            (120_000, 7_000),
-        ] {
-            for (counter, rate) in [(true, true), (true, false), (false, false)] {
-                let mut shared = RateSecs::default();
-                let mut t = range;
-                while t <= 400 * 60_000 {
-                    let w: Vec<(i64, f64)> = pts.iter().copied().filter(|p| p.0 >= t - range && p.0 <= t).collect();
-                    let a = extrapolated_rate(&w, t - range, t, counter, rate, &mut shared);
-                    let b = extrapolated_rate(&w, t - range, t, counter, rate, &mut RateSecs::default());
-                    assert_eq!(
-                        a.map(f64::to_bits),
-                        b.map(f64::to_bits),
-                        "range {range} step {step} t {t}"
-                    );
-                    t += step;
+        for shift in [0.0, 1e-3, 7.5, 1e6] {
+            let pts: Vec<(i64, f64)> = (0..400i64)
+                .map(|k| {
+                    let t = k * 60_000 + if k % 17 == 0 { 1_234 } else { 0 };
+                    let v = if k % 97 == 50 {
+                        3.0
+                    } else {
+                        (k % 150) as f64 * 0.37 + shift
+                    };
+                    (t, v)
+                })
+                .collect();
+            for (range, step) in [
+                (300_000i64, 15_000i64),
+                (300_000, 60_000),
+                (3_600_000, 15_000),
+                (120_000, 7_000),
+            ] {
+                for (counter, rate) in [(true, true), (true, false), (false, false)] {
+                    let mut shared = RateSecs::default();
+                    let mut cursor = WindowCursor::default();
+                    let mut resets = ResetCursor::default();
+                    let mut t = range;
+                    while t <= 400 * 60_000 {
+                        let (lo, hi) = cursor.advance(&pts, t - range, t);
+                        let w = &pts[lo..hi];
+                        let no_resets = lo >= hi || !resets.any(&pts, lo, hi);
+                        let a = extrapolated_rate_hinted(w, t - range, t, counter, rate, no_resets, &mut shared);
+                        let b = reference_rate(w, t - range, t, counter, rate);
+                        assert_eq!(
+                            a.map(f64::to_bits),
+                            b.map(f64::to_bits),
+                            "shift {shift} range {range} step {step} t {t}"
+                        );
+                        t += step;
+                    }
                 }
             }
         }

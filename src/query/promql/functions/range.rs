@@ -330,129 +330,127 @@ pub(crate) fn extrapolated_rate_hinted(
             prev = p.1;
         }
     }
-    let mut duration_to_start = secs.to_start.secs(first.0 - range_start);
-    let duration_to_end = secs.to_end.secs(range_end - last.0);
-    let sampled = secs.sampled.secs(last.0 - first.0);
-    let avg_between = secs.avg_between(sampled, w.len() - 1);
-    if is_counter && result > 0.0 && first.1 >= 0.0 {
-        // `to_zero < duration_to_start` needs a division per step unless `first.1` is
-        // clearly large: if first / result >= 2 d / s (d = duration_to_start, s =
-        // sampled), the rounded `to_zero` is at least 2 d (1 - u)^2 > d. The test below
-        // implies that bound with a margin (1e-9) far above the rounding of `k` and of
-        // the product, so skipping the division changes nothing.
-        let k = secs
-            .to_zero
-            .get((duration_to_start.to_bits(), sampled.to_bits(), 0, false), || {
-                2.0 * duration_to_start / sampled
-            });
-        if !(first.1 > result * k * (1.0 + 1e-9)) {
-            let to_zero = sampled * (first.1 / result);
-            if to_zero < duration_to_start {
-                duration_to_start = to_zero;
-            }
+    let key = GeometryKey {
+        to_start_ms: first.0 - range_start,
+        to_end_ms: range_end - last.0,
+        sampled_ms: last.0 - first.0,
+        points: w.len(),
+        range_ms: range_end - range_start,
+        is_rate,
+    };
+    let g = secs.get(key);
+    // The zero point of a counter can only shorten the extrapolation towards the
+    // start: `to_zero < duration_to_start`. That needs a division per step unless
+    // `first.1` is clearly large: if first / result >= 2 d / s (d = duration to start,
+    // s = sampled), the rounded `to_zero` is at least 2 d (1 - u)^2 > d. The test below
+    // implies that bound with a margin (1e-9) far above the rounding of `g.k` and of the
+    // product, so skipping the division changes nothing.
+    if is_counter && result > 0.0 && first.1 >= 0.0 && !(first.1 > result * g.k * (1.0 + 1e-9)) {
+        let to_zero = g.sampled * (first.1 / result);
+        if to_zero < g.to_start {
+            return Some(result * factor(to_zero, g.to_end, g.sampled, g.avg_between, g.range, is_rate));
         }
     }
+    Some(result * g.factor)
+}
+
+/// Prometheus's extrapolation factor from the durations (s) to the window's start and
+/// end, the sampled span, the average spacing and the range.
+fn factor(to_start: f64, to_end: f64, sampled: f64, avg_between: f64, range: f64, is_rate: bool) -> f64 {
     let threshold = avg_between * 1.1;
     let mut interval = sampled;
-    interval += if duration_to_start < threshold {
-        duration_to_start
+    interval += if to_start < threshold {
+        to_start
     } else {
         avg_between / 2.0
     };
-    interval += if duration_to_end < threshold {
-        duration_to_end
-    } else {
-        avg_between / 2.0
-    };
-    // One factor, as Prometheus ≥ 2.40 computes it (the order matters in the last ulp,
+    interval += if to_end < threshold { to_end } else { avg_between / 2.0 };
+    // One factor, as Prometheus >= 2.40 computes it (the order matters in the last ulp,
     // which decides ties in topk/bottomk).
-    let range_ms = range_end - range_start;
-    let RateSecs { range, factor, .. } = secs;
-    let factor = factor.get((interval.to_bits(), sampled.to_bits(), range_ms, is_rate), || {
-        let f = interval / sampled;
-        if is_rate {
-            f / range.secs(range_ms)
-        } else {
-            f
-        }
-    });
-    Some(result * factor)
+    let f = interval / sampled;
+    if is_rate {
+        f / range
+    } else {
+        f
+    }
 }
 
-/// The divisions of [`extrapolated_rate`] that depend only on sample spacing and
-/// window geometry, remembered from recent steps: with regularly spaced samples they
-/// repeat step after step (cycling through a few values when the step is shorter than
-/// the sample interval), and a division is the slowest part of a rate. Each memo
-/// returns exactly what the division would (same operands, same operation).
-#[derive(Default)]
-pub(crate) struct RateSecs {
-    to_start: Recent<i64>,
-    to_end: Recent<i64>,
-    sampled: Recent<i64>,
-    range: Recent<i64>,
-    /// (interval bits, sampled bits, range ms, is_rate) → the extrapolation factor.
-    factor: Recent<(u64, u64, i64, bool)>,
-    /// (duration to start bits, sampled bits, 0, false) → `2 d / s`.
-    to_zero: Recent<(u64, u64, i64, bool)>,
-    avg: Option<(u64, usize, f64)>,
+/// What [`extrapolated_rate`]'s divisions depend on besides the sample values.
+#[derive(Clone, Copy, Default, PartialEq)]
+struct GeometryKey {
+    to_start_ms: i64,
+    to_end_ms: i64,
+    sampled_ms: i64,
+    points: usize,
+    range_ms: i64,
+    is_rate: bool,
 }
 
-impl RateSecs {
-    /// `sampled / intervals`.
-    #[inline]
-    fn avg_between(&mut self, sampled: f64, intervals: usize) -> f64 {
-        match self.avg {
-            Some((s, n, v)) if s == sampled.to_bits() && n == intervals => v,
-            _ => {
-                let v = sampled / intervals as f64;
-                self.avg = Some((sampled.to_bits(), intervals, v));
-                v
-            }
+/// The value-independent quantities of [`extrapolated_rate`] for one [`GeometryKey`].
+#[derive(Clone, Copy, Default)]
+struct Geometry {
+    to_start: f64,
+    to_end: f64,
+    sampled: f64,
+    avg_between: f64,
+    range: f64,
+    /// `2 * to_start / sampled`: the zero-point bound.
+    k: f64,
+    /// The factor when the zero point does not shorten the extrapolation.
+    factor: f64,
+}
+
+impl Geometry {
+    fn new(key: &GeometryKey) -> Geometry {
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        let (to_start, to_end, sampled, range) = (
+            secs(key.to_start_ms),
+            secs(key.to_end_ms),
+            secs(key.sampled_ms),
+            secs(key.range_ms),
+        );
+        // `points >= 2` for every window that gets here.
+        let avg_between = sampled / (key.points - 1) as f64;
+        Geometry {
+            to_start,
+            to_end,
+            sampled,
+            avg_between,
+            range,
+            k: 2.0 * to_start / sampled,
+            factor: factor(to_start, to_end, sampled, avg_between, range, key.is_rate),
         }
     }
 }
 
-/// How many recent results a [`Recent`] keeps: a 15 s step over 60 s samples cycles
+/// How many recent geometries [`RateSecs`] keeps: a 15 s step over 60 s samples cycles
 /// through 4 window alignments.
 const RECENT: usize = 4;
 
-/// The last [`RECENT`] results of a pure computation, by operand.
-struct Recent<K> {
-    entries: [(K, f64); RECENT],
+/// The divisions of [`extrapolated_rate`] that depend only on sample spacing and window
+/// geometry, remembered for the last [`RECENT`] geometries: with regularly spaced
+/// samples they repeat step after step (cycling through a few alignments when the step
+/// is shorter than the sample interval), and divisions are the slowest part of a rate.
+/// A remembered geometry holds exactly what the divisions give (same operands, same
+/// operations).
+#[derive(Default)]
+pub(crate) struct RateSecs {
+    entries: [(GeometryKey, Geometry); RECENT],
     used: usize,
     next: usize,
 }
 
-impl<K: Copy + Default> Default for Recent<K> {
-    fn default() -> Self {
-        Recent {
-            entries: [(K::default(), 0.0); RECENT],
-            used: 0,
-            next: 0,
-        }
-    }
-}
-
-impl<K: Copy + PartialEq> Recent<K> {
-    /// `compute()`, which must depend on `key` only, or its remembered result.
+impl RateSecs {
     #[inline]
-    fn get(&mut self, key: K, compute: impl FnOnce() -> f64) -> f64 {
+    fn get(&mut self, key: GeometryKey) -> Geometry {
         if let Some(e) = self.entries[..self.used].iter().find(|e| e.0 == key) {
             return e.1;
         }
-        let v = compute();
-        self.entries[self.next] = (key, v);
+        let g = Geometry::new(&key);
+        self.entries[self.next] = (key, g);
         self.next = (self.next + 1) % RECENT;
         self.used = (self.used + 1).min(RECENT);
-        v
-    }
-}
-
-impl Recent<i64> {
-    /// `ms as f64 / 1000.0`.
-    #[inline]
-    fn secs(&mut self, ms: i64) -> f64 {
-        self.get(ms, || ms as f64 / 1000.0)
+        g
     }
 }
 

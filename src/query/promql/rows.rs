@@ -80,6 +80,11 @@ impl Row {
         self.vals.push(v);
     }
 
+    pub fn reserve(&mut self, n: usize) {
+        self.idx.reserve(n);
+        self.vals.reserve(n);
+    }
+
     pub fn clear(&mut self) {
         self.idx.clear();
         self.vals.clear();

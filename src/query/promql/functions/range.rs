@@ -184,6 +184,7 @@ impl SeriesEval<'_> {
     ) -> Result<OutLabels, PromError> {
         let f = self.f;
         let before = row.len();
+        row.reserve(self.rng.len());
         let mut cursor = WindowCursor::default();
         let mut sliding = SlidingSum::default();
         let mut secs = RateSecs::default();
@@ -438,17 +439,27 @@ pub(crate) struct RateSecs {
     entries: [(GeometryKey, Geometry); RECENT],
     used: usize,
     next: usize,
+    /// The entry that answered last: geometries recur in cycles, so the entry after
+    /// it is tried first.
+    last: usize,
 }
 
 impl RateSecs {
     #[inline]
     fn get(&mut self, key: GeometryKey) -> Geometry {
-        if let Some(e) = self.entries[..self.used].iter().find(|e| e.0 == key) {
-            return e.1;
+        let n = self.used;
+        for k in 1..=n {
+            let i = (self.last + k) % n;
+            if self.entries[i].0 == key {
+                self.last = i;
+                return self.entries[i].1;
+            }
         }
         let g = Geometry::new(&key);
-        self.entries[self.next] = (key, g);
-        self.next = (self.next + 1) % RECENT;
+        let i = self.next;
+        self.entries[i] = (key, g);
+        self.last = i;
+        self.next = (i + 1) % RECENT;
         self.used = (self.used + 1).min(RECENT);
         g
     }

@@ -53,7 +53,7 @@ impl RowLabels<'_> {
     }
 
     /// The row's actual label set.
-    pub fn to_labels(&self) -> Labels {
+    pub fn to_labels(self) -> Labels {
         if self.drop_name {
             self.labels.without_metric_name()
         } else {
@@ -339,7 +339,7 @@ impl Ctx<'_> {
         };
         std::thread::scope(|s| {
             for _ in 1..threads {
-                s.spawn(&work);
+                s.spawn(work);
             }
             work();
         });

@@ -2,6 +2,7 @@
 //! extrapolation, `irate`'s counter-reset rule, least-squares `deriv`, the 2.x
 //! `holt_winters`, incremental means).
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use promql_parser::parser::Expr;
@@ -279,7 +280,7 @@ impl ResetCursor {
     fn any(&mut self, pts: &[(i64, f64)], lo: usize, hi: usize) -> bool {
         if self.next <= lo {
             self.next = lo + 1;
-            while self.next < pts.len() && !(pts[self.next].1 < pts[self.next - 1].1) {
+            while self.next < pts.len() && pts[self.next].1.partial_cmp(&pts[self.next - 1].1) != Some(Ordering::Less) {
                 self.next += 1;
             }
         }
@@ -346,7 +347,11 @@ pub(crate) fn extrapolated_rate_hinted(
     // s = sampled), the rounded `to_zero` is at least 2 d (1 - u)^2 > d. The test below
     // implies that bound with a margin (1e-9) far above the rounding of `g.k` and of the
     // product, so skipping the division changes nothing.
-    if is_counter && result > 0.0 && first.1 >= 0.0 && !(first.1 > result * g.k * (1.0 + 1e-9)) {
+    if is_counter
+        && result > 0.0
+        && first.1 >= 0.0
+        && first.1.partial_cmp(&(result * g.k * (1.0 + 1e-9))) != Some(Ordering::Greater)
+    {
         let to_zero = g.sampled * (first.1 / result);
         if to_zero < g.to_start {
             return Some(result * factor(to_zero, g.to_end, g.sampled, g.avg_between, g.range, is_rate));

@@ -55,6 +55,14 @@ pub fn load(series: usize, points: usize, start_s: i64, om: Option<&Path>, tally
             background: false,
             fsync: tally::wal::FsyncPolicy::Interval(Duration::from_secs(60)),
             head_max_samples: 8_000_000,
+            // `BENCH_BLOCK_SAMPLES` overrides the segment block size (for comparing layouts).
+            segment: tally::segment::SegmentOptions {
+                block_samples: std::env::var("BENCH_BLOCK_SAMPLES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(tally::segment::SegmentOptions::default().block_samples),
+                ..tally::segment::SegmentOptions::default()
+            },
             ..StoreOptions::default()
         },
     )

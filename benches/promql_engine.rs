@@ -4,7 +4,8 @@
 //!
 //! Env: `BENCH_SERIES` (10000), `BENCH_HOURS` (24), `BENCH_RUNS` (5),
 //! `BENCH_LIVE_RUNS` (100), `BENCH_DATA_DIR` (keep and reuse the loaded store there;
-//! default: a temporary directory), `BENCH_ONLY` (run only queries containing this).
+//! default: a temporary directory), `BENCH_ONLY` (run only queries containing this),
+//! `BENCH_THREADS` (threads per query, default 0 = all cores; 1 measures CPU cost).
 //!
 //! Prints figures only; no assertions. Run: `cargo bench --bench promql_engine`.
 
@@ -95,6 +96,7 @@ fn main() {
     .expect("open store");
     let engine = Engine::new(EngineOptions {
         timeout: None,
+        threads: env_usize("BENCH_THREADS", 0),
         ..EngineOptions::default()
     });
     let run = |q: &str, s: i64, e: i64, step: i64| -> (Duration, usize) {

@@ -485,6 +485,45 @@ mod tests {
         }
     }
 
+    /// The samples of the last `TAIL_NS` get blocks of their own, and reads of any range
+    /// (inside the tail, across the cut, before it) return exactly the samples in it.
+    #[test]
+    fn recent_tail_has_its_own_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tail.seg");
+        let minute = 60_000_000_000i64;
+        let ts: Vec<i64> = (0..1440).map(|i| 5 + i * minute).collect();
+        let vals: Vec<u64> = (0..1440u64).map(|i| (i as f64 * 0.25).to_bits()).collect();
+        let mut w = SegmentWriter::create(&p, 0, 1, SegmentOptions::default()).unwrap();
+        let labels = Labels::from_pairs([("__name__", "m".to_string())], &LabelLimits::default()).unwrap();
+        w.add_series(&labels, SeriesKind::GAUGE, &ts, &vals).unwrap();
+        // A series shorter than the tail is one block as before.
+        let labels2 = Labels::from_pairs([("__name__", "n".to_string())], &LabelLimits::default()).unwrap();
+        w.add_series(&labels2, SeriesKind::GAUGE, &ts[..100], &vals[..100])
+            .unwrap();
+        w.finish().unwrap();
+        let seg = Segment::open(&p).unwrap();
+        let blocks = &seg.series()[0].blocks;
+        let last = ts[ts.len() - 1];
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[1].count, 180);
+        assert!(blocks[0].max_t <= last - super::super::writer::TAIL_NS);
+        assert!(blocks[1].min_t > last - super::super::writer::TAIL_NS);
+        assert_eq!(seg.series()[1].blocks.len(), 1);
+        for (a, b) in [
+            (0, 1439),
+            (1300, 1439),
+            (1000, 1300),
+            (1259, 1261),
+            (1260, 1260),
+            (10, 20),
+        ] {
+            let (mut t, mut v) = (Vec::new(), Vec::new());
+            seg.read_series(0, ts[a], ts[b], &mut t, &mut v).unwrap();
+            assert_eq!((&t[..], &v[..]), (&ts[a..=b], &vals[a..=b]), "range {a}..={b}");
+        }
+    }
+
     #[test]
     fn obsolete_file_is_deleted_on_last_drop() {
         let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,23 @@ use crate::encoding::varint::{put_bytes, put_ivarint, put_uvarint};
 use crate::encoding::{encode_block, BlockEncodeOptions};
 use crate::model::{Labels, SeriesKind};
 
+/// Samples less than this much older than a series' last sample in a segment go into
+/// blocks of their own, cut apart from the samples before them. Why: dashboards mostly
+/// query the latest hour or two (with windows reaching back as far again), which would
+/// otherwise sit at the end of a block of up to `block_samples` samples (a whole day at
+/// one sample a minute) that must be decoded entirely; now they decode about three
+/// hours' worth. Costs one more block header and index entry per series and segment.
+pub(crate) const TAIL_NS: i64 = 3 * 3_600 * 1_000_000_000;
+
+/// Index of the first sample of the recent tail of `ts` (sorted): the first sample
+/// less than [`TAIL_NS`] older than the last one; 0 for an empty slice.
+fn tail_start(ts: &[i64]) -> usize {
+    match ts.last() {
+        Some(&last) => ts.partition_point(|&t| t <= last.saturating_sub(TAIL_NS)),
+        None => 0,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentOptions {
     /// Maximum samples per block: smaller blocks prune finer, larger ones compress better.
@@ -94,15 +111,21 @@ impl SegmentWriter {
             put_bytes(&mut self.table, l.name.as_bytes());
             put_bytes(&mut self.table, l.value.as_bytes());
         }
-        let n_blocks = ts.len().div_ceil(self.opts.block_samples);
+        // The recent tail is cut separately from the samples before it (see `TAIL_NS`).
+        let bs = self.opts.block_samples;
+        let tail = tail_start(ts);
+        let n_blocks = tail.div_ceil(bs) + (ts.len() - tail).div_ceil(bs);
         put_uvarint(&mut self.table, n_blocks as u64);
         let enc = BlockEncodeOptions {
             zstd_level: self.opts.zstd_level,
         };
-        for (bts, bvals) in ts
-            .chunks(self.opts.block_samples)
-            .zip(vals.chunks(self.opts.block_samples))
-        {
+        let (old_ts, new_ts) = ts.split_at(tail);
+        let (old_vals, new_vals) = vals.split_at(tail);
+        let blocks = old_ts
+            .chunks(bs)
+            .zip(old_vals.chunks(bs))
+            .chain(new_ts.chunks(bs).zip(new_vals.chunks(bs)));
+        for (bts, bvals) in blocks {
             self.block.clear();
             encode_block(bts, bvals, kind.value, &enc, &mut self.block);
             self.out.write_all(&self.block)?;

@@ -43,7 +43,8 @@ pub use error::StoreError;
 pub use metrics::StoreMetrics;
 pub use options::StoreOptions;
 pub use read::{
-    ReadError, RollupSeries, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream, SeriesView, Visit,
+    ReadError, RollupSeries, SampleValues, ScanBuf, ScanItem, SelectRequest, SeriesSamples, SeriesSource, SeriesStream,
+    SeriesView, Visit,
 };
 pub use snapshot::Snapshot;
 

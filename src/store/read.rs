@@ -118,6 +118,27 @@ impl SeriesView<'_> {
     }
 }
 
+/// One series of a split scan ([`SeriesSource::scan_list`]): its labels and kind, and
+/// a handle only the source that listed it interprets.
+#[derive(Debug, Clone)]
+pub struct ScanItem {
+    pub labels: Labels,
+    pub kind: SeriesKind,
+    /// Source-private: the store's series id, the in-memory source's series index.
+    pub(crate) key: u64,
+}
+
+/// Read buffers one reader reuses across the series it reads with
+/// [`SeriesSource::read_item`] (one per thread: series of a split scan may be read on
+/// several threads at once, each with its own buffer).
+#[derive(Debug, Default)]
+pub struct ScanBuf {
+    pub(crate) ts: Vec<i64>,
+    pub(crate) vals: Vec<u64>,
+    /// End offset of each source's run in `ts`/`vals`, in read (precedence) order.
+    pub(crate) bounds: Vec<usize>,
+}
+
 /// What a [`SeriesSource::scan`] visitor tells the source: go on, or stop early.
 pub type Visit = std::ops::ControlFlow<()>;
 
@@ -159,6 +180,29 @@ pub trait SeriesSource: Send + Sync {
             }
         }
         Ok(())
+    }
+
+    /// The series a [`scan`](Self::scan) with `req` would consider, in scan order, for
+    /// callers that read them with [`read_item`](Self::read_item), possibly from several
+    /// threads (why: a query over thousands of series can use every core). Series
+    /// without samples in range may be listed; `read_item` then yields `None` for them.
+    /// `None`: this source reads only sequentially (use `scan`).
+    fn scan_list(&self, req: &SelectRequest<'_>) -> Result<Option<Vec<ScanItem>>, ReadError> {
+        let _ = req;
+        Ok(None)
+    }
+
+    /// Reads one series listed by [`scan_list`](Self::scan_list) for the same `req`: its
+    /// samples in range, lent from `buf`, or `None` when it has none there. Gives the
+    /// same samples [`scan`](Self::scan) would.
+    fn read_item<'b>(
+        &self,
+        req: &SelectRequest<'_>,
+        item: &'b ScanItem,
+        buf: &'b mut ScanBuf,
+    ) -> Result<Option<SeriesView<'b>>, ReadError> {
+        let _ = (req, item, buf);
+        Err(ReadError::Other("this source does not split scans".into()))
     }
 
     /// Labels of the series [`select`](Self::select) would yield, in the same order,

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::merge::{merge_runs, Run};
 use super::read::{
-    ReadError, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream, SeriesView, Visit,
+    ReadError, SampleValues, ScanBuf, ScanItem, SelectRequest, SeriesSamples, SeriesSource, SeriesStream, SeriesView,
+    Visit,
 };
 use super::view::View;
 use super::Inner;
@@ -69,7 +70,7 @@ impl Snapshot {
 
     /// Samples of one series in `[start, end]` with duplicates resolved, as owned vectors.
     pub(super) fn read_one(&self, id: SeriesId, kind: SeriesKind, start: i64, end: i64) -> Result<Run, ReadError> {
-        let mut buf = ReadBuf::default();
+        let mut buf = ScanBuf::default();
         self.read_into(id, kind, start, end, &mut buf)?;
         Ok(Run {
             ts: buf.ts,
@@ -88,7 +89,7 @@ impl Snapshot {
         kind: SeriesKind,
         start: i64,
         end: i64,
-        buf: &mut ReadBuf,
+        buf: &mut ScanBuf,
     ) -> Result<(), ReadError> {
         buf.ts.clear();
         buf.vals.clear();
@@ -137,7 +138,7 @@ impl Snapshot {
         kind: SeriesKind,
         start: i64,
         end: i64,
-        buf: &mut ReadBuf,
+        buf: &mut ScanBuf,
     ) -> Result<bool, ReadError> {
         for ls in &self.view.segments {
             if !ls.overlaps(start, end) {
@@ -166,16 +167,7 @@ impl Snapshot {
     }
 }
 
-/// Read buffers reused across the series of one scan.
-#[derive(Default)]
-struct ReadBuf {
-    ts: Vec<i64>,
-    vals: Vec<u64>,
-    /// End offset of each source's run in `ts`/`vals`, in read (precedence) order.
-    bounds: Vec<usize>,
-}
-
-impl ReadBuf {
+impl ScanBuf {
     /// Whether every run starts after the previous non-empty run ended, i.e. the
     /// concatenation is already sorted and unique.
     fn runs_in_order(&self) -> bool {
@@ -217,7 +209,7 @@ impl SeriesSource for Snapshot {
         }
         self.check_quarantine(start, end)?;
         let ids = self.ids(req.tenant, req.matchers, start, end);
-        let mut buf = ReadBuf::default();
+        let mut buf = ScanBuf::default();
         Ok(Box::new(ids.into_iter().filter_map(move |(id, labels, kind)| {
             match self.read_into(id, kind, start, end, &mut buf) {
                 Ok(()) if buf.ts.is_empty() => None,
@@ -238,7 +230,7 @@ impl SeriesSource for Snapshot {
             return Ok(());
         }
         self.check_quarantine(start, end)?;
-        let mut buf = ReadBuf::default();
+        let mut buf = ScanBuf::default();
         for (id, labels, kind) in self.ids(req.tenant, req.matchers, start, end) {
             self.read_into(id, kind, start, end, &mut buf)?;
             if buf.ts.is_empty() {
@@ -257,13 +249,52 @@ impl SeriesSource for Snapshot {
         Ok(())
     }
 
+    fn scan_list(&self, req: &SelectRequest<'_>) -> Result<Option<Vec<ScanItem>>, ReadError> {
+        let (start, end) = (req.start, req.end);
+        if start > end {
+            return Ok(Some(Vec::new()));
+        }
+        self.check_quarantine(start, end)?;
+        Ok(Some(
+            self.ids(req.tenant, req.matchers, start, end)
+                .into_iter()
+                .map(|(id, labels, kind)| ScanItem {
+                    labels,
+                    kind,
+                    key: u64::from(id.0),
+                })
+                .collect(),
+        ))
+    }
+
+    fn read_item<'b>(
+        &self,
+        req: &SelectRequest<'_>,
+        item: &'b ScanItem,
+        buf: &'b mut ScanBuf,
+    ) -> Result<Option<SeriesView<'b>>, ReadError> {
+        let id = u32::try_from(item.key)
+            .map(SeriesId)
+            .map_err(|_| ReadError::Other(format!("scan item {} is not a series id", item.key)))?;
+        self.read_into(id, item.kind, req.start, req.end, buf)?;
+        if buf.ts.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SeriesView {
+            labels: &item.labels,
+            kind: item.kind,
+            ts: &buf.ts,
+            raw: &buf.vals,
+        }))
+    }
+
     fn series_labels(&self, req: &SelectRequest<'_>) -> Result<Vec<Labels>, ReadError> {
         let (start, end) = (req.start, req.end);
         if start > end {
             return Ok(Vec::new());
         }
         self.check_quarantine(start, end)?;
-        let mut buf = ReadBuf::default();
+        let mut buf = ScanBuf::default();
         let mut out = Vec::new();
         for (id, labels, kind) in self.ids(req.tenant, req.matchers, start, end) {
             if self.has_samples(id, kind, start, end, &mut buf)? {

@@ -3,8 +3,8 @@
 //! selector semantics (lookback, staleness, closed range windows, offset and `@`,
 //! subqueries). Operators live in `aggregate`, `binary` and `functions`.
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -12,6 +12,7 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
 pub(crate) use super::memo::LabelMemo;
+use super::rows::{OutLabels, Row, RowLabels, RowSink, Scratch};
 use super::value::{is_stale, Elem, QueryValue, Series, Val, Vector, VectorSample};
 use super::{aggregate, binary, functions, EngineOptions, PromError};
 use crate::index::{MatchOp, Matcher};
@@ -89,9 +90,6 @@ pub(crate) type RangeSeriesFn<'f> = dyn FnMut(&Labels, &[(i64, f64)], &RangeSpec
 /// Receives instant-selector samples: (step index, labels, sample time, value).
 pub(crate) type InstantFn<'f> = dyn FnMut(usize, &Labels, i64, f64) -> Result<(), PromError> + 'f;
 
-/// Receives instant-vector output one sample at a time: (step index, labels, value).
-pub(crate) type Sink<'s> = dyn FnMut(usize, &Labels, f64) -> Result<(), PromError> + 's;
-
 /// Per-query state shared by every node.
 pub(crate) struct Ctx<'a> {
     pub src: &'a dyn SeriesSource,
@@ -101,7 +99,9 @@ pub(crate) struct Ctx<'a> {
     pub query_start: i64,
     pub query_end: i64,
     deadline: Option<Instant>,
-    samples: Cell<usize>,
+    /// Samples loaded so far; atomic because series may be evaluated on several
+    /// threads (see `rows.rs`), which is also why `Ctx` must stay `Sync`.
+    samples: AtomicUsize,
 }
 
 pub(crate) fn exec_instant(
@@ -262,7 +262,7 @@ impl<'a> Ctx<'a> {
             query_start,
             query_end,
             deadline: opts.timeout.map(|d| Instant::now() + d),
-            samples: Cell::new(0),
+            samples: AtomicUsize::new(0),
         }
     }
 
@@ -276,8 +276,9 @@ impl<'a> Ctx<'a> {
 
     /// Accounts `n` more samples held by the query; fails past `max_samples`.
     pub fn add_samples(&self, n: usize) -> Result<(), PromError> {
-        let total = self.samples.get().saturating_add(n);
-        self.samples.set(total);
+        // `fetch_add` cannot saturate; `n` per call is bounded by one series' samples,
+        // so the counter stays far from overflow before `max_samples` stops the query.
+        let total = self.samples.fetch_add(n, Ordering::Relaxed).saturating_add(n);
         if total > self.opts.max_samples {
             return Err(PromError::Execution(
                 "query processing would load too many samples into memory in query execution".into(),
@@ -411,33 +412,31 @@ impl<'a> Ctx<'a> {
     /// labels and (ms, value) points, one series at a time.
     fn select(&self, vs: &VectorSelector, min_ms: i64, max_ms: i64, f: &mut SeriesFn) -> Result<(), PromError> {
         let matchers = Self::matchers(vs)?;
-        let req = SelectRequest {
+        self.scan_request(&self.select_request(&matchers, min_ms, max_ms), f)
+    }
+
+    /// The store request for series matching `matchers` with samples in `[min_ms, max_ms]`.
+    pub fn select_request<'m>(&self, matchers: &'m [Matcher], min_ms: i64, max_ms: i64) -> SelectRequest<'m>
+    where
+        'a: 'm,
+    {
+        SelectRequest {
             tenant: self.tenant,
-            matchers: &matchers,
+            matchers,
             start: ms_to_ns(min_ms),
             end: ms_to_ns(max_ms),
-        };
+        }
+    }
+
+    /// Streams the series of `req` to `f` as labels, times (ms) and values.
+    pub fn scan_request(&self, req: &SelectRequest<'_>, f: &mut SeriesFn) -> Result<(), PromError> {
         // Buffers reused for every series; the source lends its own likewise.
         let (mut ts_ms, mut vals) = (Vec::new(), Vec::new());
         let mut failed: Option<PromError> = None;
         let mut visit = |s: SeriesView<'_>| -> Visit {
-            let r = (|| {
-                self.check_deadline()?;
-                self.add_samples(s.ts.len())?;
-                if s.raw.len() != s.ts.len() {
-                    return Err(PromError::Storage(format!(
-                        "series {} has {} timestamps but {} values",
-                        s.labels,
-                        s.ts.len(),
-                        s.raw.len()
-                    )));
-                }
-                ts_ms.clear();
-                ts_ms.extend(s.ts.iter().map(|t| t.div_euclid(NANOS_PER_MILLI)));
-                vals.clear();
-                s.extend_f64(&mut vals);
-                f(s.labels, &ts_ms, &vals)
-            })();
+            let r = self
+                .load_view(&s, &mut ts_ms, &mut vals)
+                .and_then(|()| f(s.labels, &ts_ms, &vals));
             match r {
                 Ok(()) => Visit::Continue(()),
                 Err(e) => {
@@ -447,12 +446,32 @@ impl<'a> Ctx<'a> {
             }
         };
         self.src
-            .scan(&req, &mut visit)
+            .scan(req, &mut visit)
             .map_err(|e| PromError::Storage(e.to_string()))?;
         match failed {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Accounts for one series read from the source (deadline, sample budget) and
+    /// converts its samples to times in ms and f64 values in `ts_ms` / `vals`.
+    pub fn load_view(&self, s: &SeriesView<'_>, ts_ms: &mut Vec<i64>, vals: &mut Vec<f64>) -> Result<(), PromError> {
+        self.check_deadline()?;
+        self.add_samples(s.ts.len())?;
+        if s.raw.len() != s.ts.len() {
+            return Err(PromError::Storage(format!(
+                "series {} has {} timestamps but {} values",
+                s.labels,
+                s.ts.len(),
+                s.raw.len()
+            )));
+        }
+        ts_ms.clear();
+        ts_ms.extend(s.ts.iter().map(|t| t.div_euclid(NANOS_PER_MILLI)));
+        vals.clear();
+        s.extend_f64(vals);
+        Ok(())
     }
 
     /// Instant-selector semantics: at each step, the latest sample at or before
@@ -499,13 +518,14 @@ impl<'a> Ctx<'a> {
         Ok(steps)
     }
 
-    /// Evaluates an instant-vector expression, handing each sample to `sink` in the
-    /// same per-step order [`Ctx::eval_vector`] would produce. Selectors and range
-    /// functions stream series by series without materializing their result; other
-    /// expressions are evaluated and then replayed.
-    pub fn stream_vector(&self, e: &Expr, rng: &Range, sink: &mut Sink) -> Result<(), PromError> {
+    /// Evaluates an instant-vector expression, handing its output to `sink` series by
+    /// series (see `rows.rs`). Selectors and range functions stream series by series
+    /// without materializing their result, on several threads for many series; other
+    /// expressions are evaluated and then replayed one sample per row, in the per-step
+    /// order [`Ctx::eval_vector`] produces.
+    pub fn stream_rows(&self, e: &Expr, rng: &Range, sink: &mut RowSink) -> Result<(), PromError> {
         match unparen(e) {
-            Expr::VectorSelector(vs) => self.select_instant(vs, rng, &mut |i, labels, _, v| sink(i, labels, v)),
+            Expr::VectorSelector(vs) => self.instant_rows(vs, rng, sink),
             Expr::Call(c) => match functions::stream_range(self, c, rng, sink) {
                 Some(r) => r,
                 None => self.replay(e, rng, sink),
@@ -514,13 +534,92 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn replay(&self, e: &Expr, rng: &Range, sink: &mut Sink) -> Result<(), PromError> {
+    fn replay(&self, e: &Expr, rng: &Range, sink: &mut RowSink) -> Result<(), PromError> {
         for (i, vec) in self.eval_vector(e, rng)?.iter().enumerate() {
             for el in vec {
-                sink(i, &el.labels, el.v)?;
+                sink(RowLabels::kept(&el.labels), &[i], &[el.v])?;
             }
         }
         Ok(())
+    }
+
+    /// [`Ctx::select_instant`] as rows: one row per series.
+    fn instant_rows(&self, vs: &VectorSelector, rng: &Range, sink: &mut RowSink) -> Result<(), PromError> {
+        let n = rng.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let off = offset_ms(&vs.offset);
+        let at = self.at_ms(&vs.at);
+        let first = at.unwrap_or(rng.start).saturating_sub(off);
+        let last = at.unwrap_or(rng.end).saturating_sub(off);
+        let lookback = self.opts.lookback_ms;
+        let per = |labels: &Labels, ts: &[i64], vals: &[f64], _: &mut Scratch, row: &mut Row| {
+            let before = row.len();
+            for i in 0..n {
+                let r = at.unwrap_or(rng.t(i)).saturating_sub(off);
+                let idx = ts.partition_point(|&t| t <= r);
+                if idx == 0 {
+                    continue;
+                }
+                let j = idx - 1;
+                if ts[j] < r.saturating_sub(lookback) || is_stale(vals[j]) {
+                    continue;
+                }
+                row.push(i, vals[j]);
+            }
+            self.add_samples(row.len() - before)?;
+            Ok((row.len() > before).then(|| (labels.clone(), false)))
+        };
+        self.select_rows(vs, first.saturating_sub(lookback), last, n, &per, sink)
+    }
+
+    /// Like [`Ctx::for_each_range_series`], but `per(labels, points, spec, row)`
+    /// computes each series' output row (appending to `row`, returning its labels, see
+    /// [`OutLabels`], or `None` without output), and the rows go to `sink` in series order. Matrix
+    /// selectors evaluate series on several threads (see `rows.rs`).
+    pub fn range_rows<G>(&self, arg: &Expr, rng: &Range, per: &G, sink: &mut RowSink) -> Result<(), PromError>
+    where
+        G: Fn(&Labels, &[(i64, f64)], &RangeSpec, &mut Row) -> Result<OutLabels, PromError> + Sync,
+    {
+        match unparen(arg) {
+            Expr::MatrixSelector(ms) => {
+                let spec = RangeSpec {
+                    range: dur_ms(&ms.range),
+                    offset: offset_ms(&ms.vs.offset),
+                    at: self.at_ms(&ms.vs.at),
+                };
+                let first = spec.end_at(rng.start).saturating_sub(spec.range);
+                let last = spec.end_at(rng.end);
+                let per_series = |labels: &Labels, ts: &[i64], vals: &[f64], sc: &mut Scratch, row: &mut Row| {
+                    sc.pts.clear();
+                    sc.pts.extend(
+                        ts.iter()
+                            .zip(vals)
+                            .filter(|(_, v)| !is_stale(**v))
+                            .map(|(t, v)| (*t, *v)),
+                    );
+                    per(labels, &sc.pts, &spec, row)
+                };
+                self.select_rows(&ms.vs, first, last, rng.len(), &per_series, sink)
+            }
+            Expr::Subquery(sq) => {
+                let (series, spec) = self.eval_subquery(sq, rng)?;
+                let mut row = Row::default();
+                for s in &series {
+                    self.check_deadline()?;
+                    row.clear();
+                    if let Some((l, drop_name)) = per(&s.labels, &s.points, &spec, &mut row)? {
+                        sink(RowLabels { labels: &l, drop_name }, &row.idx, &row.vals)?;
+                    }
+                }
+                Ok(())
+            }
+            other => Err(PromError::Execution(format!(
+                "expected range vector, got {}",
+                other.value_type()
+            ))),
+        }
     }
 
     /// Drives a range-vector argument (a matrix selector or a subquery, possibly in

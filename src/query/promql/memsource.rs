@@ -5,7 +5,9 @@
 
 use crate::index::Matcher;
 use crate::model::{Labels, SeriesKind};
-use crate::store::{ReadError, SampleValues, SelectRequest, SeriesSamples, SeriesSource, SeriesStream};
+use crate::store::{
+    ReadError, SampleValues, ScanBuf, ScanItem, SelectRequest, SeriesSamples, SeriesSource, SeriesStream, SeriesView,
+};
 
 #[derive(Debug, Default, Clone)]
 pub struct MemSource {
@@ -31,9 +33,11 @@ impl MemSource {
     }
 
     fn matching<'a>(&'a self, matchers: &'a [Matcher]) -> impl Iterator<Item = &'a (Labels, Vec<i64>, Vec<f64>)> + 'a {
-        self.series
-            .iter()
-            .filter(move |(l, _, _)| matchers.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+        self.series.iter().filter(move |(l, _, _)| Self::matches(l, matchers))
+    }
+
+    fn matches(l: &Labels, matchers: &[Matcher]) -> bool {
+        matchers.iter().all(|m| m.matches(l.get(&m.name).unwrap_or("")))
     }
 }
 
@@ -54,6 +58,49 @@ impl SeriesSource for MemSource {
             }))
         });
         Ok(Box::new(it))
+    }
+
+    /// Split scans are offered so that tests and the conformance runner exercise the
+    /// engine's parallel series evaluation too.
+    fn scan_list(&self, req: &SelectRequest<'_>) -> Result<Option<Vec<ScanItem>>, ReadError> {
+        Ok(Some(
+            self.series
+                .iter()
+                .enumerate()
+                .filter(|(_, (l, _, _))| Self::matches(l, req.matchers))
+                .map(|(i, (l, _, _))| ScanItem {
+                    labels: l.clone(),
+                    kind: SeriesKind::GAUGE,
+                    key: i as u64,
+                })
+                .collect(),
+        ))
+    }
+
+    fn read_item<'b>(
+        &self,
+        req: &SelectRequest<'_>,
+        item: &'b ScanItem,
+        buf: &'b mut ScanBuf,
+    ) -> Result<Option<SeriesView<'b>>, ReadError> {
+        let Some((_, ts, vs)) = usize::try_from(item.key).ok().and_then(|i| self.series.get(i)) else {
+            return Err(ReadError::Other(format!("no series {} in this source", item.key)));
+        };
+        let lo = ts.partition_point(|&t| t < req.start);
+        let hi = ts.partition_point(|&t| t <= req.end);
+        if lo >= hi {
+            return Ok(None);
+        }
+        buf.ts.clear();
+        buf.ts.extend_from_slice(&ts[lo..hi]);
+        buf.vals.clear();
+        buf.vals.extend(vs[lo..hi].iter().map(|v| v.to_bits()));
+        Ok(Some(SeriesView {
+            labels: &item.labels,
+            kind: item.kind,
+            ts: &buf.ts,
+            raw: &buf.vals,
+        }))
     }
 
     fn label_names(

@@ -31,6 +31,7 @@ mod functions;
 mod memo;
 pub mod memsource;
 mod rollup;
+mod rows;
 pub mod testfile;
 pub mod value;
 
@@ -87,6 +88,14 @@ pub struct EngineOptions {
     /// Answer qualifying range functions from rollups when the source has them (see
     /// `rollup.rs` and the README's error bounds); off reads raw samples only.
     pub use_rollups: bool,
+    /// Most threads one query evaluates series on (range functions and selectors
+    /// under an aggregation, see `rows.rs`); 0 = the machine's available parallelism.
+    /// Results do not depend on it: series are folded into the result in one fixed
+    /// order whatever thread evaluated them.
+    pub threads: usize,
+    /// Fewest selected series per thread worth a thread: fewer series use fewer
+    /// threads (starting threads costs more than evaluating a handful of series).
+    pub min_series_per_thread: usize,
 }
 
 impl Default for EngineOptions {
@@ -97,6 +106,8 @@ impl Default for EngineOptions {
             timeout: Some(Duration::from_secs(120)),
             default_subquery_step_ms: 60 * 1000,
             use_rollups: true,
+            threads: 0,
+            min_series_per_thread: 64,
         }
     }
 }

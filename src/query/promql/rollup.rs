@@ -17,8 +17,9 @@ use std::collections::HashSet;
 
 use promql_parser::parser::Expr;
 
-use super::engine::{dup_labelset, dur_ms, offset_ms, unparen, Ctx, Range, RangeSpec, Sink};
+use super::engine::{dup_labelset, dur_ms, offset_ms, unparen, Ctx, Range, RangeSpec};
 use super::functions::{extrapolated_rate, RateSecs};
+use super::rows::{Row, RowLabels, RowSink};
 use super::PromError;
 use crate::model::Labels;
 use crate::store::rollup::{counter_points, raw_to_f64, Stats, RESOLUTIONS};
@@ -78,7 +79,7 @@ pub(crate) fn try_stream(
     name: &str,
     mat: &Expr,
     rng: &Range,
-    sink: &mut Sink,
+    sink: &mut RowSink,
 ) -> Option<Result<(), PromError>> {
     if !ctx.opts.use_rollups || rng.len() < 2 {
         return None;
@@ -118,7 +119,7 @@ fn emit(
     series: &[RollupSeries],
     spec: &RangeSpec,
     rng: &Range,
-    sink: &mut Sink,
+    sink: &mut RowSink,
 ) -> Result<(), PromError> {
     let mut seen: HashSet<Labels> = HashSet::new();
     for s in series {
@@ -135,7 +136,7 @@ fn emit(
         .into_iter()
         .map(|(t, v)| (t.div_euclid(NANOS_PER_MILLI), v))
         .collect();
-        let mut any = false;
+        let mut row = Row::default();
         let mut secs = RateSecs::default();
         for i in 0..rng.len() {
             let end = spec.end_at(rng.t(i));
@@ -165,11 +166,14 @@ fn emit(
                 }
             };
             if let Some(v) = v {
-                sink(i, &labels, v)?;
-                any = true;
+                row.push(i, v);
             }
         }
-        if any && !seen.insert(labels) {
+        if row.len() == 0 {
+            continue;
+        }
+        sink(RowLabels::kept(&labels), &row.idx, &row.vals)?;
+        if !seen.insert(labels) {
             return Err(dup_labelset());
         }
     }

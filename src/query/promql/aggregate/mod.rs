@@ -1,7 +1,7 @@
 //! Aggregation operators (`sum`, `avg`, …, `topk`, `quantile`, `count_values`) with
-//! `by`/`without` grouping. Input samples are consumed as a stream (see
-//! [`Ctx::stream_vector`]) into per-step group accumulators, so `sum(rate(x[5m]))`
-//! holds one value per group and step, not the per-series intermediate result. Group
+//! `by`/`without` grouping. Input is consumed as a stream of series rows (see
+//! [`Ctx::stream_rows`]) into group accumulators, so `sum(rate(x[5m]))` holds one
+//! value per group and step, not the per-series intermediate result. Group
 //! output order is the order in which groups first appear, as in Prometheus.
 
 mod slots;
@@ -123,43 +123,63 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
     };
     {
         let mut gid = LabelMemo::new(|l: &Labels| intern(if by { l.only(&names_ref) } else { l.without(&names_ref) }));
-        // Range functions hand over all steps of one series in a row with the same
-        // labels: a one-entry cache in front of the memo skips its hash lookup then.
-        // The cached clone keeps the allocation alive, so an equal address means the
-        // same labels.
+        // Replayed expressions hand over one sample per row, each series at every step:
+        // the memo computes its key once, and a one-entry cache in front of the memo
+        // skips its hash lookup for consecutive rows of one series. The cached clone
+        // keeps the allocation alive, so an equal address means the same labels.
         let mut last: Option<(Labels, u32)> = None;
         let mut seen = 0usize;
-        ctx.stream_vector(&a.expr, rng, &mut |i, labels, v| {
-            seen += 1;
-            if seen % 65_536 == 0 {
+        let topk = matches!(op, Op::Topk | Op::Bottomk);
+        // Rows may carry labels still holding the metric name that the row drops (see
+        // `RowLabels`). Grouping keys never contain the name (`without` drops it, `by`
+        // picks other labels) unless grouping `by (__name__)`; topk/bottomk keep element
+        // labels and count_values extends them: only these build the actual labels.
+        let needs_labels = topk || op == Op::CountValues || (by && names_ref.contains(&METRIC_NAME));
+        let mut dropped = LabelMemo::new(Labels::without_metric_name);
+        ctx.stream_rows(&a.expr, rng, &mut |row, idx, vals| {
+            let before = seen;
+            seen += idx.len();
+            if before / 65_536 != seen / 65_536 {
                 ctx.check_deadline()?;
             }
-            let k = ks[i];
-            if matches!(op, Op::Topk | Op::Bottomk) && k == 0 {
+            let owned;
+            let labels = if needs_labels && row.drop_name {
+                owned = dropped.get(row.labels);
+                &owned
+            } else {
+                row.labels
+            };
+            if op == Op::CountValues {
+                for (&i, &v) in idx.iter().zip(vals) {
+                    // The value label differs per sample: nothing to memoize.
+                    let g = gid.compute(&labels.with(&value_label, &format_value(v)));
+                    add_one(&mut dense, &mut accs, op, g, i, labels, v, 0);
+                }
                 return Ok(());
             }
-            let g = if op == Op::CountValues {
-                // The value label differs per sample: nothing to memoize.
-                gid.compute(&labels.with(&value_label, &format_value(v)))
-            } else {
-                match &last {
-                    Some((l, g)) if std::ptr::eq(l.as_slice().as_ptr(), labels.as_slice().as_ptr()) => *g,
-                    _ => {
-                        let g = gid.get(labels);
-                        last = Some((labels.clone(), g));
-                        g
-                    }
+            let g = match &last {
+                Some((l, g)) if std::ptr::eq(l.as_slice().as_ptr(), labels.as_slice().as_ptr()) => *g,
+                // A row of several steps is a whole series, which no other row repeats:
+                // memoizing its key would only cost a map entry.
+                _ if idx.len() > 1 => gid.compute(labels),
+                _ => {
+                    let g = gid.get(labels);
+                    last = Some((labels.clone(), g));
+                    g
                 }
             };
-            match dense.as_mut() {
-                Some(d) if d.fits(g) => d.add(g, i, v),
-                Some(_) => {
-                    if let Some(d) = dense.take() {
-                        accs = d.into_step_accs();
-                    }
-                    accs[i].add(op, g, labels, v, k);
+            if let Some(d) = dense.as_mut() {
+                if d.fits(g) {
+                    d.add_row(g, idx, vals);
+                    return Ok(());
                 }
-                None => accs[i].add(op, g, labels, v, k),
+            }
+            for (&i, &v) in idx.iter().zip(vals) {
+                let k = ks.get(i).copied().unwrap_or(0);
+                if topk && k == 0 {
+                    continue;
+                }
+                add_one(&mut dense, &mut accs, op, g, i, labels, v, k);
             }
             Ok(())
         })?;
@@ -173,6 +193,37 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
         out.push(acc.finish(op, param, &group_labels));
     }
     Ok(Val::Vector(out))
+}
+
+/// Adds one sample to the group-major slots while they fit the budget, else (moving
+/// the slots' state there first) to the per-step tables.
+#[allow(clippy::too_many_arguments)]
+fn add_one(
+    dense: &mut Option<GroupSlots>,
+    accs: &mut Vec<StepAcc>,
+    op: Op,
+    g: u32,
+    i: usize,
+    labels: &Labels,
+    v: f64,
+    k: usize,
+) {
+    match dense.as_mut() {
+        Some(d) if d.fits(g) => d.add(g, i, v),
+        Some(_) => {
+            if let Some(d) = dense.take() {
+                *accs = d.into_step_accs();
+            }
+            if let Some(acc) = accs.get_mut(i) {
+                acc.add(op, g, labels, v, k);
+            }
+        }
+        None => {
+            if let Some(acc) = accs.get_mut(i) {
+                acc.add(op, g, labels, v, k);
+            }
+        }
+    }
 }
 
 /// A multiplicative hasher for the small integer group ids (SipHash would dominate).

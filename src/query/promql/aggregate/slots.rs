@@ -157,6 +157,48 @@ impl GroupSlots {
         }
     }
 
+    /// Adds one series' row: value `vals[j]` at step `idx[j]` for group `gid`, exactly
+    /// as [`add`](Self::add) of each in turn would (same arithmetic, same arrival
+    /// numbers). `sum`, the common case, runs a tight loop over the group's
+    /// contiguous slots.
+    pub fn add_row(&mut self, gid: u32, idx: &[usize], vals: &[f64]) {
+        match self.op {
+            Op::Sum => {
+                let g = gid as usize;
+                if g >= self.slots.len() {
+                    self.slots.resize_with(g + 1, Vec::new);
+                }
+                if self.slots[g].is_empty() {
+                    self.slots[g] = vec![Slot::default(); self.steps];
+                    self.allocated += 1;
+                }
+                let slots = &mut self.slots[g];
+                for (&i, &v) in idx.iter().zip(vals) {
+                    self.arrivals += 1;
+                    let Some(s) = slots.get_mut(i) else {
+                        continue;
+                    };
+                    if s.count == 0 {
+                        *s = Slot {
+                            value: v,
+                            mean: v,
+                            count: 1,
+                            first: self.arrivals,
+                        };
+                    } else {
+                        s.count += 1;
+                        s.value += v;
+                    }
+                }
+            }
+            _ => {
+                for (&i, &v) in idx.iter().zip(vals) {
+                    self.add(gid, i, v);
+                }
+            }
+        }
+    }
+
     /// The result vector of every step, groups in first-appearance order.
     pub fn finish(self, group_labels: &[Labels]) -> Vec<Vector> {
         let mut out = Vec::with_capacity(self.steps);

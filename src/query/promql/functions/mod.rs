@@ -18,7 +18,8 @@ pub(crate) use range::{extrapolated_rate, RateSecs};
 
 use promql_parser::parser::{Call, Expr};
 
-use super::engine::{check_dups, unparen, Ctx, LabelMemo, Range, Sink};
+use super::engine::{check_dups, unparen, Ctx, LabelMemo, Range};
+use super::rows::RowSink;
 use super::value::{Elem, Val, Vector};
 use super::PromError;
 use crate::index::MatchOp;
@@ -104,7 +105,7 @@ pub(crate) fn eval_call(ctx: &Ctx, c: &Call, rng: &Range) -> Result<Val, PromErr
 
 /// Streams a call's output if it is a range-vector function (see [`range::stream`]);
 /// `None` for other functions.
-pub(crate) fn stream_range(ctx: &Ctx, c: &Call, rng: &Range, sink: &mut Sink) -> Option<Result<(), PromError>> {
+pub(crate) fn stream_range(ctx: &Ctx, c: &Call, rng: &Range, sink: &mut RowSink) -> Option<Result<(), PromError>> {
     if !range::is_range_fn(c.func.name) {
         return None;
     }

@@ -2,6 +2,7 @@
 //! extrapolation, `irate`'s counter-reset rule, least-squares `deriv`, the 2.x
 //! `holt_winters`, incremental means).
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use promql_parser::parser::Expr;
@@ -10,7 +11,8 @@ use super::histogram::quantile;
 use super::window::{SlidingSum, WindowCursor};
 use super::{absent_labels, arg};
 use crate::model::Labels;
-use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, Sink};
+use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, RangeSpec};
+use crate::query::promql::rows::{OutLabels, Row, RowLabels, RowSink};
 use crate::query::promql::value::{Elem, Val, Vector};
 use crate::query::promql::PromError;
 
@@ -70,20 +72,23 @@ pub(super) fn is_range_fn(name: &str) -> bool {
 
 pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result<Val, PromError> {
     let mut steps: Vec<Vector> = vec![Vec::new(); rng.len()];
-    stream(ctx, name, args, rng, &mut |i, labels, v| {
-        steps[i].push(Elem {
-            labels: labels.clone(),
-            v,
-        });
+    stream(ctx, name, args, rng, &mut |labels, idx, vals| {
+        let labels = labels.to_labels();
+        for (&i, &v) in idx.iter().zip(vals) {
+            steps[i].push(Elem {
+                labels: labels.clone(),
+                v,
+            });
+        }
         Ok(())
     })?;
     Ok(Val::Vector(steps))
 }
 
-/// Like [`eval`], but hands each output sample `(step, labels, value)` to `sink` as
-/// soon as its series is processed, so a consumer such as an aggregation never holds
-/// the whole per-series result.
-pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &mut Sink) -> Result<(), PromError> {
+/// Like [`eval`], but hands each series' output row to `sink` as soon as the series is
+/// processed (series by series, see `rows.rs`), so a consumer such as an aggregation
+/// never holds the whole per-series result.
+pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &mut RowSink) -> Result<(), PromError> {
     let n = rng.len();
     if name == "absent_over_time" {
         let a = arg(args, 0)?;
@@ -97,10 +102,9 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
             Ok(())
         })?;
         let labels = absent_labels(a);
-        for (i, p) in present.into_iter().enumerate() {
-            if !p {
-                sink(i, &labels, 1.0)?;
-            }
+        let idx: Vec<usize> = (0..n).filter(|&i| !present[i]).collect();
+        if !idx.is_empty() {
+            sink(RowLabels::kept(&labels), &idx, &vec![1.0; idx.len()])?;
         }
         return Ok(());
     }
@@ -112,53 +116,113 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
             scalars.push(ctx.eval_scalar(a, rng)?);
         }
     }
-    let sc = |k: usize, i: usize| scalars.get(k).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN);
     let mat = unparen(arg(args, mat_idx)?);
     if scalars.is_empty() {
         if let Some(r) = crate::query::promql::rollup::try_stream(ctx, name, mat, rng, sink) {
             return r;
         }
     }
-    // Rate extrapolation uses the selector's own range, also for subqueries.
-    let keep_name = f == F::Last;
     // Dropping the metric name can make two series' labels equal only when the
     // selector reads more than one metric name; series of one name are unique already.
     let one_name = match mat {
         Expr::MatrixSelector(ms) => Ctx::selects_one_name(&ms.vs),
         _ => false,
     };
+    let eval = SeriesEval {
+        f,
+        rng,
+        scalars: &scalars,
+    };
     let mut seen: HashSet<Labels, foldhash::fast::RandomState> = HashSet::default();
-    ctx.for_each_range_series(mat, rng, &mut |labels, pts, spec| {
-        let out_labels = if keep_name {
-            labels.clone()
-        } else {
-            labels.without_metric_name()
-        };
-        let mut any = false;
+    let mut checked = |labels: RowLabels<'_>, idx: &[usize], vals: &[f64]| {
+        sink(labels, idx, vals)?;
+        if !idx.is_empty() && !one_name && !seen.insert(labels.to_labels()) {
+            return Err(dup_labelset());
+        }
+        Ok(())
+    };
+    ctx.range_rows(
+        mat,
+        rng,
+        &|labels, pts, spec, row| eval.series(labels, pts, spec, row),
+        &mut checked,
+    )
+}
+
+/// One range function over the evaluation steps of one series at a time.
+struct SeriesEval<'e> {
+    f: F,
+    rng: &'e Range,
+    /// Values of the scalar arguments, per step.
+    scalars: &'e [Vec<f64>],
+}
+
+impl SeriesEval<'_> {
+    fn sc(&self, k: usize, i: usize) -> f64 {
+        self.scalars.get(k).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN)
+    }
+
+    /// Whether the value depends on the window's points only (not on the step time or
+    /// per-step parameters): then a step whose window holds the same points as the
+    /// previous step's has the same value, bit for bit, and is not computed again
+    /// (at a step shorter than the sample interval, most steps see the same window).
+    fn window_only(&self) -> bool {
+        !matches!(
+            self.f,
+            F::Rate | F::Increase | F::Delta | F::PredictLinear | F::HoltWinters | F::Quantile
+        )
+    }
+
+    /// Appends the series' value at each step where it has one to `row`; returns the
+    /// output labels (to drop the metric name from, except for `last_over_time`), or
+    /// `None` when no step has a value.
+    fn series(
+        &self,
+        labels: &Labels,
+        pts: &[(i64, f64)],
+        spec: &RangeSpec,
+        row: &mut Row,
+    ) -> Result<OutLabels, PromError> {
+        let f = self.f;
+        let before = row.len();
+        row.reserve(self.rng.len());
         let mut cursor = WindowCursor::default();
         let mut sliding = SlidingSum::default();
         let mut secs = RateSecs::default();
-        for i in 0..n {
-            let t = rng.t(i);
+        let mut resets = ResetCursor::default();
+        let reuse = self.window_only();
+        let mut prev: Option<(usize, usize, f64)> = None;
+        for i in 0..self.rng.len() {
+            let t = self.rng.t(i);
             let end = spec.end_at(t);
             let start = end.saturating_sub(spec.range);
             let (lo, hi) = cursor.advance(pts, start, end);
             if lo >= hi {
                 continue;
             }
+            if reuse {
+                if let Some((plo, phi, v)) = prev {
+                    if (plo, phi) == (lo, hi) {
+                        row.push(i, v);
+                        continue;
+                    }
+                }
+            }
             let w = &pts[lo..hi];
             let v = match f {
-                F::Rate => extrapolated_rate(w, start, end, true, true, &mut secs),
-                F::Increase => extrapolated_rate(w, start, end, true, false, &mut secs),
+                F::Rate | F::Increase => {
+                    let no_resets = !resets.any(pts, lo, hi);
+                    extrapolated_rate_hinted(w, start, end, true, f == F::Rate, no_resets, &mut secs)
+                }
                 F::Delta => extrapolated_rate(w, start, end, false, false, &mut secs),
                 F::Irate => instant_value(w, true),
                 F::Idelta => instant_value(w, false),
                 F::Deriv => (w.len() >= 2).then(|| linear_regression(w, w[0].0).0),
                 F::PredictLinear => (w.len() >= 2).then(|| {
                     let (slope, intercept) = linear_regression(w, t);
-                    slope * sc(0, i) + intercept
+                    slope * self.sc(0, i) + intercept
                 }),
-                F::HoltWinters => holt_winters(w, sc(0, i), sc(1, i))?,
+                F::HoltWinters => holt_winters(w, self.sc(0, i), self.sc(1, i))?,
                 F::Resets => Some(w.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64),
                 F::Changes => Some(
                     w.windows(2)
@@ -180,21 +244,48 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
                 F::Present => Some(1.0),
                 F::Quantile => {
                     let mut vals: Vec<f64> = w.iter().map(|p| p.1).collect();
-                    Some(quantile(sc(0, i), &mut vals))
+                    Some(quantile(self.sc(0, i), &mut vals))
                 }
                 F::Stddev => Some(stdvar(w).sqrt()),
                 F::Stdvar => Some(stdvar(w)),
             };
-            if let Some(v) = v {
-                sink(i, &out_labels, v)?;
-                any = true;
+            match v {
+                Some(v) => {
+                    row.push(i, v);
+                    prev = Some((lo, hi, v));
+                }
+                // Only the window-dependent functions without a value for too few
+                // points get here; an equal window gives `None` again.
+                None => prev = None,
             }
         }
-        if any && !one_name && !seen.insert(out_labels) {
-            return Err(dup_labelset());
+        if row.len() == before {
+            return Ok(None);
         }
-        Ok(())
-    })
+        Ok(Some((labels.clone(), f != F::Last)))
+    }
+}
+
+/// Finds whether a window holds a counter reset (a sample below its predecessor; never
+/// with NaN) without scanning it at every step: `next` is the first reset at or after
+/// the last asked window's `lo + 1`, and both only move forward, so a series costs one
+/// pass. Windows must be asked for with non-decreasing `lo`.
+#[derive(Default)]
+struct ResetCursor {
+    next: usize,
+}
+
+impl ResetCursor {
+    /// Whether some `j` in `lo + 1 .. hi` has `pts[j].1 < pts[j - 1].1`.
+    fn any(&mut self, pts: &[(i64, f64)], lo: usize, hi: usize) -> bool {
+        if self.next <= lo {
+            self.next = lo + 1;
+            while self.next < pts.len() && pts[self.next].1.partial_cmp(&pts[self.next - 1].1) != Some(Ordering::Less) {
+                self.next += 1;
+            }
+        }
+        self.next < hi
+    }
 }
 
 /// `rate`/`increase`/`delta`: the change over the samples in the window, extrapolated
@@ -208,12 +299,31 @@ pub(crate) fn extrapolated_rate(
     is_rate: bool,
     secs: &mut RateSecs,
 ) -> Option<f64> {
+    extrapolated_rate_hinted(w, range_start, range_end, is_counter, is_rate, false, secs)
+}
+
+/// [`extrapolated_rate`], told by `no_resets` that no sample of `w` is below its
+/// predecessor (then the counter-reset scan adds nothing, except `+ 0.0` for a
+/// negative first sample, kept for bit-identity: it turns a `-0.0` change into `0.0`).
+pub(crate) fn extrapolated_rate_hinted(
+    w: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    is_counter: bool,
+    is_rate: bool,
+    no_resets: bool,
+    secs: &mut RateSecs,
+) -> Option<f64> {
     if w.len() < 2 {
         return None;
     }
     let (first, last) = (w[0], w[w.len() - 1]);
     let mut result = last.1 - first.1;
-    if is_counter {
+    if is_counter && no_resets {
+        if first.1 < 0.0 {
+            result += 0.0;
+        }
+    } else if is_counter {
         let mut prev = 0.0;
         for p in w {
             if p.1 < prev {
@@ -222,80 +332,141 @@ pub(crate) fn extrapolated_rate(
             prev = p.1;
         }
     }
-    let mut duration_to_start = secs.to_start.get(first.0 - range_start);
-    let duration_to_end = secs.to_end.get(range_end - last.0);
-    let sampled = secs.sampled.get(last.0 - first.0);
-    let avg_between = secs.avg_between(sampled, w.len() - 1);
-    if is_counter && result > 0.0 && first.1 >= 0.0 {
-        let to_zero = sampled * (first.1 / result);
-        if to_zero < duration_to_start {
-            duration_to_start = to_zero;
+    let key = GeometryKey {
+        to_start_ms: first.0 - range_start,
+        to_end_ms: range_end - last.0,
+        sampled_ms: last.0 - first.0,
+        points: w.len(),
+        range_ms: range_end - range_start,
+        is_rate,
+    };
+    let g = secs.get(key);
+    // The zero point of a counter can only shorten the extrapolation towards the
+    // start: `to_zero < duration_to_start`. That needs a division per step unless
+    // `first.1` is clearly large: if first / result >= 2 d / s (d = duration to start,
+    // s = sampled), the rounded `to_zero` is at least 2 d (1 - u)^2 > d. The test below
+    // implies that bound with a margin (1e-9) far above the rounding of `g.k` and of the
+    // product, so skipping the division changes nothing.
+    if is_counter
+        && result > 0.0
+        && first.1 >= 0.0
+        && first.1.partial_cmp(&(result * g.k * (1.0 + 1e-9))) != Some(Ordering::Greater)
+    {
+        let to_zero = g.sampled * (first.1 / result);
+        if to_zero < g.to_start {
+            return Some(result * factor(to_zero, g.to_end, g.sampled, g.avg_between, g.range, is_rate));
         }
     }
-    let threshold = avg_between * 1.1;
-    let mut interval = sampled;
-    interval += if duration_to_start < threshold {
-        duration_to_start
-    } else {
-        avg_between / 2.0
-    };
-    interval += if duration_to_end < threshold {
-        duration_to_end
-    } else {
-        avg_between / 2.0
-    };
-    // One factor, as Prometheus ≥ 2.40 computes it (the order matters in the last ulp,
-    // which decides ties in topk/bottomk).
-    let mut factor = interval / sampled;
-    if is_rate {
-        factor /= secs.range.get(range_end - range_start);
-    }
-    Some(result * factor)
+    Some(result * g.factor)
 }
 
-/// The divisions of [`extrapolated_rate`] that depend only on sample spacing and
-/// window geometry, remembered from the previous step: with regularly spaced samples
-/// they repeat step after step, and a division is the slowest part of a rate. Each
-/// memo returns exactly what the division would (same operands, same operation).
+/// Prometheus's extrapolation factor from the durations (s) to the window's start and
+/// end, the sampled span, the average spacing and the range.
+fn factor(to_start: f64, to_end: f64, sampled: f64, avg_between: f64, range: f64, is_rate: bool) -> f64 {
+    let threshold = avg_between * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold {
+        to_start
+    } else {
+        avg_between / 2.0
+    };
+    interval += if to_end < threshold { to_end } else { avg_between / 2.0 };
+    // One factor, as Prometheus >= 2.40 computes it (the order matters in the last ulp,
+    // which decides ties in topk/bottomk).
+    let f = interval / sampled;
+    if is_rate {
+        f / range
+    } else {
+        f
+    }
+}
+
+/// What [`extrapolated_rate`]'s divisions depend on besides the sample values.
+#[derive(Clone, Copy, Default, PartialEq)]
+struct GeometryKey {
+    to_start_ms: i64,
+    to_end_ms: i64,
+    sampled_ms: i64,
+    points: usize,
+    range_ms: i64,
+    is_rate: bool,
+}
+
+/// The value-independent quantities of [`extrapolated_rate`] for one [`GeometryKey`].
+#[derive(Clone, Copy, Default)]
+struct Geometry {
+    to_start: f64,
+    to_end: f64,
+    sampled: f64,
+    avg_between: f64,
+    range: f64,
+    /// `2 * to_start / sampled`: the zero-point bound.
+    k: f64,
+    /// The factor when the zero point does not shorten the extrapolation.
+    factor: f64,
+}
+
+impl Geometry {
+    fn new(key: &GeometryKey) -> Geometry {
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        let (to_start, to_end, sampled, range) = (
+            secs(key.to_start_ms),
+            secs(key.to_end_ms),
+            secs(key.sampled_ms),
+            secs(key.range_ms),
+        );
+        // `points >= 2` for every window that gets here.
+        let avg_between = sampled / (key.points - 1) as f64;
+        Geometry {
+            to_start,
+            to_end,
+            sampled,
+            avg_between,
+            range,
+            k: 2.0 * to_start / sampled,
+            factor: factor(to_start, to_end, sampled, avg_between, range, key.is_rate),
+        }
+    }
+}
+
+/// How many recent geometries [`RateSecs`] keeps: a 15 s step over 60 s samples cycles
+/// through 4 window alignments.
+const RECENT: usize = 4;
+
+/// The divisions of [`extrapolated_rate`] that depend only on sample spacing and window
+/// geometry, remembered for the last [`RECENT`] geometries: with regularly spaced
+/// samples they repeat step after step (cycling through a few alignments when the step
+/// is shorter than the sample interval), and divisions are the slowest part of a rate.
+/// A remembered geometry holds exactly what the divisions give (same operands, same
+/// operations).
 #[derive(Default)]
 pub(crate) struct RateSecs {
-    to_start: MsToSecs,
-    to_end: MsToSecs,
-    sampled: MsToSecs,
-    range: MsToSecs,
-    avg: Option<(u64, usize, f64)>,
+    entries: [(GeometryKey, Geometry); RECENT],
+    used: usize,
+    next: usize,
+    /// The entry that answered last: geometries recur in cycles, so the entry after
+    /// it is tried first.
+    last: usize,
 }
 
 impl RateSecs {
-    /// `sampled / intervals`.
     #[inline]
-    fn avg_between(&mut self, sampled: f64, intervals: usize) -> f64 {
-        match self.avg {
-            Some((s, n, v)) if s == sampled.to_bits() && n == intervals => v,
-            _ => {
-                let v = sampled / intervals as f64;
-                self.avg = Some((sampled.to_bits(), intervals, v));
-                v
+    fn get(&mut self, key: GeometryKey) -> Geometry {
+        let n = self.used;
+        for k in 1..=n {
+            let i = (self.last + k) % n;
+            if self.entries[i].0 == key {
+                self.last = i;
+                return self.entries[i].1;
             }
         }
-    }
-}
-
-/// `ms as f64 / 1000.0`, remembering the last operand.
-#[derive(Default)]
-struct MsToSecs(Option<(i64, f64)>);
-
-impl MsToSecs {
-    #[inline]
-    fn get(&mut self, ms: i64) -> f64 {
-        match self.0 {
-            Some((k, v)) if k == ms => v,
-            _ => {
-                let v = ms as f64 / 1000.0;
-                self.0 = Some((ms, v));
-                v
-            }
-        }
+        let g = Geometry::new(&key);
+        let i = self.next;
+        self.entries[i] = (key, g);
+        self.last = i;
+        self.next = (i + 1) % RECENT;
+        self.used = (self.used + 1).min(RECENT);
+        g
     }
 }
 
@@ -438,4 +609,107 @@ fn stdvar(w: &[(i64, f64)]) -> f64 {
         aux += delta * (p.1 - mean);
     }
     aux / count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prometheus 2.42's `extrapolatedRate`, written plainly (every division done).
+    fn reference_rate(
+        w: &[(i64, f64)],
+        range_start: i64,
+        range_end: i64,
+        is_counter: bool,
+        is_rate: bool,
+    ) -> Option<f64> {
+        if w.len() < 2 {
+            return None;
+        }
+        let (first, last) = (w[0], w[w.len() - 1]);
+        let mut result = last.1 - first.1;
+        if is_counter {
+            let mut prev = 0.0;
+            for p in w {
+                if p.1 < prev {
+                    result += prev;
+                }
+                prev = p.1;
+            }
+        }
+        let mut duration_to_start = (first.0 - range_start) as f64 / 1000.0;
+        let duration_to_end = (range_end - last.0) as f64 / 1000.0;
+        let sampled = (last.0 - first.0) as f64 / 1000.0;
+        let avg_between = sampled / (w.len() - 1) as f64;
+        if is_counter && result > 0.0 && first.1 >= 0.0 {
+            let to_zero = sampled * (first.1 / result);
+            if to_zero < duration_to_start {
+                duration_to_start = to_zero;
+            }
+        }
+        let threshold = avg_between * 1.1;
+        let mut interval = sampled;
+        interval += if duration_to_start < threshold {
+            duration_to_start
+        } else {
+            avg_between / 2.0
+        };
+        interval += if duration_to_end < threshold {
+            duration_to_end
+        } else {
+            avg_between / 2.0
+        };
+        let mut factor = interval / sampled;
+        if is_rate {
+            factor /= (range_end - range_start) as f64 / 1000.0;
+        }
+        Some(result * factor)
+    }
+
+    /// The memos of [`RateSecs`] shared across steps (windows cycling through a few
+    /// alignments, jittered samples, counter resets, counters starting near zero so
+    /// that the zero-point bound matters), the reset cursor's hint and the skipped
+    /// zero-point division give bit for bit what the plain computation gives.
+    #[test]
+    fn remembered_divisions_are_bit_identical() {
+        for shift in [0.0, 1e-3, 7.5, 1e6] {
+            let pts: Vec<(i64, f64)> = (0..400i64)
+                .map(|k| {
+                    let t = k * 60_000 + if k % 17 == 0 { 1_234 } else { 0 };
+                    let v = if k % 97 == 50 {
+                        3.0
+                    } else {
+                        (k % 150) as f64 * 0.37 + shift
+                    };
+                    (t, v)
+                })
+                .collect();
+            for (range, step) in [
+                (300_000i64, 15_000i64),
+                (300_000, 60_000),
+                (3_600_000, 15_000),
+                (120_000, 7_000),
+            ] {
+                for (counter, rate) in [(true, true), (true, false), (false, false)] {
+                    let mut shared = RateSecs::default();
+                    let mut cursor = WindowCursor::default();
+                    let mut resets = ResetCursor::default();
+                    let mut t = range;
+                    while t <= 400 * 60_000 {
+                        let (lo, hi) = cursor.advance(&pts, t - range, t);
+                        let w = &pts[lo..hi];
+                        let no_resets = lo >= hi || !resets.any(&pts, lo, hi);
+                        let a = extrapolated_rate_hinted(w, t - range, t, counter, rate, no_resets, &mut shared);
+                        let b = reference_rate(w, t - range, t, counter, rate);
+                        assert_eq!(
+                            a.map(f64::to_bits),
+                            b.map(f64::to_bits),
+                            "shift {shift} range {range} step {step} t {t}"
+                        );
+                        t += step;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -264,7 +264,14 @@ fn run_eval(src: &dyn SeriesSource, ev: &Eval) -> Result<(), String> {
     if matches!(res, QueryValue::Matrix(_) | QueryValue::String { .. }) {
         return Ok(());
     }
-    // Range mode: the middle point of [t-1m, t+1m] must give the same answer.
+    // Range mode: the middle point of [t-1m, t+1m] must give the same answer. It runs
+    // with series evaluated on several threads even for a handful of series (instant
+    // mode above is sequential), so that both paths meet every expectation.
+    let parallel = EngineOptions {
+        threads: 3,
+        min_series_per_thread: 1,
+        ..opts
+    };
     let range = range_query(
         src,
         None,
@@ -272,7 +279,7 @@ fn run_eval(src: &dyn SeriesSource, ev: &Eval) -> Result<(), String> {
         ev.time_ms - 60_000,
         ev.time_ms + 60_000,
         60_000,
-        &opts,
+        &parallel,
     )
     .map_err(|e| format!("range mode: unexpected error: {e}"))?;
     let QueryValue::Matrix(m) = range else {

@@ -564,7 +564,6 @@ impl Ctx {
             }
             (std::mem::take(&mut slot.done), slot.halted)
         };
-        let mut l = TopicPartitionList::new();
         let mut failed = false;
         for mut d in done {
             if d.ok {
@@ -576,7 +575,6 @@ impl Ctx {
                 let mut owned = self.owned.lock();
                 for (src, pos) in &d.positions {
                     if let Some(tp) = parse_source_key(src) {
-                        let _ = l.add_partition_offset(&tp.0, tp.1, Offset::Offset(*pos));
                         if let Some(b) = st.base.get_mut(&tp) {
                             *b = *pos;
                         }
@@ -593,11 +591,10 @@ impl Ctx {
                 st.spare.push(d.batch);
             }
         }
-        if !revoking && l.count() > 0 {
-            if let Err(e) = c.commit(&l, CommitMode::Async) {
-                tracing::debug!(error = %e, "async offset commit failed");
-            }
-        }
+        // No commit here: the writer committed each batch before its append. A second,
+        // asynchronous commit could land after a newer one and move the committed offset
+        // back (Kafka keeps the last commit, not the highest), and a new owner would then
+        // re-read what this store holds.
         if failed || halted {
             // Not stored: rewind so the events are read again (never lost). Everything
             // after the failed batch (queued job, batch being built) is dropped too.

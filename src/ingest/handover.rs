@@ -340,14 +340,30 @@ fn ingest_range(pipeline: &Pipeline, cfg: &KafkaConfig, o: &Orphan) -> Result<u6
         .set("log_level", "4")
         .create()?;
     let dlq = super::kafka::DeadLetters::open(&cfg.brokers)?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.from))?;
-    c.assign(&tpl)?;
     let key = format!("{}/{}", o.topic, o.partition);
     let mut batch = Batch::new();
+    // Retention may have deleted part or all of the range: what is gone cannot be read
+    // by anyone; say so, and move the position past it instead of waiting forever.
+    let (low, _) = c.fetch_watermarks(&o.topic, o.partition, Duration::from_secs(30))?;
+    if low > o.from {
+        tracing::error!(
+            topic = %o.topic, partition = o.partition, from = o.from, to = o.to, log_start = low,
+            "part of the committed-but-unstored range is no longer in Kafka (retention): those events are lost"
+        );
+    }
+    if low >= o.to {
+        batch.set_position(&key, o.to);
+        pipeline
+            .commit(&batch, Source::Kafka)
+            .map_err(|e| KafkaIngestError::Other(e.to_string()))?;
+        return Ok(0);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.from.max(low)))?;
+    c.assign(&tpl)?;
     let mut n = 0u64;
     let mut last = Instant::now();
-    let mut next = o.from;
+    let mut next = o.from.max(low);
     let flush = |batch: &mut Batch, dlq: &mut super::kafka::DeadLetters| -> Result<(), KafkaIngestError> {
         dlq.ack_all(Duration::from_secs(60))?;
         pipeline

@@ -119,6 +119,13 @@ fn start_tally(dir: &std::path::Path, brokers: &str, topic: &str, group: &str) -
         brokers: brokers.into(),
         topics: vec![topic.into()],
         group: group.into(),
+        // `TALLY_BENCH_RDKAFKA="key=value,key=value"`: extra consumer properties to try.
+        extra: std::env::var("TALLY_BENCH_RDKAFKA")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect(),
         ..KafkaConfig::default()
     };
     let k = KafkaIngest::start(p, cfg).expect("kafka ingest");
@@ -298,6 +305,11 @@ fn freshness(b: &Broker, tmp: &std::path::Path) {
         kmean,
         k50,
         k99
+    );
+    println!(
+        "  partition pauses (writer behind): {}; batches: {}",
+        m.pauses.load(Ordering::Relaxed),
+        m.batches.load(Ordering::Relaxed)
     );
     k.shutdown(Duration::from_secs(30));
 }

@@ -113,3 +113,19 @@ pub fn load(series: usize, points: usize, start_s: i64, om: Option<&Path>, tally
     store.compact_all().expect("compact");
     store.close().expect("close");
 }
+
+/// `name` from the environment as a number, else `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The `p` quantile (nearest rank) of `v`.
+pub fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -12,25 +12,13 @@
 #[path = "promql_data.rs"]
 mod data;
 
+use data::{env_usize, ms, pct};
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tally::query::promql::{Engine, EngineOptions, QueryValue};
 use tally::store::{Store, StoreOptions};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn points_of(v: &QueryValue) -> usize {
     match v {

@@ -18,14 +18,12 @@ mod common;
 #[path = "promql_data.rs"]
 mod data;
 
+use data::{env_usize, ms, pct};
+
 use std::time::{Duration, Instant};
 
 use common::prometheus::{prometheus_tools, promtool_create_blocks, Prometheus};
 use common::{http_get, urlencode, TallyServer};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn timed(addr: &str, path: &str) -> (Duration, usize) {
     let t = Instant::now();
@@ -44,16 +42,6 @@ fn timed(addr: &str, path: &str) -> (Duration, usize) {
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn main() {

@@ -12,48 +12,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::kafka::*;
-use tally::ingest::generator::{self, GenConfig, GenReport};
-
-fn counter(t: &Tally, prefix: &str) -> u64 {
-    t.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
-fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn assert_dlq_covers(broker: &Broker, topic: &str, report: &GenReport) {
-    let want: BTreeSet<(i32, i64, String)> = report.rejected.iter().cloned().collect();
-    let dlq = read_topic(
-        &broker.addr,
-        &format!("{topic}.dlq"),
-        want.len(),
-        Duration::from_secs(60),
-    );
-    let got: BTreeSet<(i32, i64, String)> = dlq
-        .iter()
-        .map(|d| {
-            (
-                d.headers["tally.source_partition"].parse().expect("partition"),
-                d.headers["tally.source_offset"].parse().expect("offset"),
-                d.headers["tally.reason"].clone(),
-            )
-        })
-        .collect();
-    assert_eq!(got, want);
-}
+use tally::ingest::generator::{self, GenConfig};
 
 #[test]
 fn kafka_writer_stall_pauses_partitions_then_resumes_exact() {
@@ -89,15 +51,15 @@ fn kafka_writer_stall_pauses_partitions_then_resumes_exact() {
     let mut t = Tally::start(&data, &opts);
     let accepted = "tally_ingest_events_accepted_total{source=\"kafka\"} ";
     let pauses = "tally_ingest_partition_pauses_total ";
-    wait_for("ingest to start", Duration::from_secs(60), || counter(&t, accepted) > 0);
+    wait_for("ingest to start", Duration::from_secs(60), || t.counter(accepted) > 0);
 
     broker.pause();
     wait_for(
         "partitions paused behind the stalled writer",
         Duration::from_secs(30),
-        || counter(&t, pauses) > 0,
+        || t.counter(pauses) > 0,
     );
-    let held = counter(&t, accepted);
+    let held = t.counter(accepted);
     assert!(
         held < report.valid,
         "everything was accepted before the stall ({held}); the pause proves nothing"
@@ -106,7 +68,7 @@ fn kafka_writer_stall_pauses_partitions_then_resumes_exact() {
     broker.resume();
 
     wait_stored(&[&t], topic, &report.end_offsets, Duration::from_secs(120));
-    assert!(counter(&t, accepted) > held, "ingest did not resume after the pause");
+    assert!(t.counter(accepted) > held, "ingest did not resume after the pause");
     t.stop();
     let (totals, _) = store_totals(&data);
     eprintln!(

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::kafka::*;
@@ -14,51 +13,8 @@ fn gen_in_background(cfg: GenConfig) -> std::thread::JoinHandle<GenReport> {
     std::thread::spawn(move || generator::run(&cfg).expect("generator"))
 }
 
-fn accepted(t: &Tally) -> u64 {
-    t.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix("tally_ingest_events_accepted_total{source=\"kafka\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn batches(t: &Tally) -> u64 {
-    t.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix("tally_ingest_batches_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// DLQ after crashes is at-least-once: unique (partition, offset, reason) must equal the
-/// generator's malformed set.
-fn assert_dlq_covers(broker: &Broker, topic: &str, report: &GenReport) {
-    let want: BTreeSet<(i32, i64, String)> = report.rejected.iter().cloned().collect();
-    let dlq = read_topic(
-        &broker.addr,
-        &format!("{topic}.dlq"),
-        want.len(),
-        Duration::from_secs(60),
-    );
-    let got: BTreeSet<(i32, i64, String)> = dlq
-        .iter()
-        .map(|d| {
-            (
-                d.headers["tally.source_partition"].parse().expect("partition"),
-                d.headers["tally.source_offset"].parse().expect("offset"),
-                d.headers["tally.reason"].clone(),
-            )
-        })
-        .collect();
-    assert_eq!(got, want);
+    t.counter("tally_ingest_batches_total ")
 }
 
 #[test]
@@ -99,7 +55,7 @@ fn kafka_sigkill_restart_cycles_exact_totals() {
         // Kill at a random point after the process has started writing batches.
         wait_for("first batch", Duration::from_secs(60), || batches(&t) > 0);
         std::thread::sleep(Duration::from_millis(rng.u64(0..1500)));
-        eprintln!("cycle {cycle}: SIGKILL after {} events accepted", accepted(&t));
+        eprintln!("cycle {cycle}: SIGKILL after {} events accepted", t.accepted());
         t.kill9();
     }
     let report = gen.join().expect("generator thread");
@@ -137,7 +93,7 @@ fn kafka_broker_outage_degraded_then_resumes_exact() {
         seed: 5,
         ..GenConfig::default()
     });
-    wait_for("ingest to start", Duration::from_secs(60), || accepted(&t) > 0);
+    wait_for("ingest to start", Duration::from_secs(60), || t.accepted() > 0);
     assert_eq!(t.health_status().as_deref(), Some("ok"));
     // Pause the broker for longer than the 6 s session timeout.
     broker.pause();
@@ -198,13 +154,13 @@ fn kafka_two_processes_split_partitions_exact_after_rebalance() {
         seed: 3,
         ..GenConfig::default()
     });
-    wait_for("A ingesting", Duration::from_secs(60), || accepted(&a) > 0);
+    wait_for("A ingesting", Duration::from_secs(60), || a.accepted() > 0);
     let mut b = Tally::start(&db, &opts);
     wait_for("partitions split between A and B", Duration::from_secs(90), || {
         let (la, lb) = (a.lags(), b.lags());
         !la.is_empty() && !lb.is_empty() && la.len() + lb.len() == 4
     });
-    wait_for("B ingesting", Duration::from_secs(60), || accepted(&b) > 0);
+    wait_for("B ingesting", Duration::from_secs(60), || b.accepted() > 0);
     let report = gen.join().expect("generator thread");
     assert_eq!(report.delivery_errors, 0);
     wait_stored(&[&a, &b], topic, &report.end_offsets, Duration::from_secs(120));

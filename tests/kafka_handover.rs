@@ -10,27 +10,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::kafka::*;
 use tally::ingest::generator::{self, GenConfig};
-
-fn counter(t: &Tally, prefix: &str) -> u64 {
-    t.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn kafka_crash_between_commit_and_append_then_partitions_move_exact() {
@@ -82,7 +65,7 @@ fn kafka_crash_between_commit_and_append_then_partitions_move_exact() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let recovered = counter(&a, "tally_ingest_handover_recovered_messages_total ");
+    let recovered = a.counter("tally_ingest_handover_recovered_messages_total ");
     assert!(recovered > 0, "A recovered nothing:\n{}", a.log_text());
     let report = gen.join().expect("generator thread");
     assert_eq!(report.delivery_errors, 0);
@@ -94,22 +77,5 @@ fn kafka_crash_between_commit_and_append_then_partitions_move_exact() {
     assert_totals_match(&report, &merge_totals(&[ta, tb]));
     // Every malformed event is dead-lettered (at least once: A re-sends the recovered
     // batch's dead letters).
-    let want: BTreeSet<(i32, i64, String)> = report.rejected.iter().cloned().collect();
-    let dlq = read_topic(
-        &broker.addr,
-        &format!("{topic}.dlq"),
-        want.len(),
-        Duration::from_secs(60),
-    );
-    let got: BTreeSet<(i32, i64, String)> = dlq
-        .iter()
-        .map(|d| {
-            (
-                d.headers["tally.source_partition"].parse().expect("partition"),
-                d.headers["tally.source_offset"].parse().expect("offset"),
-                d.headers["tally.reason"].clone(),
-            )
-        })
-        .collect();
-    assert_eq!(got, want);
+    assert_dlq_covers(&broker, topic, &report);
 }

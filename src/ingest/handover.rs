@@ -286,13 +286,8 @@ pub fn recover(pipeline: &Pipeline, cfg: &KafkaConfig, log: &HandoverLog) -> Res
         .store
         .source_positions()
         .into_iter()
-        .filter_map(|(k, v)| {
-            let (t, p) = k.rsplit_once('/')?;
-            cfg.topics
-                .iter()
-                .any(|x| x == t)
-                .then(|| Some(((t.to_string(), p.parse().ok()?), v)))?
-        })
+        .filter_map(|(k, v)| super::kafka::parse_source_key(&k).map(|tp| (tp, v)))
+        .filter(|((t, _), _)| cfg.topics.contains(t))
         .collect();
     let records = log.read_all(timeout)?;
     let mine: Vec<Tp> = records
@@ -340,7 +335,7 @@ fn ingest_range(pipeline: &Pipeline, cfg: &KafkaConfig, o: &Orphan) -> Result<u6
         .set("log_level", "4")
         .create()?;
     let dlq = super::kafka::DeadLetters::open(&cfg.brokers)?;
-    let key = format!("{}/{}", o.topic, o.partition);
+    let key = super::kafka::source_key(&o.topic, o.partition);
     let mut batch = Batch::new();
     // Retention may have deleted part or all of the range: what is gone cannot be read
     // by anyone; say so, and move the position past it instead of waiting forever.

@@ -328,11 +328,11 @@ impl ClientContext for Ctx {
     }
 }
 
-fn source_key(topic: &str, partition: i32) -> String {
+pub(crate) fn source_key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
-fn parse_source_key(s: &str) -> Option<Tp> {
+pub(crate) fn parse_source_key(s: &str) -> Option<Tp> {
     let (t, p) = s.rsplit_once('/')?;
     Some((t.to_string(), p.parse().ok()?))
 }

@@ -264,6 +264,21 @@ impl Tally {
         v.get("status").and_then(|s| s.as_str()).map(str::to_string)
     }
 
+    /// The value of the first `/metrics` line starting with `prefix` (name plus labels
+    /// and the trailing space), or 0 when absent.
+    pub fn counter(&self, prefix: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
+    /// `tally_ingest_events_accepted_total{source="kafka"}`.
+    pub fn accepted(&self) -> u64 {
+        self.counter("tally_ingest_events_accepted_total{source=\"kafka\"} ")
+    }
+
     /// `tally_ingest_consumer_lag` per (topic, partition) from `/metrics`.
     pub fn lags(&self) -> BTreeMap<(String, i32), i64> {
         self.partition_gauge("tally_ingest_consumer_lag")
@@ -505,4 +520,38 @@ pub fn write_price_book(dir: &Path) -> PathBuf {
     let p = dir.join("prices.toml");
     std::fs::write(&p, tally::ingest::generator::PRICE_BOOK).expect("write price book");
     p
+}
+
+/// Polls `f` until it holds; panics naming `what` after `deadline` (a liveness bound,
+/// not a timing assertion).
+pub fn wait_for(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The dead-letter topic holds every malformed event the generator sent, by (source
+/// partition, source offset, reason). Compared as sets: the DLQ is at-least-once after
+/// crashes and recoveries.
+pub fn assert_dlq_covers(broker: &Broker, topic: &str, report: &tally::ingest::generator::GenReport) {
+    let want: std::collections::BTreeSet<(i32, i64, String)> = report.rejected.iter().cloned().collect();
+    let dlq = read_topic(
+        &broker.addr,
+        &format!("{topic}.dlq"),
+        want.len(),
+        Duration::from_secs(60),
+    );
+    let got: std::collections::BTreeSet<(i32, i64, String)> = dlq
+        .iter()
+        .map(|d| {
+            (
+                d.headers["tally.source_partition"].parse().expect("partition"),
+                d.headers["tally.source_offset"].parse().expect("offset"),
+                d.headers["tally.reason"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
 }

@@ -67,6 +67,11 @@ impl RangeSpec {
         self.at.unwrap_or(t).saturating_sub(self.offset)
     }
 
+    /// The time range (ms) of every point some step of `rng` may use.
+    pub fn bounds(&self, rng: &Range) -> (i64, i64) {
+        (self.end_at(rng.start).saturating_sub(self.range), self.end_at(rng.end))
+    }
+
     /// The points of `pts` (sorted by time) in the closed window for step time `t`.
     pub fn window<'p>(&self, pts: &'p [(i64, f64)], t: i64) -> &'p [(i64, f64)] {
         let end = self.end_at(t);
@@ -482,25 +487,15 @@ impl<'a> Ctx<'a> {
         if n == 0 {
             return Ok(());
         }
-        let off = offset_ms(&vs.offset);
-        let at = self.at_ms(&vs.at);
-        let first = at.unwrap_or(rng.start).saturating_sub(off);
-        let last = at.unwrap_or(rng.end).saturating_sub(off);
-        let lookback = self.opts.lookback_ms;
-        self.select(vs, first.saturating_sub(lookback), last, &mut |labels, ts, vals| {
+        let look = InstantLookup::new(self, vs);
+        let (from, to) = look.bounds(rng);
+        self.select(vs, from, to, &mut |labels, ts, vals| {
             let mut produced = 0;
             for i in 0..n {
-                let r = at.unwrap_or(rng.t(i)).saturating_sub(off);
-                let idx = ts.partition_point(|&t| t <= r);
-                if idx == 0 {
-                    continue;
+                if let Some(j) = look.sample_at(ts, vals, rng, i) {
+                    produced += 1;
+                    f(i, labels, ts[j], vals[j])?;
                 }
-                let j = idx - 1;
-                if ts[j] < r.saturating_sub(lookback) || is_stale(vals[j]) {
-                    continue;
-                }
-                produced += 1;
-                f(i, labels, ts[j], vals[j])?;
             }
             self.add_samples(produced)
         })
@@ -549,29 +544,19 @@ impl<'a> Ctx<'a> {
         if n == 0 {
             return Ok(());
         }
-        let off = offset_ms(&vs.offset);
-        let at = self.at_ms(&vs.at);
-        let first = at.unwrap_or(rng.start).saturating_sub(off);
-        let last = at.unwrap_or(rng.end).saturating_sub(off);
-        let lookback = self.opts.lookback_ms;
+        let look = InstantLookup::new(self, vs);
+        let (from, to) = look.bounds(rng);
         let per = |labels: &Labels, ts: &[i64], vals: &[f64], _: &mut Scratch, row: &mut Row| {
             let before = row.len();
             for i in 0..n {
-                let r = at.unwrap_or(rng.t(i)).saturating_sub(off);
-                let idx = ts.partition_point(|&t| t <= r);
-                if idx == 0 {
-                    continue;
+                if let Some(j) = look.sample_at(ts, vals, rng, i) {
+                    row.push(i, vals[j]);
                 }
-                let j = idx - 1;
-                if ts[j] < r.saturating_sub(lookback) || is_stale(vals[j]) {
-                    continue;
-                }
-                row.push(i, vals[j]);
             }
             self.add_samples(row.len() - before)?;
             Ok((row.len() > before).then(|| (labels.clone(), false)))
         };
-        self.select_rows(vs, first.saturating_sub(lookback), last, n, &per, sink)
+        self.select_rows(vs, from, to, n, &per, sink)
     }
 
     /// Like [`Ctx::for_each_range_series`], but `per(labels, points, spec, row)`
@@ -584,13 +569,8 @@ impl<'a> Ctx<'a> {
     {
         match unparen(arg) {
             Expr::MatrixSelector(ms) => {
-                let spec = RangeSpec {
-                    range: dur_ms(&ms.range),
-                    offset: offset_ms(&ms.vs.offset),
-                    at: self.at_ms(&ms.vs.at),
-                };
-                let first = spec.end_at(rng.start).saturating_sub(spec.range);
-                let last = spec.end_at(rng.end);
+                let spec = self.matrix_spec(ms);
+                let (first, last) = spec.bounds(rng);
                 let per_series = |labels: &Labels, ts: &[i64], vals: &[f64], sc: &mut Scratch, row: &mut Row| {
                     sc.pts.clear();
                     sc.pts.extend(
@@ -622,6 +602,15 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The window of a matrix selector: its range, offset and `@`.
+    pub(crate) fn matrix_spec(&self, ms: &promql_parser::parser::MatrixSelector) -> RangeSpec {
+        RangeSpec {
+            range: dur_ms(&ms.range),
+            offset: offset_ms(&ms.vs.offset),
+            at: self.at_ms(&ms.vs.at),
+        }
+    }
+
     /// Drives a range-vector argument (a matrix selector or a subquery, possibly in
     /// parentheses): calls `f(labels, points, spec)` once per series with all its
     /// points (stale markers removed) needed by any step; `spec.window` cuts the
@@ -629,13 +618,8 @@ impl<'a> Ctx<'a> {
     pub fn for_each_range_series(&self, arg: &Expr, rng: &Range, f: &mut RangeSeriesFn) -> Result<(), PromError> {
         match unparen(arg) {
             Expr::MatrixSelector(ms) => {
-                let spec = RangeSpec {
-                    range: dur_ms(&ms.range),
-                    offset: offset_ms(&ms.vs.offset),
-                    at: self.at_ms(&ms.vs.at),
-                };
-                let first = spec.end_at(rng.start).saturating_sub(spec.range);
-                let last = spec.end_at(rng.end);
+                let spec = self.matrix_spec(ms);
+                let (first, last) = spec.bounds(rng);
                 let mut pts = Vec::new();
                 self.select(&ms.vs, first, last, &mut |labels, ts, vals| {
                     pts.clear();
@@ -710,5 +694,39 @@ impl<'a> Ctx<'a> {
             s.points.retain(|p| !is_stale(p.1));
         }
         Ok((series, spec))
+    }
+}
+
+/// Where an instant selector looks at each step: the latest sample at or before
+/// `(at or t) - offset`, if not older than the lookback and not a staleness marker.
+/// One place for the rule, shared by the per-step and the per-series read paths.
+struct InstantLookup {
+    off: i64,
+    at: Option<i64>,
+    lookback: i64,
+}
+
+impl InstantLookup {
+    fn new(ctx: &Ctx, vs: &VectorSelector) -> InstantLookup {
+        InstantLookup {
+            off: offset_ms(&vs.offset),
+            at: ctx.at_ms(&vs.at),
+            lookback: ctx.opts.lookback_ms,
+        }
+    }
+
+    /// The time range (ms) of every sample some step of `rng` may use.
+    fn bounds(&self, rng: &Range) -> (i64, i64) {
+        let first = self.at.unwrap_or(rng.start).saturating_sub(self.off);
+        let last = self.at.unwrap_or(rng.end).saturating_sub(self.off);
+        (first.saturating_sub(self.lookback), last)
+    }
+
+    /// The index into `ts`/`vals` of the sample step `i` sees, if any.
+    #[inline]
+    fn sample_at(&self, ts: &[i64], vals: &[f64], rng: &Range, i: usize) -> Option<usize> {
+        let r = self.at.unwrap_or(rng.t(i)).saturating_sub(self.off);
+        let j = ts.partition_point(|&t| t <= r).checked_sub(1)?;
+        (ts[j] >= r.saturating_sub(self.lookback) && !is_stale(vals[j])).then_some(j)
     }
 }

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 
 use promql_parser::parser::Expr;
 
-use super::engine::{dup_labelset, dur_ms, offset_ms, unparen, Ctx, Range, RangeSpec};
+use super::engine::{dup_labelset, unparen, Ctx, Range, RangeSpec};
 use super::functions::{extrapolated_rate, RateSecs};
 use super::rows::{Row, RowLabels, RowSink};
 use super::PromError;
@@ -88,11 +88,7 @@ pub(crate) fn try_stream(
     let Expr::MatrixSelector(ms) = unparen(mat) else {
         return None;
     };
-    let spec = RangeSpec {
-        range: dur_ms(&ms.range),
-        offset: offset_ms(&ms.vs.offset),
-        at: ctx.at_ms(&ms.vs.at),
-    };
+    let spec = ctx.matrix_spec(ms);
     let res_ms = resolution_for(op, &spec, rng)?;
     let matchers = match Ctx::matchers(&ms.vs) {
         Ok(m) => m,

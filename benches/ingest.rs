@@ -265,6 +265,29 @@ fn freshness(b: &Broker, tmp: &std::path::Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
+    // Sample the histograms while producing: where in the run does the tail sit (start-up,
+    // periodic broker stalls, or spread evenly)? Printed per 500 ms window as events, those
+    // slower than 250 ms end to end, and those already slower before tally consumed them.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (m, sampling) = (m.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            let slow = |h: &tally::ingest::FreshnessHistogram| {
+                let (b, _, count) = h.snapshot();
+                let fast = b.iter().find(|(le, _)| *le >= 0.25).map_or(0, |(_, c)| *c);
+                (count, count - fast)
+            };
+            let mut windows = Vec::new();
+            let (mut last, mut last_k) = (slow(&m.freshness), slow(&m.kafka_delay));
+            while sampling.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                let (now, now_k) = (slow(&m.freshness), slow(&m.kafka_delay));
+                windows.push((now.0 - last.0, now.1 - last.1, now_k.1 - last_k.1));
+                (last, last_k) = (now, now_k);
+            }
+            windows
+        })
+    };
     let report = generator::run(&GenConfig {
         brokers: b.1.clone(),
         topic: topic.into(),
@@ -280,6 +303,17 @@ fn freshness(b: &Broker, tmp: &std::path::Path) {
     while accepted(&m) < report.valid && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }
+    sampling.store(false, Ordering::Relaxed);
+    let windows = sampler.join().unwrap_or_default();
+    let line: Vec<String> = windows
+        .iter()
+        .filter(|w| w.0 > 0)
+        .map(|(n, slow, slow_k)| format!("{n}:{slow}/{slow_k}"))
+        .collect();
+    println!(
+        "  per 500 ms window, events:slower-than-250ms/of-which-before-tally: {}",
+        line.join(" ")
+    );
     // Quantiles as bucket upper bounds: (mean, p50, p99, count).
     let quantiles = |h: &tally::ingest::FreshnessHistogram| {
         let (buckets, sum, count) = h.snapshot();
@@ -294,6 +328,7 @@ fn freshness(b: &Broker, tmp: &std::path::Path) {
     };
     let (mean, p50, p99, count) = quantiles(&m.freshness);
     let (kmean, k50, k99, _) = quantiles(&m.kafka_delay);
+    let (cmean, _, c99, ccount) = quantiles(&m.offset_commit);
     println!(
         "freshness at {:.0} events/s produced ({} events): mean {:.3}s, p50 <= {}s, p99 <= {}s \
          (of which producer + broker, create time -> consumed: mean {:.3}s, p50 <= {}s, p99 <= {}s)",
@@ -305,6 +340,14 @@ fn freshness(b: &Broker, tmp: &std::path::Path) {
         kmean,
         k50,
         k99
+    );
+    println!(
+        "  offset commit before append: {ccount} commits, mean {:.4}s, p99 <= {c99}s",
+        cmean
+    );
+    println!(
+        "  producer: {} acks slower than 250 ms, slowest {} ms",
+        report.slow_acks, report.max_ack_ms
     );
     println!(
         "  partition pauses (writer behind): {}; batches: {}",

@@ -146,6 +146,12 @@ pub struct GenReport {
     /// not from the broker's watermarks).
     #[serde(default)]
     pub end_offsets: BTreeMap<i32, i64>,
+    /// Broker acknowledgements that came more than 250 ms after the message was created,
+    /// and the slowest one (ms): the producer + broker share of any freshness tail.
+    #[serde(default)]
+    pub slow_acks: u64,
+    #[serde(default)]
+    pub max_ack_ms: i64,
 }
 
 #[derive(Default)]
@@ -153,15 +159,32 @@ struct GenCtx {
     rejected: Mutex<Vec<(i32, i64, usize)>>,
     ends: Mutex<BTreeMap<i32, i64>>,
     errors: Mutex<u64>,
+    /// (acks slower than 250 ms, slowest ack in ms).
+    acks: Mutex<(u64, i64)>,
+    /// The idempotent producer's state from librdkafka's statistics ("Assigned" once it
+    /// holds a producer id and can send).
+    idemp_state: Mutex<String>,
 }
 
-impl ClientContext for GenCtx {}
+impl ClientContext for GenCtx {
+    fn stats(&self, s: rdkafka::Statistics) {
+        if let Some(eos) = s.eos {
+            *self.idemp_state.lock() = eos.idemp_state;
+        }
+    }
+}
 
 impl ProducerContext for GenCtx {
     type DeliveryOpaque = usize;
     fn delivery(&self, r: &DeliveryResult<'_>, reason: usize) {
         match r {
             Ok(m) => {
+                if let Some(created) = m.timestamp().to_millis() {
+                    let ms = now_ns() / 1_000_000 - created;
+                    let mut a = self.acks.lock();
+                    a.0 += (ms > 250) as u64;
+                    a.1 = a.1.max(ms);
+                }
                 let mut ends = self.ends.lock();
                 let end = ends.entry(m.partition()).or_default();
                 *end = (*end).max(m.offset() + 1);
@@ -282,6 +305,26 @@ pub fn sample_events(n: u64, tenants: usize, seed: u64) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the producer can send at once: connected, partition leaders known and
+/// (idempotence) a producer id assigned. Until then librdkafka holds messages (its
+/// producer-id request retries on a 500 ms timer if it ran before the first connection),
+/// so without this the first events of a run would carry the producer's own start-up as
+/// event-to-broker delay.
+fn wait_until_ready(producer: &BaseProducer<GenCtx>, topic: &str) -> Result<(), KafkaIngestError> {
+    producer.client().fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while producer.context().idemp_state.lock().as_str() != "Assigned" {
+        if Instant::now() > deadline {
+            return Err(KafkaIngestError::Other(format!(
+                "the producer got no producer id from the broker within 30 s (state {:?})",
+                producer.context().idemp_state.lock()
+            )));
+        }
+        producer.poll(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// Produces the events and returns the exact report.
 pub fn run(cfg: &GenConfig) -> Result<GenReport, KafkaIngestError> {
     ensure_topics(&cfg.brokers, std::slice::from_ref(&cfg.topic), cfg.partitions)?;
@@ -293,7 +336,9 @@ pub fn run(cfg: &GenConfig) -> Result<GenReport, KafkaIngestError> {
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "200000")
+        .set("statistics.interval.ms", "50")
         .create_with_context(ctx)?;
+    wait_until_ready(&producer, &cfg.topic)?;
     let producer = Arc::new(producer);
     let mut rng = fastrand::Rng::with_seed(cfg.seed);
     let mut report = GenReport {
@@ -377,6 +422,7 @@ pub fn run(cfg: &GenConfig) -> Result<GenReport, KafkaIngestError> {
     let ctx = producer.context();
     report.delivery_errors = *ctx.errors.lock();
     report.end_offsets = ctx.ends.lock().clone();
+    (report.slow_acks, report.max_ack_ms) = *ctx.acks.lock();
     if cfg.report_offsets {
         let mut rej: Vec<(i32, i64, String)> = ctx
             .rejected

@@ -694,7 +694,7 @@ fn write_job(job: &Job, writer: &Writer, pipeline: &Pipeline, producer: &DlqProd
     if !job.dlq.is_empty() && !ack_dlq(job, pipeline, producer, stop) {
         return false;
     }
-    if !commit_before_append(job, writer, stop) {
+    if !commit_before_append(job, writer, pipeline, stop) {
         return false;
     }
     super::failpoint::hit("kafka.after_commit");
@@ -719,7 +719,7 @@ fn write_job(job: &Job, writer: &Writer, pipeline: &Pipeline, producer: &DlqProd
 /// store what their new owner will read. False when the commit is refused (partitions
 /// lost) or keeps failing: the batch is dropped and the partitions are rewound, and
 /// if a failed commit did land, the events are re-read from the rewound position.
-fn commit_before_append(job: &Job, writer: &Writer, stop: &AtomicBool) -> bool {
+fn commit_before_append(job: &Job, writer: &Writer, pipeline: &Pipeline, stop: &AtomicBool) -> bool {
     let Some(consumer) = writer.consumer.lock().clone() else {
         return false;
     };
@@ -736,7 +736,10 @@ fn commit_before_append(job: &Job, writer: &Writer, stop: &AtomicBool) -> bool {
     }
     let mut attempt = 0u32;
     loop {
-        match consumer.commit(&tpl, CommitMode::Sync) {
+        let t = Instant::now();
+        let r = consumer.commit(&tpl, CommitMode::Sync);
+        pipeline.metrics.offset_commit.observe(t.elapsed().as_secs_f64());
+        match r {
             Ok(()) => return true,
             Err(e) => {
                 let fenced = matches!(

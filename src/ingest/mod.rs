@@ -111,6 +111,9 @@ pub struct IngestMetrics {
     /// Kafka messages: consumed by tally − producer create time (the broker's and the
     /// producer's share of freshness; the rest is tally's batching and fsync).
     pub kafka_delay: FreshnessHistogram,
+    /// The synchronous offset commit before each Kafka batch's append (on the freshness
+    /// path: a slow coordinator delays every batch behind it).
+    pub offset_commit: FreshnessHistogram,
     /// (topic, partition) → (high watermark − next offset).
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// (topic, partition) → next offset durable in the store, for the owned partitions.
@@ -235,36 +238,33 @@ impl IngestMetrics {
         for ((t, p), o) in self.stored_offsets.lock().iter() {
             let _ = writeln!(out, "tally_ingest_stored_offset{{topic=\"{t}\",partition=\"{p}\"}} {o}");
         }
-        let name = "tally_ingest_freshness_seconds";
-        header(
-            out,
-            name,
-            "histogram",
-            "Write time minus event time of accepted events.",
-        );
-        let (buckets, sum, count) = self.freshness.snapshot();
-        for (le, c) in buckets {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {c}");
+        for (name, help, h) in [
+            (
+                "tally_ingest_freshness_seconds",
+                "Write time minus event time of accepted events.",
+                &self.freshness,
+            ),
+            (
+                "tally_ingest_kafka_delay_seconds",
+                "Time from the Kafka producer's create timestamp to tally consuming the message.",
+                &self.kafka_delay,
+            ),
+            (
+                "tally_ingest_offset_commit_seconds",
+                "Round trip of the synchronous Kafka offset commit that precedes each batch's append.",
+                &self.offset_commit,
+            ),
+        ] {
+            header(out, name, "histogram", help);
+            let (buckets, sum, count) = h.snapshot();
+            for (le, c) in buckets {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {c}");
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+            );
         }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
-        );
-        let name = "tally_ingest_kafka_delay_seconds";
-        header(
-            out,
-            name,
-            "histogram",
-            "Time from the Kafka producer's create timestamp to tally consuming the message.",
-        );
-        let (buckets, sum, count) = self.kafka_delay.snapshot();
-        for (le, c) in buckets {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {c}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
-        );
         for (name, help, v) in [
             (
                 "tally_ingest_batches_total",

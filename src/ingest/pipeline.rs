@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -13,8 +13,9 @@ use super::dedup::{dedup_key, Dedup, DedupConfig, IdHasher};
 use super::event::{parse_event, Event, Reject, RejectCode, ValidationLimits};
 use super::pricing::PriceBook;
 use super::{IngestMetrics, Source};
+use crate::index::SeriesId;
 use crate::model::{DupPolicy, Labels, LabelsBuilder, Money, Sample, SeriesKind, Value, ValueKind};
-use crate::store::{now_ns, Store, StoreError, WriteBatch};
+use crate::store::{now_ns, SeriesTarget, Store, StoreError, WriteBatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -47,15 +48,43 @@ struct Prepared {
 }
 
 /// Events collected for one atomic append, with the source positions they advance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batch {
-    series: Vec<(Labels, SeriesKind)>,
-    index: HashMap<u128, u32, BuildHasherDefault<IdHasher>>,
+    /// The batch's series, in first-use order; events refer to them by index.
+    series: Vec<(BatchSeries, SeriesKind)>,
+    /// Distinguishes this batch (and each reuse after `clear`) in the series cache's
+    /// slot stamps, so finding an event's batch-local series index costs no extra lookup.
+    epoch: u64,
     events: Vec<Prepared>,
     /// source ("topic/partition", "http") → next position.
     pub positions: BTreeMap<String, i64>,
     pub rejected: u64,
     key_buf: Vec<u8>,
+}
+
+/// A series of a batch: known to the store (appended by id) or new (by label set).
+#[derive(Debug)]
+enum BatchSeries {
+    Id(SeriesId),
+    Labels(Labels),
+}
+
+fn next_epoch() -> u64 {
+    static EPOCH: AtomicU64 = AtomicU64::new(1);
+    EPOCH.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            series: Vec::new(),
+            epoch: next_epoch(),
+            events: Vec::new(),
+            positions: BTreeMap::new(),
+            rejected: 0,
+            key_buf: Vec::new(),
+        }
+    }
 }
 
 impl Batch {
@@ -73,7 +102,7 @@ impl Batch {
 
     pub fn clear(&mut self) {
         self.series.clear();
-        self.index.clear();
+        self.epoch = next_epoch();
         self.events.clear();
         self.positions.clear();
         self.rejected = 0;
@@ -107,12 +136,82 @@ pub struct CommitOutcome {
     pub unpriced: u64,
 }
 
-/// Series label sets built so far (validated once), keyed by a hash of their parts. The
-/// flag is true once the store is known to hold the series with the kind ingest writes
-/// (kinds never change, so it is not checked again).
+/// The series each event shape writes, built and validated once, keyed by a hash of
+/// every part that decides them (metric, tenant, sku, unit, unpriced reason, cost
+/// currency, labels): one hash and one lookup per event, not per series.
 #[derive(Default)]
 struct SeriesCache {
-    map: HashMap<u128, (Labels, bool), BuildHasherDefault<IdHasher>>,
+    map: HashMap<u128, EventSeries, BuildHasherDefault<IdHasher>>,
+}
+
+#[derive(Clone)]
+struct EventSeries {
+    usage: CachedSeries,
+    /// Present when the event shape is priced (its currency is part of the key).
+    cost: Option<CachedSeries>,
+}
+
+#[derive(Clone)]
+struct CachedSeries {
+    labels: Labels,
+    kind: SeriesKind,
+    /// The store's id once it holds the series with this kind (ids stay valid for the
+    /// life of the store, and kinds never change, so it is not checked again).
+    id: Option<SeriesId>,
+    /// `slot` is this series' index in the batch with epoch `epoch`.
+    epoch: u64,
+    slot: u32,
+}
+
+impl CachedSeries {
+    fn new(labels: Labels, kind: SeriesKind) -> Self {
+        CachedSeries {
+            labels,
+            kind,
+            id: None,
+            epoch: 0,
+            slot: 0,
+        }
+    }
+
+    /// Resolves the store id if not known yet; rejects a kind clash (a series written
+    /// before with another kind, e.g. a remote-write gauge of the same name and labels,
+    /// would fail the whole append).
+    fn verify(&mut self, store: &Store) -> Result<(), Reject> {
+        if self.id.is_some() {
+            return Ok(());
+        }
+        match store.series_id(&self.labels) {
+            None => Ok(()),
+            Some((id, k)) if k == self.kind => {
+                self.id = Some(id);
+                Ok(())
+            }
+            Some((_, k)) => Err(Reject {
+                code: RejectCode::KindMismatch,
+                reason: format!(
+                    "series {} already exists as a {} series; this event writes a {} series",
+                    self.labels,
+                    kind_name(k),
+                    kind_name(self.kind)
+                ),
+            }),
+        }
+    }
+
+    /// This series' index in `batch`, adding it on first use.
+    fn slot(&mut self, batch: &mut Batch) -> u32 {
+        if self.epoch != batch.epoch {
+            let target = match self.id {
+                Some(id) => BatchSeries::Id(id),
+                None => BatchSeries::Labels(self.labels.clone()),
+            };
+            self.epoch = batch.epoch;
+            self.slot = batch.series.len() as u32;
+            batch.series.push((target, self.kind));
+        }
+        self.slot
+    }
 }
 
 const CACHE_MAX: usize = 1_000_000;
@@ -181,123 +280,115 @@ impl Pipeline {
                 Err(u) => unpriced = Some(u.as_str()),
             }
         }
-        let usage_series = self.series_for(batch, ev, None, unpriced)?;
-        let cost = match cost {
-            Some((c, cur)) => Some((self.series_for(batch, ev, Some(cur), None)?, c)),
-            None => None,
-        };
+        let (usage_series, cost_series) = self.series_for(batch, ev, cost.map(|c| c.1), unpriced)?;
         batch.events.push(Prepared {
             key: dedup_key(&ev.tenant, &ev.event_id),
             ts: ev.ts,
             usage_series,
             value: ev.value,
-            cost,
+            cost: cost.zip(cost_series).map(|((c, _), s)| (s, c)),
             unpriced,
         });
         Ok(())
     }
 
-    /// The batch-local index of the usage series (`currency` None) or cost series of `ev`.
+    /// The batch-local indexes of the usage series and (with `currency`) the cost series of `ev`.
     fn series_for(
         &self,
         batch: &mut Batch,
         ev: &Event<'_>,
         currency: Option<&str>,
         unpriced: Option<&str>,
-    ) -> Result<u32, Reject> {
+    ) -> Result<(u32, Option<u32>), Reject> {
         let buf = &mut batch.key_buf;
         buf.clear();
         let mut part = |s: &str| {
             buf.extend_from_slice(s.as_bytes());
             buf.push(0xff);
         };
-        part(if currency.is_some() { "c" } else { "u" });
         part(&ev.metric);
         part(&ev.tenant);
         part(ev.sku.as_deref().unwrap_or(""));
-        if let Some(cur) = currency {
-            part(cur);
-        } else {
-            part(ev.unit.as_deref().unwrap_or(""));
-            part(unpriced.unwrap_or(""));
-        }
+        part(ev.unit.as_deref().unwrap_or(""));
+        part(unpriced.unwrap_or(""));
+        part(currency.unwrap_or(""));
         for (k, v) in &ev.labels {
             part(k);
             part(v);
         }
+        // `currency` is a valid ISO 4217 code (never empty), so "" cannot collide with it.
         let key = xxh3_128(&batch.key_buf);
-        if let Some(&i) = batch.index.get(&key) {
-            return Ok(i);
-        }
-        let kind = if currency.is_some() {
-            SeriesKind::MONEY
-        } else {
-            SeriesKind::DELTA
-        };
         let mut cache = self.cache.lock();
-        let (labels, verified) = match cache.map.get(&key) {
-            Some(e) => e.clone(),
-            None => {
+        if !cache.map.contains_key(&key) {
+            let built = self.build_series(ev, currency, unpriced)?;
+            if cache.map.len() >= CACHE_MAX {
+                cache.map.clear();
+            }
+            cache.map.insert(key, built);
+        }
+        let Some(entry) = cache.map.get_mut(&key) else {
+            return Err(Reject {
+                code: RejectCode::InvalidLabel,
+                reason: "internal: series cache entry vanished".into(),
+            });
+        };
+        entry.usage.verify(&self.store)?;
+        if let Some(c) = &mut entry.cost {
+            c.verify(&self.store)?;
+        }
+        let usage = entry.usage.slot(batch);
+        let cost = entry.cost.as_mut().map(|c| c.slot(batch));
+        Ok((usage, cost))
+    }
+
+    /// The label sets of an event shape's usage and cost series (validated).
+    fn build_series(
+        &self,
+        ev: &Event<'_>,
+        currency: Option<&str>,
+        unpriced: Option<&str>,
+    ) -> Result<EventSeries, Reject> {
+        let invalid = |e: crate::model::ModelError| Reject {
+            code: RejectCode::InvalidLabel,
+            reason: e.to_string(),
+        };
+        let mut b = LabelsBuilder::new();
+        b.push("tenant", ev.tenant.as_ref());
+        if let Some(sku) = &ev.sku {
+            b.push("sku", sku.as_ref());
+        }
+        b.metric(ev.metric.as_ref());
+        if let Some(u) = &ev.unit {
+            b.push("unit", u.as_ref());
+        }
+        if let Some(u) = unpriced {
+            b.push("unpriced", u);
+        }
+        for (k, v) in &ev.labels {
+            b.push(k.as_ref(), v.as_ref());
+        }
+        let usage = CachedSeries::new(b.build(&self.limits.labels).map_err(invalid)?, SeriesKind::DELTA);
+        let cost = match currency {
+            None => None,
+            Some(cur) => {
                 let mut b = LabelsBuilder::new();
                 b.push("tenant", ev.tenant.as_ref());
                 if let Some(sku) = &ev.sku {
                     b.push("sku", sku.as_ref());
                 }
-                if let Some(cur) = currency {
-                    b.metric("cost");
-                    b.push("currency", cur);
-                    b.push("source_metric", ev.metric.as_ref());
-                } else {
-                    b.metric(ev.metric.as_ref());
-                    if let Some(u) = &ev.unit {
-                        b.push("unit", u.as_ref());
-                    }
-                    if let Some(u) = unpriced {
-                        b.push("unpriced", u);
-                    }
-                }
+                b.metric("cost");
+                b.push("currency", cur);
+                b.push("source_metric", ev.metric.as_ref());
                 for (k, v) in &ev.labels {
                     b.push(k.as_ref(), v.as_ref());
                 }
-                let l = b.build(&self.limits.labels).map_err(|e| Reject {
-                    code: RejectCode::InvalidLabel,
-                    reason: e.to_string(),
-                })?;
-                if cache.map.len() >= CACHE_MAX {
-                    cache.map.clear();
-                }
-                cache.map.insert(key, (l.clone(), false));
-                (l, false)
+                Some(CachedSeries::new(
+                    b.build(&self.limits.labels).map_err(invalid)?,
+                    SeriesKind::MONEY,
+                ))
             }
         };
-        if !verified {
-            // A series written before with another kind (e.g. a remote-write gauge of the
-            // same name and labels) would fail the whole append: reject just this event.
-            match self.store.series_kind(&labels) {
-                None => {}
-                Some((k, canonical)) if k == kind => {
-                    // Keep the store's copy: later appends resolve it by address.
-                    if let Some(e) = cache.map.get_mut(&key) {
-                        *e = (canonical, true);
-                    }
-                }
-                Some((k, _)) => {
-                    return Err(Reject {
-                        code: RejectCode::KindMismatch,
-                        reason: format!(
-                            "series {labels} already exists as a {} series; this event writes a {} series",
-                            kind_name(k),
-                            kind_name(kind)
-                        ),
-                    })
-                }
-            }
-        }
-        drop(cache);
-        let i = batch.series.len() as u32;
-        batch.series.push((labels, kind));
-        batch.index.insert(key, i);
-        Ok(i)
+        Ok(EventSeries { usage, cost })
     }
 
     /// De-duplicates and appends the batch atomically with its positions. On error nothing
@@ -356,12 +447,18 @@ impl Pipeline {
                 next[s] += 1;
             }
         }
-        let series: Vec<(&Labels, SeriesKind, &[Sample])> = batch
+        let series: Vec<(SeriesTarget<'_>, SeriesKind, &[Sample])> = batch
             .series
             .iter()
             .enumerate()
             .filter(|(i, _)| start[i + 1] > start[*i])
-            .map(|(i, (labels, kind))| (labels, *kind, &samples[start[i]..start[i + 1]]))
+            .map(|(i, (target, kind))| {
+                let target = match target {
+                    BatchSeries::Id(id) => SeriesTarget::Id(*id),
+                    BatchSeries::Labels(l) => SeriesTarget::Labels(l),
+                };
+                (target, *kind, &samples[start[i]..start[i + 1]])
+            })
             .collect();
         let positions: Vec<(String, i64)> = batch.positions.iter().map(|(k, v)| (k.clone(), *v)).collect();
         if let Err(source) = dedup.log(&positions, &keys) {
@@ -499,16 +596,69 @@ mod tests {
         assert_eq!(out.accepted, 1);
         assert_eq!(store.source_position("t/0"), Some(2));
         // The gauge is untouched and still a gauge; the new series is a delta series.
-        assert_eq!(store.series_kind(&gauge).map(|(k, _)| k), Some(SeriesKind::GAUGE));
+        assert_eq!(store.series_id(&gauge).map(|(_, k)| k), Some(SeriesKind::GAUGE));
         let other = Labels::from_pairs(
             [("__name__", "other"), ("tenant", "acme"), ("region", "eu")],
             &LabelLimits::default(),
         )
         .unwrap();
-        assert_eq!(store.series_kind(&other).map(|(k, _)| k), Some(SeriesKind::DELTA));
+        assert_eq!(store.series_id(&other).map(|(_, k)| k), Some(SeriesKind::DELTA));
         // Rejected again on a later batch (the cache does not hide the mismatch).
         let mut batch = Batch::new();
         let err = p.prepare(&mut batch, bad.as_bytes(), now).unwrap_err();
         assert_eq!(err.code, RejectCode::KindMismatch);
+    }
+
+    /// Series new to the store go by label set; once stored, later batches append by id,
+    /// one batch entry per series however many events share it, and nothing is lost.
+    #[test]
+    fn known_series_are_appended_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        };
+        let store = Arc::new(Store::open(dir.path(), opts).unwrap());
+        let cfg = PipelineConfig {
+            dedup: DedupConfig {
+                fsync: false,
+                ..DedupConfig::default()
+            },
+            ..PipelineConfig::default()
+        };
+        let metrics = Arc::new(IngestMetrics::default());
+        let p = Pipeline::new(store.clone(), PriceBook::default(), cfg, metrics).unwrap();
+        let now = now_ns();
+        let mut n = 0;
+        for round in 0..3 {
+            let mut batch = Batch::new();
+            for i in 0..4 {
+                for metric in ["a", "b"] {
+                    n += 1;
+                    let e = event(&format!("e{n}"), metric, now - 1_000_000 * (10 - round * 4 - i));
+                    p.prepare(&mut batch, e.as_bytes(), now).unwrap();
+                }
+            }
+            assert_eq!(batch.series.len(), 2, "one entry per series, not per event");
+            let by_id = batch
+                .series
+                .iter()
+                .filter(|(t, _)| matches!(t, BatchSeries::Id(_)))
+                .count();
+            assert_eq!(by_id, if round == 0 { 0 } else { 2 }, "round {round}");
+            batch.set_position("t/0", round + 1);
+            assert_eq!(p.commit(&batch, Source::Kafka).unwrap().accepted, 8);
+        }
+        use crate::store::{SelectRequest, SeriesSource};
+        let snap = store.snapshot();
+        let m = [crate::index::Matcher::equal("__name__", "a")];
+        let req = SelectRequest {
+            tenant: Some("acme"),
+            matchers: &m,
+            start: i64::MIN,
+            end: i64::MAX,
+        };
+        let runs: Vec<usize> = snap.select(&req).unwrap().map(|s| s.unwrap().ts.len()).collect();
+        assert_eq!(runs, vec![12]);
     }
 }

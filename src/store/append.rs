@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::{AppendOutcome, Inner, StoreError, WriteBatch};
-use crate::index::SeriesId;
+use crate::index::{KindMismatch, SeriesId};
 use crate::model::sample::raw_of;
 use crate::model::{Labels, Sample, SeriesKind, Value, ValueKind};
 use crate::wal::{encode_batch, WalSeries};
@@ -15,8 +15,18 @@ struct Prepared {
     range: std::ops::Range<usize>,
 }
 
-/// One series of an append: label set, kind and samples, borrowed from the caller.
-pub(crate) type SeriesRef<'a> = (&'a Labels, SeriesKind, &'a [Sample]);
+/// Which series an append writes: a label set (resolved, and created if new), or the id
+/// [`crate::store::Store::series_id`] returned for it. Ids are dense indices that are
+/// never reused or removed while the store is open, so a caller may keep one for the
+/// life of its `Store` and skip hashing label sets on every append.
+#[derive(Debug, Clone, Copy)]
+pub enum SeriesTarget<'a> {
+    Labels(&'a Labels),
+    Id(SeriesId),
+}
+
+/// One series of an append: target, kind and samples, borrowed from the caller.
+pub(crate) type SeriesRef<'a> = (SeriesTarget<'a>, SeriesKind, &'a [Sample]);
 
 fn kind_name(k: ValueKind) -> &'static str {
     match k {
@@ -26,11 +36,23 @@ fn kind_name(k: ValueKind) -> &'static str {
 }
 
 impl Inner {
+    /// A target's label set for error messages (only built on the error path).
+    fn target_name(&self, target: SeriesTarget<'_>) -> String {
+        match target {
+            SeriesTarget::Labels(l) => l.to_string(),
+            SeriesTarget::Id(id) => self
+                .index
+                .read()
+                .get(id)
+                .map_or_else(|| format!("#{}", id.0), |e| e.labels.to_string()),
+        }
+    }
+
     pub(crate) fn append(&self, batch: &WriteBatch) -> Result<AppendOutcome, StoreError> {
         let series: Vec<SeriesRef<'_>> = batch
             .series
             .iter()
-            .map(|s| (&s.labels, s.kind, &s.samples[..]))
+            .map(|s| (SeriesTarget::Labels(&s.labels), s.kind, &s.samples[..]))
             .collect();
         self.append_refs(&series, &batch.positions)
     }
@@ -48,14 +70,14 @@ impl Inner {
         let mut all_ts = Vec::with_capacity(total);
         let mut all_vals = Vec::with_capacity(total);
         let mut prepared = Vec::with_capacity(series.len());
-        for &(labels, kind, samples) in series {
+        for &(target, kind, samples) in series {
             if samples.is_empty() {
                 continue;
             }
             let start = all_ts.len();
             for (i, s) in samples.iter().enumerate() {
                 let raw = raw_of(kind.value, s.value).ok_or_else(|| StoreError::ValueKind {
-                    labels: labels.to_string(),
+                    labels: self.target_name(target),
                     index: i,
                     got: match s.value {
                         Value::Float(_) => "float",
@@ -76,17 +98,31 @@ impl Inner {
             let index = self.index.read();
             let mut missing = false;
             let writes = || series.iter().filter(|s| !s.2.is_empty());
-            for (p, &(labels, kind, _)) in prepared.iter_mut().zip(writes()) {
-                match index.check_kind(labels, kind)? {
-                    Some(id) => p.id = id,
-                    None => missing = true,
+            for (p, &(target, kind, _)) in prepared.iter_mut().zip(writes()) {
+                match target {
+                    SeriesTarget::Id(id) => match index.get(id) {
+                        Some(e) if e.kind == kind => p.id = id,
+                        Some(e) => {
+                            return Err(KindMismatch {
+                                labels: e.labels.clone(),
+                                existing: e.kind,
+                                requested: kind,
+                            }
+                            .into())
+                        }
+                        None => return Err(StoreError::Internal(format!("append to unknown series id {}", id.0))),
+                    },
+                    SeriesTarget::Labels(labels) => match index.check_kind(labels, kind)? {
+                        Some(id) => p.id = id,
+                        None => missing = true,
+                    },
                 }
             }
             if missing {
                 drop(index);
                 let mut index = self.index.write();
-                for (p, &(labels, kind, _)) in prepared.iter_mut().zip(writes()) {
-                    if p.id.0 == u32::MAX {
+                for (p, &(target, kind, _)) in prepared.iter_mut().zip(writes()) {
+                    if let (u32::MAX, SeriesTarget::Labels(labels)) = (p.id.0, target) {
                         let (id, created) = index.get_or_create(labels, kind)?;
                         p.id = id;
                         out.series_created += created as u64;
@@ -158,5 +194,54 @@ impl Inner {
         self.metrics.series_created.add(out.series_created);
         self.metrics.duplicates_replaced.add(out.replaced);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LabelLimits;
+    use crate::store::{Store, StoreOptions};
+
+    /// An id target appends like its label set; a wrong kind or an id the store never
+    /// returned fails the append as a whole (nothing stored).
+    #[test]
+    fn id_targets_append_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), opts).unwrap();
+        let labels = Labels::from_pairs([("__name__", "u"), ("tenant", "a")], &LabelLimits::default()).unwrap();
+        let s = |ts| Sample {
+            ts,
+            value: Value::Float(1.0),
+        };
+        let first = [s(1)];
+        store
+            .append_series(&[(SeriesTarget::Labels(&labels), SeriesKind::DELTA, &first)], &[])
+            .unwrap();
+        let (id, kind) = store.series_id(&labels).unwrap();
+        assert_eq!(kind, SeriesKind::DELTA);
+        let more = [s(2), s(3)];
+        let out = store
+            .append_series(&[(SeriesTarget::Id(id), SeriesKind::DELTA, &more)], &[("x".into(), 1)])
+            .unwrap();
+        assert_eq!(out.samples, 2);
+        let err = store
+            .append_series(&[(SeriesTarget::Id(id), SeriesKind::GAUGE, &more)], &[("x".into(), 2)])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::KindMismatch(_)), "{err}");
+        let err = store
+            .append_series(
+                &[(SeriesTarget::Id(SeriesId(99)), SeriesKind::DELTA, &more)],
+                &[("x".into(), 3)],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown series id 99"), "{err}");
+        // The failed appends left no trace: the position is still the first one's.
+        assert_eq!(store.source_position("x"), Some(1));
+        assert_eq!(store.stats().head_samples, 3);
     }
 }

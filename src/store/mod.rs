@@ -38,6 +38,7 @@ use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex, RwLock};
 use roaring::RoaringBitmap;
 
+pub use append::SeriesTarget;
 pub use batch::{SeriesWrite, WriteBatch};
 pub use error::StoreError;
 pub use metrics::StoreMetrics;
@@ -48,7 +49,7 @@ pub use read::{
 };
 pub use snapshot::Snapshot;
 
-use crate::index::SeriesIndex;
+use crate::index::{SeriesId, SeriesIndex};
 use crate::wal::WalWriter;
 use head::Head;
 use lock::DirLock;
@@ -136,27 +137,26 @@ impl Store {
         self.inner.append(batch)
     }
 
-    /// [`Store::append`] on borrowed series: `(labels, kind, samples)` and the positions
+    /// [`Store::append`] on borrowed series: `(target, kind, samples)` and the positions
     /// the batch advances (same atomicity and durability). Ingest uses it to append
-    /// without copying label sets or allocating a sample vector per series.
+    /// without copying label sets or allocating a sample vector per series, and by id
+    /// for series it has resolved before.
     pub fn append_series(
         &self,
-        series: &[(&crate::model::Labels, crate::model::SeriesKind, &[crate::model::Sample])],
+        series: &[(SeriesTarget<'_>, crate::model::SeriesKind, &[crate::model::Sample])],
         positions: &[(String, i64)],
     ) -> Result<AppendOutcome, StoreError> {
         self.inner.append_refs(series, positions)
     }
 
-    /// The kind of an existing series and the store's own copy of its label set (None
-    /// when the label set is not known). Read-only; lets ingest reject an event whose
-    /// series exists with another kind before it reaches a batch (an append with a
-    /// mismatching kind fails as a whole). Appending with the returned `Labels` (a shared
-    /// allocation) resolves the series without hashing its labels.
-    pub fn series_kind(
-        &self,
-        labels: &crate::model::Labels,
-    ) -> Option<(crate::model::SeriesKind, crate::model::Labels)> {
-        self.inner.index.read().canonical(labels).map(|(l, k)| (k, l))
+    /// The id and kind of an existing series (None when the label set is not known).
+    /// Read-only; lets ingest reject an event whose series exists with another kind
+    /// before it reaches a batch (an append with a mismatching kind fails as a whole),
+    /// and append by id afterwards ([`SeriesTarget::Id`]).
+    pub fn series_id(&self, labels: &crate::model::Labels) -> Option<(SeriesId, crate::model::SeriesKind)> {
+        let index = self.inner.index.read();
+        let id = index.lookup(labels)?;
+        Some((id, index.get(id)?.kind))
     }
 
     /// The last durable position recorded for `source` (e.g. `"cost.compute/3"`).

@@ -332,8 +332,12 @@ impl Pipeline {
                 reason: "internal: series cache entry vanished".into(),
             });
         };
-        entry.usage.verify(&self.store)?;
-        if let Some(c) = &mut entry.cost {
+        // Once per series and batch: a series new to the store stays unresolved until
+        // the batch that creates it is appended.
+        if entry.usage.epoch != batch.epoch {
+            entry.usage.verify(&self.store)?;
+        }
+        if let Some(c) = entry.cost.as_mut().filter(|c| c.epoch != batch.epoch) {
             c.verify(&self.store)?;
         }
         let usage = entry.usage.slot(batch);

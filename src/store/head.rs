@@ -26,12 +26,42 @@ struct HeadChunk {
     bytes: Box<[u8]>,
 }
 
+/// The newest in-order samples of a series, not yet encoded.
+#[derive(Debug)]
+struct OpenBuffer {
+    /// Invariant: `len <= OPEN_SAMPLES`; `ts[..len]` strictly increasing.
+    len: usize,
+    ts: [i64; OPEN_SAMPLES],
+    vals: [u64; OPEN_SAMPLES],
+}
+
+impl Default for OpenBuffer {
+    fn default() -> Self {
+        OpenBuffer {
+            len: 0,
+            ts: [0; OPEN_SAMPLES],
+            vals: [0; OPEN_SAMPLES],
+        }
+    }
+}
+
+impl OpenBuffer {
+    fn ts(&self) -> &[i64] {
+        &self.ts[..self.len]
+    }
+
+    fn vals(&self) -> &[u64] {
+        &self.vals[..self.len]
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct HeadSeries {
     kind: SeriesKind,
     chunks: Vec<HeadChunk>,
-    open_ts: Vec<i64>,
-    open_vals: Vec<u64>,
+    /// Inline, not two vectors: an append to a series touches one allocation (at high
+    /// cardinality each pointer followed is a cache miss).
+    open: OpenBuffer,
     /// Sorted by timestamp, unique.
     ooo: Vec<(i64, u64)>,
 }
@@ -41,14 +71,14 @@ impl HeadSeries {
         HeadSeries {
             kind,
             chunks: Vec::new(),
-            open_ts: Vec::new(),
-            open_vals: Vec::new(),
+            open: OpenBuffer::default(),
             ooo: Vec::new(),
         }
     }
 
     fn last_in_order(&self) -> Option<i64> {
-        self.open_ts
+        self.open
+            .ts()
             .last()
             .copied()
             .or_else(|| self.chunks.last().map(|c| c.max_t))
@@ -58,22 +88,19 @@ impl HeadSeries {
     fn push(&mut self, ts: i64, v: u64) -> bool {
         match self.last_in_order() {
             Some(last) if ts < last => self.push_ooo(ts, v),
-            Some(last) if ts == last && !self.open_ts.is_empty() => {
-                // `open_vals` is non-empty: it has the same length as the non-empty `open_ts`.
-                let slot = self.open_vals.last_mut().expect("open buffers have equal length");
+            Some(last) if ts == last && self.open.len > 0 => {
+                let slot = &mut self.open.vals[self.open.len - 1];
                 let replaced = *slot != v && self.kind.dup == crate::model::DupPolicy::Replace;
                 *slot = combine(self.kind, *slot, v);
                 replaced
             }
             Some(last) if ts == last => self.push_ooo(ts, v),
             _ => {
-                if self.open_ts.capacity() == 0 {
-                    self.open_ts.reserve_exact(OPEN_SAMPLES);
-                    self.open_vals.reserve_exact(OPEN_SAMPLES);
-                }
-                self.open_ts.push(ts);
-                self.open_vals.push(v);
-                if self.open_ts.len() >= OPEN_SAMPLES {
+                self.open.ts[self.open.len] = ts;
+                self.open.vals[self.open.len] = v;
+                self.open.len += 1;
+                // Sealed as soon as it is full, so `len < OPEN_SAMPLES` before every push.
+                if self.open.len >= OPEN_SAMPLES {
                     self.seal();
                 }
                 false
@@ -96,13 +123,12 @@ impl HeadSeries {
     }
 
     fn seal(&mut self) {
-        if self.open_ts.is_empty() {
+        if self.open.len == 0 {
             return;
         }
         self.chunks
-            .push(encode_chunk(&self.open_ts, &self.open_vals, self.kind));
-        self.open_ts.clear();
-        self.open_vals.clear();
+            .push(encode_chunk(self.open.ts(), self.open.vals(), self.kind));
+        self.open.len = 0;
         let n = self.chunks.len();
         if n >= MERGE_CHUNKS
             && self.chunks[n - MERGE_CHUNKS..]
@@ -135,7 +161,7 @@ impl HeadSeries {
             decode_block(&c.bytes, self.kind.value, &mut tmp_ts, &mut tmp_vals)?;
             push_range(&tmp_ts, &tmp_vals, start, end, ts_out, vals_out);
         }
-        push_range(&self.open_ts, &self.open_vals, start, end, ts_out, vals_out);
+        push_range(self.open.ts(), self.open.vals(), start, end, ts_out, vals_out);
         let lo = self.ooo.partition_point(|p| p.0 < start);
         let hi = self.ooo.partition_point(|p| p.0 <= end);
         if lo < hi {
@@ -151,7 +177,6 @@ impl HeadSeries {
                 .iter()
                 .map(|c| c.bytes.len() + std::mem::size_of::<HeadChunk>())
                 .sum::<usize>()
-            + self.open_ts.capacity() * 16
             + self.ooo.capacity() * 16
     }
 }

@@ -144,20 +144,18 @@ struct SeriesCache {
     map: HashMap<u128, EventSeries, BuildHasherDefault<IdHasher>>,
 }
 
-#[derive(Clone)]
 struct EventSeries {
     usage: CachedSeries,
     /// Present when the event shape is priced (its currency is part of the key).
     cost: Option<CachedSeries>,
 }
 
-#[derive(Clone)]
 struct CachedSeries {
-    labels: Labels,
+    /// The label set until the store holds the series with this kind; then only its id
+    /// (ids stay valid for the life of the store and kinds never change, so it is not
+    /// checked again, and the label set is not kept twice).
+    target: BatchSeries,
     kind: SeriesKind,
-    /// The store's id once it holds the series with this kind (ids stay valid for the
-    /// life of the store, and kinds never change, so it is not checked again).
-    id: Option<SeriesId>,
     /// `slot` is this series' index in the batch with epoch `epoch`.
     epoch: u64,
     slot: u32,
@@ -166,9 +164,8 @@ struct CachedSeries {
 impl CachedSeries {
     fn new(labels: Labels, kind: SeriesKind) -> Self {
         CachedSeries {
-            labels,
+            target: BatchSeries::Labels(labels),
             kind,
-            id: None,
             epoch: 0,
             slot: 0,
         }
@@ -178,20 +175,19 @@ impl CachedSeries {
     /// before with another kind, e.g. a remote-write gauge of the same name and labels,
     /// would fail the whole append).
     fn verify(&mut self, store: &Store) -> Result<(), Reject> {
-        if self.id.is_some() {
+        let BatchSeries::Labels(labels) = &self.target else {
             return Ok(());
-        }
-        match store.series_id(&self.labels) {
+        };
+        match store.series_id(labels) {
             None => Ok(()),
             Some((id, k)) if k == self.kind => {
-                self.id = Some(id);
+                self.target = BatchSeries::Id(id);
                 Ok(())
             }
             Some((_, k)) => Err(Reject {
                 code: RejectCode::KindMismatch,
                 reason: format!(
-                    "series {} already exists as a {} series; this event writes a {} series",
-                    self.labels,
+                    "series {labels} already exists as a {} series; this event writes a {} series",
                     kind_name(k),
                     kind_name(self.kind)
                 ),
@@ -202,9 +198,9 @@ impl CachedSeries {
     /// This series' index in `batch`, adding it on first use.
     fn slot(&mut self, batch: &mut Batch) -> u32 {
         if self.epoch != batch.epoch {
-            let target = match self.id {
-                Some(id) => BatchSeries::Id(id),
-                None => BatchSeries::Labels(self.labels.clone()),
+            let target = match &self.target {
+                BatchSeries::Id(id) => BatchSeries::Id(*id),
+                BatchSeries::Labels(l) => BatchSeries::Labels(l.clone()),
             };
             self.epoch = batch.epoch;
             self.slot = batch.series.len() as u32;

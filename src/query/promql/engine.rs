@@ -181,20 +181,37 @@ pub(crate) fn exec_range(
 }
 
 /// Regroups per-step vectors into series (first-appearance order).
+///
+/// Elements of one series usually share one label allocation at every step (an
+/// aggregation hands out its group's labels), so the series is found by the
+/// allocation's address first and by hashing every label only for an address not
+/// seen yet (hashing the labels of each of ~50k result points cost milliseconds).
+/// Each address entry holds a clone of its labels, which keeps the allocation alive
+/// and its address from being reused by other labels.
 pub(crate) fn steps_to_series(rng: &Range, steps: Vec<Vector>) -> Vec<Series> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    type Fast = foldhash::fast::RandomState;
+    let mut by_addr: HashMap<usize, (Labels, usize), Fast> = HashMap::default();
+    let mut index: HashMap<Labels, usize, Fast> = HashMap::default();
     let mut out: Vec<Series> = Vec::new();
     for (i, vec) in steps.into_iter().enumerate() {
         let t = rng.t(i);
         for e in vec {
-            let n = out.len();
-            let k = *index.entry(e.labels.clone()).or_insert(n);
-            if k == n {
-                out.push(Series {
-                    labels: e.labels,
-                    points: Vec::new(),
-                });
-            }
+            let addr = e.labels.as_slice().as_ptr() as usize;
+            let k = match by_addr.get(&addr) {
+                Some(&(_, k)) => k,
+                None => {
+                    let n = out.len();
+                    let k = *index.entry(e.labels.clone()).or_insert(n);
+                    if k == n {
+                        out.push(Series {
+                            labels: e.labels.clone(),
+                            points: Vec::with_capacity(rng.len().min(1024)),
+                        });
+                    }
+                    by_addr.insert(addr, (e.labels, k));
+                    k
+                }
+            };
             out[k].points.push((t, e.v));
         }
     }

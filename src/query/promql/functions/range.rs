@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use promql_parser::parser::Expr;
 
 use super::histogram::quantile;
-use super::rate::{change, extrapolate, extrapolated_rate, extrapolated_rate_hinted, RateSecs, ResetCursor};
+use super::rate::{change, extrapolate_at, extrapolated_rate, extrapolated_rate_hinted, RateSecs, ResetCursor};
 use super::window::{LinearWindows, SlidingSum, WindowCursor};
 use super::{absent_labels, arg};
 use crate::model::Labels;
@@ -240,7 +240,7 @@ impl SeriesEval<'_> {
             let mut end = e;
             for k in i..j {
                 // `end` is step `k`'s window end, exact (see `LinearWindows`).
-                let v = extrapolate(result, w, end - spec.range, end, is_counter, is_rate, secs);
+                let v = extrapolate_at(Some(k), result, w, end - spec.range, end, is_counter, is_rate, secs);
                 row.push(k, v);
                 end = end.saturating_add(self.rng.step);
             }

@@ -103,6 +103,24 @@ pub(crate) fn extrapolate(
     is_rate: bool,
     secs: &mut RateSecs,
 ) -> f64 {
+    extrapolate_at(None, result, w, range_start, range_end, is_counter, is_rate, secs)
+}
+
+/// [`extrapolate`] at evaluation step `step`, when known: series sampled at the same
+/// times have the same window geometry at the same step, so the geometry is looked up
+/// by step first ([`RateSecs::get_at`]).
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn extrapolate_at(
+    step: Option<usize>,
+    result: f64,
+    w: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    is_counter: bool,
+    is_rate: bool,
+    secs: &mut RateSecs,
+) -> f64 {
     let (first, last) = (w[0], w[w.len() - 1]);
     let key = GeometryKey {
         to_start_ms: first.0 - range_start,
@@ -112,7 +130,10 @@ pub(crate) fn extrapolate(
         range_ms: range_end - range_start,
         is_rate,
     };
-    let g = secs.get(key);
+    let g = match step {
+        Some(k) => secs.get_at(k, &key),
+        None => secs.get(&key),
+    };
     // The zero point of a counter can only shorten the extrapolation towards the
     // start: `to_zero < duration_to_start`. That needs a division per step unless
     // `first.1` is clearly large: if first / result >= 2 d / s (d = duration to start,
@@ -124,12 +145,21 @@ pub(crate) fn extrapolate(
         && first.1 >= 0.0
         && first.1.partial_cmp(&(result * g.k * (1.0 + 1e-9))) != Some(Ordering::Greater)
     {
-        let to_zero = g.sampled * (first.1 / result);
-        if to_zero < g.to_start {
-            return result * factor(to_zero, g.to_end, g.sampled, g.avg_between, g.range, is_rate);
+        if let Some(v) = from_zero(result, first.1, g, is_rate) {
+            return v;
         }
     }
     result * g.factor
+}
+
+/// The extrapolation when the counter's zero point shortens it towards the start.
+/// Out of line: the division is rarely needed, and inlined, the compiler would hoist
+/// it out of callers' loops and pay for it on every window.
+#[cold]
+#[inline(never)]
+fn from_zero(result: f64, first: f64, g: &Geometry, is_rate: bool) -> Option<f64> {
+    let to_zero = g.sampled * (first / result);
+    (to_zero < g.to_start).then(|| result * factor(to_zero, g.to_end, g.sampled, g.avg_between, g.range, is_rate))
 }
 
 /// Prometheus's extrapolation factor from the durations (s) to the window's start and
@@ -214,6 +244,11 @@ const RECENT: usize = 8;
 /// for how long, never changes a result.
 #[derive(Default)]
 pub(crate) struct RateSecs {
+    /// The geometry last seen at each step (up to [`BY_STEP`] steps): series scraped
+    /// at the same times share it, so across a thread's series most lookups are one
+    /// comparison at a known place. An unused entry has `points == 0`, which no
+    /// window of a rate has.
+    by_step: Vec<(GeometryKey, Geometry)>,
     entries: [(GeometryKey, Geometry); RECENT],
     used: usize,
     next: usize,
@@ -222,9 +257,35 @@ pub(crate) struct RateSecs {
     last: usize,
 }
 
+/// Most steps [`RateSecs`] keeps a geometry for by step (~100 bytes each): a range
+/// query has at most 11,001 steps; longer (subquery) ranges use the recent ones only.
+const BY_STEP: usize = 16_384;
+
 impl RateSecs {
+    /// The geometry of `key` at step `k`.
     #[inline]
-    fn get(&mut self, key: GeometryKey) -> Geometry {
+    fn get_at(&mut self, k: usize, key: &GeometryKey) -> &Geometry {
+        if self.by_step.get(k).is_some_and(|e| e.0 == *key) {
+            return &self.by_step[k].1;
+        }
+        self.insert_at(k, key)
+    }
+
+    #[cold]
+    fn insert_at(&mut self, k: usize, key: &GeometryKey) -> &Geometry {
+        let g = *self.get(key);
+        if k >= BY_STEP {
+            return self.get(key);
+        }
+        if k >= self.by_step.len() {
+            self.by_step.resize(k + 1, Default::default());
+        }
+        self.by_step[k] = (*key, g);
+        &self.by_step[k].1
+    }
+
+    #[inline]
+    fn get(&mut self, key: &GeometryKey) -> &Geometry {
         let n = self.used;
         let mut i = self.last;
         for _ in 0..n {
@@ -232,23 +293,22 @@ impl RateSecs {
             if i >= n {
                 i = 0;
             }
-            if self.entries[i].0 == key {
+            if self.entries[i].0 == *key {
                 self.last = i;
-                return self.entries[i].1;
+                return &self.entries[i].1;
             }
         }
         self.insert(key)
     }
 
     #[cold]
-    fn insert(&mut self, key: GeometryKey) -> Geometry {
-        let g = Geometry::new(&key);
+    fn insert(&mut self, key: &GeometryKey) -> &Geometry {
         let i = self.next;
-        self.entries[i] = (key, g);
+        self.entries[i] = (*key, Geometry::new(key));
         self.last = i;
         self.next = if i + 1 == RECENT { 0 } else { i + 1 };
         self.used = (self.used + 1).min(RECENT);
-        g
+        &self.entries[i].1
     }
 }
 

@@ -15,8 +15,11 @@
 //!   I/O threads.
 
 mod query;
+mod render;
 mod series;
 mod status;
+
+pub use render::{format_value, render_query_value, render_success, write_labels, write_str, write_ts};
 
 use std::sync::Arc;
 
@@ -27,8 +30,7 @@ use axum::routing::get;
 use axum::{Form, Router};
 
 use super::AppState;
-use crate::model::Labels;
-use crate::query::promql::{PromError, QueryValue};
+use crate::query::promql::PromError;
 
 /// Header selecting the tenant whose series a request may read.
 pub const TENANT_HEADER: &str = "x-scope-orgid";
@@ -145,6 +147,11 @@ pub fn success_raw(data: &str) -> Response {
     s.push_str(data);
     s.push('}');
     json_response(StatusCode::OK, s)
+}
+
+/// A complete success answer rendered by the caller (see [`render_success`]).
+pub fn json_ok(body: String) -> Response {
+    json_response(StatusCode::OK, body)
 }
 
 pub fn success(data: serde_json::Value) -> Response {
@@ -356,144 +363,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-// ---- JSON rendering ------------------------------------------------------------
-
-/// Appends `s` as a JSON string literal.
-pub fn write_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// `{"name":"value",...}`.
-pub fn write_labels(out: &mut String, labels: &Labels) {
-    out.push('{');
-    for (i, l) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_str(out, &l.name);
-        out.push(':');
-        write_str(out, &l.value);
-    }
-    out.push('}');
-}
-
-/// A timestamp (ms) as Prometheus writes it: seconds with up to 3 decimals.
-pub fn write_ts(out: &mut String, t: i64) {
-    use std::fmt::Write;
-    let (neg, t) = if t < 0 {
-        (true, t.unsigned_abs())
-    } else {
-        (false, t as u64)
-    };
-    if neg {
-        out.push('-');
-    }
-    let _ = write!(out, "{}", t / 1000);
-    let frac = t % 1000;
-    if frac != 0 {
-        let _ = write!(out, ".{frac:03}");
-    }
-}
-
-/// A sample value as Prometheus formats it (Go `'f'`/`'e'` shortest, `NaN`, `+Inf`).
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
-    }
-    let a = v.abs();
-    if a != 0.0 && !(1e-6..1e21).contains(&a) {
-        // Rust writes `1.5e-7`; Go writes `1.5e-07` (sign and at least two digits).
-        let s = format!("{v:e}");
-        if let Some((m, e)) = s.split_once('e') {
-            let (sign, digits) = match e.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', e),
-            };
-            return format!("{m}e{sign}{digits:0>2}");
-        }
-        return s;
-    }
-    format!("{v}")
-}
-
-fn write_point(out: &mut String, t: i64, v: f64) {
-    out.push('[');
-    write_ts(out, t);
-    out.push_str(",\"");
-    out.push_str(&format_value(v));
-    out.push_str("\"]");
-}
-
-/// `{"resultType":...,"result":...}` for a query value.
-pub fn render_query_value(v: &QueryValue) -> String {
-    let mut out = String::with_capacity(256);
-    out.push_str(r#"{"resultType":""#);
-    out.push_str(v.type_name());
-    out.push_str(r#"","result":"#);
-    match v {
-        QueryValue::Scalar { t, v } => write_point(&mut out, *t, *v),
-        QueryValue::String { t, s } => {
-            out.push('[');
-            write_ts(&mut out, *t);
-            out.push(',');
-            write_str(&mut out, s);
-            out.push(']');
-        }
-        QueryValue::Vector(vs) => {
-            out.push('[');
-            for (i, s) in vs.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"metric":"#);
-                write_labels(&mut out, &s.labels);
-                out.push_str(r#","value":"#);
-                write_point(&mut out, s.t, s.v);
-                out.push('}');
-            }
-            out.push(']');
-        }
-        QueryValue::Matrix(ss) => {
-            out.push('[');
-            for (i, s) in ss.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"metric":"#);
-                write_labels(&mut out, &s.labels);
-                out.push_str(r#","values":["#);
-                for (j, (t, v)) in s.points.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
-                    }
-                    write_point(&mut out, *t, *v);
-                }
-                out.push_str("]}");
-            }
-            out.push(']');
-        }
-    }
-    out.push('}');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,26 +380,5 @@ mod tests {
         assert_eq!(parse_duration("0.5"), Ok(500));
         assert_eq!(parse_duration("1m30s"), Ok(90_000));
         assert!(parse_duration("x").is_err());
-    }
-
-    #[test]
-    fn values_and_timestamps_format_like_prometheus() {
-        assert_eq!(format_value(f64::NAN), "NaN");
-        assert_eq!(format_value(f64::INFINITY), "+Inf");
-        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(format_value(1.0), "1");
-        assert_eq!(format_value(0.1), "0.1");
-        assert_eq!(format_value(1.5e-7), "1.5e-07");
-        assert_eq!(format_value(2e21), "2e+21");
-        assert_eq!(format_value(-0.0), "-0");
-        let mut s = String::new();
-        write_ts(&mut s, 1_435_781_451_781);
-        s.push(' ');
-        write_ts(&mut s, 1_500);
-        s.push(' ');
-        write_ts(&mut s, 2_000);
-        s.push(' ');
-        write_ts(&mut s, -1_050);
-        assert_eq!(s, "1435781451.781 1.500 2 -1.050");
     }
 }

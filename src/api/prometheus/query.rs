@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 
 use super::{
-    blocking, parse_duration, render_query_value, success, success_raw, tenant, time_param, ApiError, ApiResult,
-    Params, MAX_TIME_MS, MIN_TIME_MS,
+    blocking, json_ok, parse_duration, render_success, success, tenant, time_param, ApiError, ApiResult, Params,
+    MAX_TIME_MS, MIN_TIME_MS,
 };
 use crate::api::AppState;
 use crate::query::promql::{self, EngineOptions};
@@ -48,10 +48,10 @@ pub async fn instant(State(st): State<Arc<AppState>>, headers: HeaderMap, p: Par
     let body = blocking(move || {
         let snap = store.snapshot();
         let v = promql::instant_query(&snap, tenant.as_deref(), &query, time, &opts)?;
-        Ok(render_query_value(&v))
+        Ok(render_success(&v))
     })
     .await?;
-    Ok(success_raw(&body))
+    Ok(json_ok(body))
 }
 
 pub async fn range(State(st): State<Arc<AppState>>, headers: HeaderMap, p: Params) -> ApiResult {
@@ -79,10 +79,10 @@ pub async fn range(State(st): State<Arc<AppState>>, headers: HeaderMap, p: Param
     let body = blocking(move || {
         let snap = store.snapshot();
         let v = promql::range_query(&snap, tenant.as_deref(), &query, start, end, step, &opts)?;
-        Ok(render_query_value(&v))
+        Ok(render_success(&v))
     })
     .await?;
-    Ok(success_raw(&body))
+    Ok(json_ok(body))
 }
 
 /// Exemplars are not stored: validates like Prometheus, answers an empty list.

@@ -12,7 +12,7 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
 pub(crate) use super::memo::LabelMemo;
-use super::rows::{OutLabels, Row, RowLabels, RowSink, Scratch};
+use super::rows::{FnMemo, OutLabels, Row, RowLabels, RowSink, Run, Scratch};
 use super::value::{is_stale, Elem, QueryValue, Series, Val, Vector, VectorSample};
 use super::{aggregate, binary, functions, EngineOptions, PromError};
 use crate::index::{MatchOp, Matcher};
@@ -181,20 +181,37 @@ pub(crate) fn exec_range(
 }
 
 /// Regroups per-step vectors into series (first-appearance order).
+///
+/// Elements of one series usually share one label allocation at every step (an
+/// aggregation hands out its group's labels), so the series is found by the
+/// allocation's address first and by hashing every label only for an address not
+/// seen yet (hashing the labels of each of ~50k result points cost milliseconds).
+/// Each address entry holds a clone of its labels, which keeps the allocation alive
+/// and its address from being reused by other labels.
 pub(crate) fn steps_to_series(rng: &Range, steps: Vec<Vector>) -> Vec<Series> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    type Fast = foldhash::fast::RandomState;
+    let mut by_addr: HashMap<usize, (Labels, usize), Fast> = HashMap::default();
+    let mut index: HashMap<Labels, usize, Fast> = HashMap::default();
     let mut out: Vec<Series> = Vec::new();
     for (i, vec) in steps.into_iter().enumerate() {
         let t = rng.t(i);
         for e in vec {
-            let n = out.len();
-            let k = *index.entry(e.labels.clone()).or_insert(n);
-            if k == n {
-                out.push(Series {
-                    labels: e.labels,
-                    points: Vec::new(),
-                });
-            }
+            let addr = e.labels.as_slice().as_ptr() as usize;
+            let k = match by_addr.get(&addr) {
+                Some(&(_, k)) => k,
+                None => {
+                    let n = out.len();
+                    let k = *index.entry(e.labels.clone()).or_insert(n);
+                    if k == n {
+                        out.push(Series {
+                            labels: e.labels.clone(),
+                            points: Vec::with_capacity(rng.len().min(1024)),
+                        });
+                    }
+                    by_addr.insert(addr, (e.labels, k));
+                    k
+                }
+            };
             out[k].points.push((t, e.v));
         }
     }
@@ -532,7 +549,12 @@ impl<'a> Ctx<'a> {
     fn replay(&self, e: &Expr, rng: &Range, sink: &mut RowSink) -> Result<(), PromError> {
         for (i, vec) in self.eval_vector(e, rng)?.iter().enumerate() {
             for el in vec {
-                sink(RowLabels::kept(&el.labels), &[i], &[el.v])?;
+                let run = Run {
+                    from: i,
+                    to: i + 1,
+                    v: el.v,
+                };
+                sink(RowLabels::kept(&el.labels), &[run])?;
             }
         }
         Ok(())
@@ -547,25 +569,26 @@ impl<'a> Ctx<'a> {
         let look = InstantLookup::new(self, vs);
         let (from, to) = look.bounds(rng);
         let per = |labels: &Labels, ts: &[i64], vals: &[f64], _: &mut Scratch, row: &mut Row| {
-            let before = row.len();
+            let mut produced = 0;
             for i in 0..n {
                 if let Some(j) = look.sample_at(ts, vals, rng, i) {
                     row.push(i, vals[j]);
+                    produced += 1;
                 }
             }
-            self.add_samples(row.len() - before)?;
-            Ok((row.len() > before).then(|| (labels.clone(), false)))
+            self.add_samples(produced)?;
+            Ok((produced > 0).then(|| (labels.clone(), false)))
         };
         self.select_rows(vs, from, to, n, &per, sink)
     }
 
-    /// Like [`Ctx::for_each_range_series`], but `per(labels, points, spec, row)`
+    /// Like [`Ctx::for_each_range_series`], but `per(labels, points, spec, memo, row)`
     /// computes each series' output row (appending to `row`, returning its labels, see
     /// [`OutLabels`], or `None` without output), and the rows go to `sink` in series order. Matrix
     /// selectors evaluate series on several threads (see `rows.rs`).
     pub fn range_rows<G>(&self, arg: &Expr, rng: &Range, per: &G, sink: &mut RowSink) -> Result<(), PromError>
     where
-        G: Fn(&Labels, &[(i64, f64)], &RangeSpec, &mut Row) -> Result<OutLabels, PromError> + Sync,
+        G: Fn(&Labels, &[(i64, f64)], &RangeSpec, &mut FnMemo, &mut Row) -> Result<OutLabels, PromError> + Sync,
     {
         match unparen(arg) {
             Expr::MatrixSelector(ms) => {
@@ -579,18 +602,19 @@ impl<'a> Ctx<'a> {
                             .filter(|(_, v)| !is_stale(**v))
                             .map(|(t, v)| (*t, *v)),
                     );
-                    per(labels, &sc.pts, &spec, row)
+                    per(labels, &sc.pts, &spec, &mut sc.memo, row)
                 };
                 self.select_rows(&ms.vs, first, last, rng.len(), &per_series, sink)
             }
             Expr::Subquery(sq) => {
                 let (series, spec) = self.eval_subquery(sq, rng)?;
                 let mut row = Row::default();
+                let mut memo = FnMemo::default();
                 for s in &series {
                     self.check_deadline()?;
                     row.clear();
-                    if let Some((l, drop_name)) = per(&s.labels, &s.points, &spec, &mut row)? {
-                        sink(RowLabels { labels: &l, drop_name }, &row.idx, &row.vals)?;
+                    if let Some((l, drop_name)) = per(&s.labels, &s.points, &spec, &mut memo, &mut row)? {
+                        sink(RowLabels { labels: &l, drop_name }, &row.runs)?;
                     }
                 }
                 Ok(())

@@ -168,7 +168,7 @@ fn emit(
         if row.len() == 0 {
             continue;
         }
-        sink(RowLabels::kept(&labels), &row.idx, &row.vals)?;
+        sink(RowLabels::kept(&labels), &row.runs)?;
         if !seen.insert(labels) {
             return Err(dup_labelset());
         }

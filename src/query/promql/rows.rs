@@ -25,13 +25,37 @@ use parking_lot::{Condvar, Mutex};
 use promql_parser::parser::VectorSelector;
 
 use super::engine::Ctx;
+use super::functions::RateSecs;
 use super::PromError;
 use crate::model::Labels;
 use crate::store::{ScanBuf, ScanItem, SelectRequest};
 
-/// Receives one series' instant-vector output at once: its labels, the step indices
-/// at which it has a value (strictly increasing) and those values (same length).
-pub(crate) type RowSink<'s> = dyn FnMut(RowLabels<'_>, &[usize], &[f64]) -> Result<(), PromError> + Send + 's;
+/// Receives one series' instant-vector output at once: its labels and its values as
+/// runs of steps (in increasing step order, not overlapping).
+pub(crate) type RowSink<'s> = dyn FnMut(RowLabels<'_>, &[Run]) -> Result<(), PromError> + Send + 's;
+
+/// Steps `from..to` (`from < to`) all have the value `v`. A window function over data
+/// sampled less often than the query steps gives the same value at several steps in
+/// a row (at a 15 s step over 60 s samples, 2 runs per 4 steps), and an instant
+/// selector repeats its sample until the next one: as a run, that value is computed,
+/// stored and handed over once, and consumers such as `sum` add it into consecutive
+/// slots in a tight loop. Expanding the runs gives exactly the per-step values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Run {
+    pub from: usize,
+    pub to: usize,
+    pub v: f64,
+}
+
+/// The `(step, value)` pairs of `runs`, in order.
+pub(crate) fn steps(runs: &[Run]) -> impl Iterator<Item = (usize, f64)> + '_ {
+    runs.iter().flat_map(|r| (r.from..r.to).map(move |i| (i, r.v)))
+}
+
+/// How many steps `runs` cover.
+pub(crate) fn step_count(runs: &[Run]) -> usize {
+    runs.iter().map(|r| r.to - r.from).sum()
+}
 
 /// The labels of a row: a series' labels, less the metric name when `drop_name`.
 /// Functions drop the name, but building the reduced label set costs an allocation per
@@ -66,37 +90,44 @@ impl RowLabels<'_> {
 /// carries and whether the metric name is to be dropped from them (see [`RowLabels`]).
 pub(crate) type OutLabels = Option<(Labels, bool)>;
 
-/// Output steps and values being collected, for one series or (in a part) several.
+/// Output runs being collected, for one series or (in a part) several.
 #[derive(Debug, Default)]
 pub(crate) struct Row {
-    pub idx: Vec<usize>,
-    pub vals: Vec<f64>,
+    pub runs: Vec<Run>,
 }
 
 impl Row {
+    /// Appends value `v` at step `i`, after every step pushed so far for this series.
     #[inline]
     pub fn push(&mut self, i: usize, v: f64) {
-        self.idx.push(i);
-        self.vals.push(v);
+        self.push_run(i, i + 1, v);
     }
 
-    pub fn reserve(&mut self, n: usize) {
-        self.idx.reserve(n);
-        self.vals.reserve(n);
+    /// Appends value `v` at steps `from..to`, after every step pushed so far for this
+    /// series; extends the last run when it ends at `from` with the same value (bit
+    /// for bit, so that expanding gives back exactly what was pushed).
+    #[inline]
+    pub fn push_run(&mut self, from: usize, to: usize, v: f64) {
+        if let Some(last) = self.runs.last_mut() {
+            if last.to == from && last.v.to_bits() == v.to_bits() {
+                last.to = to;
+                return;
+            }
+        }
+        self.runs.push(Run { from, to, v });
     }
 
     pub fn clear(&mut self) {
-        self.idx.clear();
-        self.vals.clear();
+        self.runs.clear();
     }
 
+    /// Runs held (not steps).
     pub fn len(&self) -> usize {
-        self.idx.len()
+        self.runs.len()
     }
 
     fn truncate(&mut self, n: usize) {
-        self.idx.truncate(n);
-        self.vals.truncate(n);
+        self.runs.truncate(n);
     }
 }
 
@@ -104,6 +135,14 @@ impl Row {
 #[derive(Default)]
 pub(crate) struct Scratch {
     pub pts: Vec<(i64, f64)>,
+    pub memo: FnMemo,
+}
+
+/// What per-series functions remember across the series one thread evaluates: pure
+/// functions of their inputs, so sharing them never changes a result.
+#[derive(Default)]
+pub(crate) struct FnMemo {
+    pub rate: RateSecs,
 }
 
 /// Read and conversion buffers of one thread.
@@ -148,7 +187,7 @@ impl Part {
                 labels,
                 drop_name: *drop_name,
             };
-            sink(l, &self.row.idx[from..to], &self.row.vals[from..to])?;
+            sink(l, &self.row.runs[from..to])?;
             from = to;
         }
         match &self.err {
@@ -225,7 +264,7 @@ impl Ctx<'_> {
             return self.scan_request(&req, &mut |labels, ts, vals| {
                 row.clear();
                 match per(labels, ts, vals, &mut scratch, &mut row)? {
-                    Some((l, drop_name)) => sink(RowLabels { labels: &l, drop_name }, &row.idx, &row.vals),
+                    Some((l, drop_name)) => sink(RowLabels { labels: &l, drop_name }, &row.runs),
                     None => Ok(()),
                 }
             });
@@ -236,7 +275,7 @@ impl Ctx<'_> {
             for item in &items {
                 row.clear();
                 if let Some((l, drop_name)) = self.eval_item(&req, item, &mut ld, &mut scratch, per, &mut row)? {
-                    sink(RowLabels { labels: &l, drop_name }, &row.idx, &row.vals)?;
+                    sink(RowLabels { labels: &l, drop_name }, &row.runs)?;
                 }
             }
             return Ok(());

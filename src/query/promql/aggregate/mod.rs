@@ -13,6 +13,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::engine::{Ctx, LabelMemo, Range};
 use super::functions::histogram::quantile;
+use super::rows::{step_count, steps as steps_of};
 use super::value::{Elem, Val, Vector};
 use super::PromError;
 use crate::model::{Labels, METRIC_NAME};
@@ -136,9 +137,10 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
         // labels and count_values extends them: only these build the actual labels.
         let needs_labels = topk || op == Op::CountValues || (by && names_ref.contains(&METRIC_NAME));
         let mut dropped = LabelMemo::new(Labels::without_metric_name);
-        ctx.stream_rows(&a.expr, rng, &mut |row, idx, vals| {
+        ctx.stream_rows(&a.expr, rng, &mut |row, runs| {
+            let steps = step_count(runs);
             let before = seen;
-            seen += idx.len();
+            seen += steps;
             if before / 65_536 != seen / 65_536 {
                 ctx.check_deadline()?;
             }
@@ -150,7 +152,7 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
                 row.labels
             };
             if op == Op::CountValues {
-                for (&i, &v) in idx.iter().zip(vals) {
+                for (i, v) in steps_of(runs) {
                     // The value label differs per sample: nothing to memoize.
                     let g = gid.compute(&labels.with(&value_label, &format_value(v)));
                     add_one(&mut dense, &mut accs, op, g, i, labels, v, 0);
@@ -161,7 +163,7 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
                 Some((l, g)) if std::ptr::eq(l.as_slice().as_ptr(), labels.as_slice().as_ptr()) => *g,
                 // A row of several steps is a whole series, which no other row repeats:
                 // memoizing its key would only cost a map entry.
-                _ if idx.len() > 1 => gid.compute(labels),
+                _ if steps > 1 => gid.compute(labels),
                 _ => {
                     let g = gid.get(labels);
                     last = Some((labels.clone(), g));
@@ -170,11 +172,11 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
             };
             if let Some(d) = dense.as_mut() {
                 if d.fits(g) {
-                    d.add_row(g, idx, vals);
+                    d.add_runs(g, runs);
                     return Ok(());
                 }
             }
-            for (&i, &v) in idx.iter().zip(vals) {
+            for (i, v) in steps_of(runs) {
                 let k = ks.get(i).copied().unwrap_or(0);
                 if topk && k == 0 {
                     continue;

@@ -11,6 +11,7 @@
 
 use super::{Group, Op, StepAcc};
 use crate::model::Labels;
+use crate::query::promql::rows::{steps, Run};
 use crate::query::promql::value::{Elem, Vector};
 
 #[derive(Clone, Copy, Default)]
@@ -157,11 +158,11 @@ impl GroupSlots {
         }
     }
 
-    /// Adds one series' row: value `vals[j]` at step `idx[j]` for group `gid`, exactly
-    /// as [`add`](Self::add) of each in turn would (same arithmetic, same arrival
-    /// numbers). `sum`, the common case, runs a tight loop over the group's
-    /// contiguous slots.
-    pub fn add_row(&mut self, gid: u32, idx: &[usize], vals: &[f64]) {
+    /// Adds one series' row, given as runs of steps with one value (see `rows.rs`),
+    /// exactly as [`add`](Self::add) of each step's value in turn would (same
+    /// arithmetic, same arrival numbers). `sum`, the common case, runs a tight loop
+    /// over the group's contiguous slots.
+    pub fn add_runs(&mut self, gid: u32, runs: &[Run]) {
         match self.op {
             Op::Sum => {
                 let g = gid as usize;
@@ -173,26 +174,32 @@ impl GroupSlots {
                     self.allocated += 1;
                 }
                 let slots = &mut self.slots[g];
-                for (&i, &v) in idx.iter().zip(vals) {
-                    self.arrivals += 1;
-                    let Some(s) = slots.get_mut(i) else {
+                for r in runs {
+                    // Step `r.from + k` is the `k + 1`-th arrival of this run.
+                    let base = self.arrivals;
+                    self.arrivals += (r.to - r.from) as u64;
+                    let end = r.to.min(slots.len());
+                    let Some(run) = slots.get_mut(r.from..end) else {
                         continue;
                     };
-                    if s.count == 0 {
-                        *s = Slot {
-                            value: v,
-                            mean: v,
-                            count: 1,
-                            first: self.arrivals,
-                        };
-                    } else {
-                        s.count += 1;
-                        s.value += v;
+                    let v = r.v;
+                    for (s, first) in run.iter_mut().zip(base + 1..) {
+                        if s.count == 0 {
+                            *s = Slot {
+                                value: v,
+                                mean: v,
+                                count: 1,
+                                first,
+                            };
+                        } else {
+                            s.count += 1;
+                            s.value += v;
+                        }
                     }
                 }
             }
             _ => {
-                for (&i, &v) in idx.iter().zip(vals) {
+                for (i, v) in steps(runs) {
                     self.add(gid, i, v);
                 }
             }

@@ -12,9 +12,10 @@ pub(crate) mod histogram;
 mod labels;
 mod math;
 mod range;
+mod rate;
 mod window;
 
-pub(crate) use range::{extrapolated_rate, RateSecs};
+pub(crate) use rate::{extrapolated_rate, RateSecs};
 
 use promql_parser::parser::{Call, Expr};
 

@@ -2,17 +2,17 @@
 //! extrapolation, `irate`'s counter-reset rule, least-squares `deriv`, the 2.x
 //! `holt_winters`, incremental means).
 
-use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use promql_parser::parser::Expr;
 
 use super::histogram::quantile;
-use super::window::{SlidingSum, WindowCursor};
+use super::rate::{change, extrapolate_at, extrapolated_rate, extrapolated_rate_hinted, RateSecs, ResetCursor};
+use super::window::{LinearWindows, SlidingSum, WindowCursor};
 use super::{absent_labels, arg};
 use crate::model::Labels;
 use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, RangeSpec};
-use crate::query::promql::rows::{OutLabels, Row, RowLabels, RowSink};
+use crate::query::promql::rows::{steps as steps_of, FnMemo, OutLabels, Row, RowLabels, RowSink, Run};
 use crate::query::promql::value::{Elem, Val, Vector};
 use crate::query::promql::PromError;
 
@@ -72,9 +72,9 @@ pub(super) fn is_range_fn(name: &str) -> bool {
 
 pub(super) fn eval(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range) -> Result<Val, PromError> {
     let mut steps: Vec<Vector> = vec![Vec::new(); rng.len()];
-    stream(ctx, name, args, rng, &mut |labels, idx, vals| {
+    stream(ctx, name, args, rng, &mut |labels, runs| {
         let labels = labels.to_labels();
-        for (&i, &v) in idx.iter().zip(vals) {
+        for (i, v) in steps_of(runs) {
             steps[i].push(Elem {
                 labels: labels.clone(),
                 v,
@@ -102,9 +102,12 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
             Ok(())
         })?;
         let labels = absent_labels(a);
-        let idx: Vec<usize> = (0..n).filter(|&i| !present[i]).collect();
-        if !idx.is_empty() {
-            sink(RowLabels::kept(&labels), &idx, &vec![1.0; idx.len()])?;
+        let mut row = Row::default();
+        for (i, _) in present.iter().enumerate().filter(|(_, p)| !**p) {
+            row.push(i, 1.0);
+        }
+        if row.len() > 0 {
+            sink(RowLabels::kept(&labels), &row.runs)?;
         }
         return Ok(());
     }
@@ -134,9 +137,9 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
         scalars: &scalars,
     };
     let mut seen: HashSet<Labels, foldhash::fast::RandomState> = HashSet::default();
-    let mut checked = |labels: RowLabels<'_>, idx: &[usize], vals: &[f64]| {
-        sink(labels, idx, vals)?;
-        if !idx.is_empty() && !one_name && !seen.insert(labels.to_labels()) {
+    let mut checked = |labels: RowLabels<'_>, runs: &[Run]| {
+        sink(labels, runs)?;
+        if !runs.is_empty() && !one_name && !seen.insert(labels.to_labels()) {
             return Err(dup_labelset());
         }
         Ok(())
@@ -144,7 +147,7 @@ pub(crate) fn stream(ctx: &Ctx, name: &str, args: &[&Expr], rng: &Range, sink: &
     ctx.range_rows(
         mat,
         rng,
-        &|labels, pts, spec, row| eval.series(labels, pts, spec, row),
+        &|labels, pts, spec, memo, row| eval.series(labels, pts, spec, memo, row),
         &mut checked,
     )
 }
@@ -181,14 +184,116 @@ impl SeriesEval<'_> {
         labels: &Labels,
         pts: &[(i64, f64)],
         spec: &RangeSpec,
+        memo: &mut FnMemo,
         row: &mut Row,
     ) -> Result<OutLabels, PromError> {
-        let f = self.f;
         let before = row.len();
-        row.reserve(self.rng.len());
+        let runs = match self.f {
+            F::Rate | F::Increase | F::Delta => self.rate_runs(pts, spec, &mut memo.rate, row),
+            _ => self.window_only() && self.window_runs(pts, spec, row),
+        };
+        if !runs {
+            self.per_step(pts, spec, &mut memo.rate, row)?;
+        }
+        if row.len() == before {
+            return Ok(None);
+        }
+        Ok(Some((labels.clone(), self.f != F::Last)))
+    }
+
+    /// A window-only function evaluated once per distinct window instead of once per
+    /// step (see [`LinearWindows`]): the steps seeing the same points get their value
+    /// as one run. Returns `false` (nothing appended) when the window ends are not
+    /// linear. Gives exactly the per-step values: the same windows, asked in the same
+    /// order.
+    fn window_runs(&self, pts: &[(i64, f64)], spec: &RangeSpec, row: &mut Row) -> bool {
+        let Some(windows) = LinearWindows::new(spec, self.rng) else {
+            return false;
+        };
+        let mut sliding = SlidingSum::default();
+        windows.for_each(pts, |i, j, lo, hi, _| {
+            if let Some(v) = self.window_value(pts, lo, hi, &mut sliding) {
+                row.push_run(i, j, v);
+            }
+        });
+        true
+    }
+
+    /// `rate`, `increase` and `delta` per distinct window: the change over the points
+    /// (and the counter-reset scan) once per window, the extrapolation to each step's
+    /// window bounds per step. Bit-identical to [`extrapolated_rate_hinted`] per step.
+    /// Returns `false` (nothing appended) when the window ends are not linear.
+    fn rate_runs(&self, pts: &[(i64, f64)], spec: &RangeSpec, secs: &mut RateSecs, row: &mut Row) -> bool {
+        let Some(windows) = LinearWindows::new(spec, self.rng) else {
+            return false;
+        };
+        let is_counter = self.f != F::Delta;
+        let is_rate = self.f == F::Rate;
+        let mut resets = ResetCursor::default();
+        windows.for_each(pts, |i, j, lo, hi, e| {
+            if hi - lo < 2 {
+                return;
+            }
+            let w = &pts[lo..hi];
+            let no_resets = is_counter && !resets.any(pts, lo, hi);
+            let result = change(w, is_counter, no_resets);
+            let mut end = e;
+            for k in i..j {
+                // `end` is step `k`'s window end, exact (see `LinearWindows`).
+                let v = extrapolate_at(Some(k), result, w, end - spec.range, end, is_counter, is_rate, secs);
+                row.push(k, v);
+                end = end.saturating_add(self.rng.step);
+            }
+        });
+        true
+    }
+
+    /// The value over the non-empty window `pts[lo..hi]` of a function that depends
+    /// on the window's points only (see [`Self::window_only`]); windows must be asked
+    /// for in non-decreasing order (`sliding`).
+    fn window_value(&self, pts: &[(i64, f64)], lo: usize, hi: usize, sliding: &mut SlidingSum) -> Option<f64> {
+        let w = &pts[lo..hi];
+        match self.f {
+            F::Irate => instant_value(w, true),
+            F::Idelta => instant_value(w, false),
+            F::Deriv => (w.len() >= 2).then(|| linear_regression(w, w[0].0).0),
+            F::Resets => Some(w.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64),
+            F::Changes => Some(
+                w.windows(2)
+                    .filter(|p| p[1].1 != p[0].1 && !(p[1].1.is_nan() && p[0].1.is_nan()))
+                    .count() as f64,
+            ),
+            F::Avg => Some(avg(w)),
+            F::Min => Some(
+                w.iter()
+                    .fold(w[0].1, |m, p| if p.1 < m || m.is_nan() { p.1 } else { m }),
+            ),
+            F::Max => Some(
+                w.iter()
+                    .fold(w[0].1, |m, p| if p.1 > m || m.is_nan() { p.1 } else { m }),
+            ),
+            F::Sum => Some(sliding.sum(pts, lo, hi)),
+            F::Count => Some(w.len() as f64),
+            F::Last => Some(w[w.len() - 1].1),
+            F::Present => Some(1.0),
+            F::Stddev => Some(stdvar(w).sqrt()),
+            F::Stdvar => Some(stdvar(w)),
+            // Step-dependent: computed in `per_step`, never asked here.
+            F::Rate | F::Increase | F::Delta | F::PredictLinear | F::HoltWinters | F::Quantile => None,
+        }
+    }
+
+    /// Every function, one step at a time.
+    fn per_step(
+        &self,
+        pts: &[(i64, f64)],
+        spec: &RangeSpec,
+        secs: &mut RateSecs,
+        row: &mut Row,
+    ) -> Result<(), PromError> {
+        let f = self.f;
         let mut cursor = WindowCursor::default();
         let mut sliding = SlidingSum::default();
-        let mut secs = RateSecs::default();
         let mut resets = ResetCursor::default();
         let reuse = self.window_only();
         let mut prev: Option<(usize, usize, f64)> = None;
@@ -212,42 +317,19 @@ impl SeriesEval<'_> {
             let v = match f {
                 F::Rate | F::Increase => {
                     let no_resets = !resets.any(pts, lo, hi);
-                    extrapolated_rate_hinted(w, start, end, true, f == F::Rate, no_resets, &mut secs)
+                    extrapolated_rate_hinted(w, start, end, true, f == F::Rate, no_resets, secs)
                 }
-                F::Delta => extrapolated_rate(w, start, end, false, false, &mut secs),
-                F::Irate => instant_value(w, true),
-                F::Idelta => instant_value(w, false),
-                F::Deriv => (w.len() >= 2).then(|| linear_regression(w, w[0].0).0),
+                F::Delta => extrapolated_rate(w, start, end, false, false, secs),
                 F::PredictLinear => (w.len() >= 2).then(|| {
                     let (slope, intercept) = linear_regression(w, t);
                     slope * self.sc(0, i) + intercept
                 }),
                 F::HoltWinters => holt_winters(w, self.sc(0, i), self.sc(1, i))?,
-                F::Resets => Some(w.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64),
-                F::Changes => Some(
-                    w.windows(2)
-                        .filter(|p| p[1].1 != p[0].1 && !(p[1].1.is_nan() && p[0].1.is_nan()))
-                        .count() as f64,
-                ),
-                F::Avg => Some(avg(w)),
-                F::Min => Some(
-                    w.iter()
-                        .fold(w[0].1, |m, p| if p.1 < m || m.is_nan() { p.1 } else { m }),
-                ),
-                F::Max => Some(
-                    w.iter()
-                        .fold(w[0].1, |m, p| if p.1 > m || m.is_nan() { p.1 } else { m }),
-                ),
-                F::Sum => Some(sliding.sum(pts, lo, hi)),
-                F::Count => Some(w.len() as f64),
-                F::Last => Some(w[w.len() - 1].1),
-                F::Present => Some(1.0),
                 F::Quantile => {
                     let mut vals: Vec<f64> = w.iter().map(|p| p.1).collect();
                     Some(quantile(self.sc(0, i), &mut vals))
                 }
-                F::Stddev => Some(stdvar(w).sqrt()),
-                F::Stdvar => Some(stdvar(w)),
+                _ => self.window_value(pts, lo, hi, &mut sliding),
             };
             match v {
                 Some(v) => {
@@ -259,214 +341,7 @@ impl SeriesEval<'_> {
                 None => prev = None,
             }
         }
-        if row.len() == before {
-            return Ok(None);
-        }
-        Ok(Some((labels.clone(), f != F::Last)))
-    }
-}
-
-/// Finds whether a window holds a counter reset (a sample below its predecessor; never
-/// with NaN) without scanning it at every step: `next` is the first reset at or after
-/// the last asked window's `lo + 1`, and both only move forward, so a series costs one
-/// pass. Windows must be asked for with non-decreasing `lo`.
-#[derive(Default)]
-struct ResetCursor {
-    next: usize,
-}
-
-impl ResetCursor {
-    /// Whether some `j` in `lo + 1 .. hi` has `pts[j].1 < pts[j - 1].1`.
-    fn any(&mut self, pts: &[(i64, f64)], lo: usize, hi: usize) -> bool {
-        if self.next <= lo {
-            self.next = lo + 1;
-            while self.next < pts.len() && pts[self.next].1.partial_cmp(&pts[self.next - 1].1) != Some(Ordering::Less) {
-                self.next += 1;
-            }
-        }
-        self.next < hi
-    }
-}
-
-/// `rate`/`increase`/`delta`: the change over the samples in the window, extrapolated
-/// towards the window's edges (by at most half a sample interval beyond the data, and
-/// for counters never below zero), exactly as Prometheus 2.x.
-pub(crate) fn extrapolated_rate(
-    w: &[(i64, f64)],
-    range_start: i64,
-    range_end: i64,
-    is_counter: bool,
-    is_rate: bool,
-    secs: &mut RateSecs,
-) -> Option<f64> {
-    extrapolated_rate_hinted(w, range_start, range_end, is_counter, is_rate, false, secs)
-}
-
-/// [`extrapolated_rate`], told by `no_resets` that no sample of `w` is below its
-/// predecessor (then the counter-reset scan adds nothing, except `+ 0.0` for a
-/// negative first sample, kept for bit-identity: it turns a `-0.0` change into `0.0`).
-pub(crate) fn extrapolated_rate_hinted(
-    w: &[(i64, f64)],
-    range_start: i64,
-    range_end: i64,
-    is_counter: bool,
-    is_rate: bool,
-    no_resets: bool,
-    secs: &mut RateSecs,
-) -> Option<f64> {
-    if w.len() < 2 {
-        return None;
-    }
-    let (first, last) = (w[0], w[w.len() - 1]);
-    let mut result = last.1 - first.1;
-    if is_counter && no_resets {
-        if first.1 < 0.0 {
-            result += 0.0;
-        }
-    } else if is_counter {
-        let mut prev = 0.0;
-        for p in w {
-            if p.1 < prev {
-                result += prev;
-            }
-            prev = p.1;
-        }
-    }
-    let key = GeometryKey {
-        to_start_ms: first.0 - range_start,
-        to_end_ms: range_end - last.0,
-        sampled_ms: last.0 - first.0,
-        points: w.len(),
-        range_ms: range_end - range_start,
-        is_rate,
-    };
-    let g = secs.get(key);
-    // The zero point of a counter can only shorten the extrapolation towards the
-    // start: `to_zero < duration_to_start`. That needs a division per step unless
-    // `first.1` is clearly large: if first / result >= 2 d / s (d = duration to start,
-    // s = sampled), the rounded `to_zero` is at least 2 d (1 - u)^2 > d. The test below
-    // implies that bound with a margin (1e-9) far above the rounding of `g.k` and of the
-    // product, so skipping the division changes nothing.
-    if is_counter
-        && result > 0.0
-        && first.1 >= 0.0
-        && first.1.partial_cmp(&(result * g.k * (1.0 + 1e-9))) != Some(Ordering::Greater)
-    {
-        let to_zero = g.sampled * (first.1 / result);
-        if to_zero < g.to_start {
-            return Some(result * factor(to_zero, g.to_end, g.sampled, g.avg_between, g.range, is_rate));
-        }
-    }
-    Some(result * g.factor)
-}
-
-/// Prometheus's extrapolation factor from the durations (s) to the window's start and
-/// end, the sampled span, the average spacing and the range.
-fn factor(to_start: f64, to_end: f64, sampled: f64, avg_between: f64, range: f64, is_rate: bool) -> f64 {
-    let threshold = avg_between * 1.1;
-    let mut interval = sampled;
-    interval += if to_start < threshold {
-        to_start
-    } else {
-        avg_between / 2.0
-    };
-    interval += if to_end < threshold { to_end } else { avg_between / 2.0 };
-    // One factor, as Prometheus >= 2.40 computes it (the order matters in the last ulp,
-    // which decides ties in topk/bottomk).
-    let f = interval / sampled;
-    if is_rate {
-        f / range
-    } else {
-        f
-    }
-}
-
-/// What [`extrapolated_rate`]'s divisions depend on besides the sample values.
-#[derive(Clone, Copy, Default, PartialEq)]
-struct GeometryKey {
-    to_start_ms: i64,
-    to_end_ms: i64,
-    sampled_ms: i64,
-    points: usize,
-    range_ms: i64,
-    is_rate: bool,
-}
-
-/// The value-independent quantities of [`extrapolated_rate`] for one [`GeometryKey`].
-#[derive(Clone, Copy, Default)]
-struct Geometry {
-    to_start: f64,
-    to_end: f64,
-    sampled: f64,
-    avg_between: f64,
-    range: f64,
-    /// `2 * to_start / sampled`: the zero-point bound.
-    k: f64,
-    /// The factor when the zero point does not shorten the extrapolation.
-    factor: f64,
-}
-
-impl Geometry {
-    fn new(key: &GeometryKey) -> Geometry {
-        let secs = |ms: i64| ms as f64 / 1000.0;
-        let (to_start, to_end, sampled, range) = (
-            secs(key.to_start_ms),
-            secs(key.to_end_ms),
-            secs(key.sampled_ms),
-            secs(key.range_ms),
-        );
-        // `points >= 2` for every window that gets here.
-        let avg_between = sampled / (key.points - 1) as f64;
-        Geometry {
-            to_start,
-            to_end,
-            sampled,
-            avg_between,
-            range,
-            k: 2.0 * to_start / sampled,
-            factor: factor(to_start, to_end, sampled, avg_between, range, key.is_rate),
-        }
-    }
-}
-
-/// How many recent geometries [`RateSecs`] keeps: a 15 s step over 60 s samples cycles
-/// through 4 window alignments.
-const RECENT: usize = 4;
-
-/// The divisions of [`extrapolated_rate`] that depend only on sample spacing and window
-/// geometry, remembered for the last [`RECENT`] geometries: with regularly spaced
-/// samples they repeat step after step (cycling through a few alignments when the step
-/// is shorter than the sample interval), and divisions are the slowest part of a rate.
-/// A remembered geometry holds exactly what the divisions give (same operands, same
-/// operations).
-#[derive(Default)]
-pub(crate) struct RateSecs {
-    entries: [(GeometryKey, Geometry); RECENT],
-    used: usize,
-    next: usize,
-    /// The entry that answered last: geometries recur in cycles, so the entry after
-    /// it is tried first.
-    last: usize,
-}
-
-impl RateSecs {
-    #[inline]
-    fn get(&mut self, key: GeometryKey) -> Geometry {
-        let n = self.used;
-        for k in 1..=n {
-            let i = (self.last + k) % n;
-            if self.entries[i].0 == key {
-                self.last = i;
-                return self.entries[i].1;
-            }
-        }
-        let g = Geometry::new(&key);
-        let i = self.next;
-        self.entries[i] = (key, g);
-        self.last = i;
-        self.next = (i + 1) % RECENT;
-        self.used = (self.used + 1).min(RECENT);
-        g
+        Ok(())
     }
 }
 
@@ -614,101 +489,83 @@ fn stdvar(w: &[(i64, f64)]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::promql::rows::steps;
+    use proptest::prelude::*;
 
-    /// Prometheus 2.42's `extrapolatedRate`, written plainly (every division done).
-    fn reference_rate(
-        w: &[(i64, f64)],
-        range_start: i64,
-        range_end: i64,
-        is_counter: bool,
-        is_rate: bool,
-    ) -> Option<f64> {
-        if w.len() < 2 {
-            return None;
-        }
-        let (first, last) = (w[0], w[w.len() - 1]);
-        let mut result = last.1 - first.1;
-        if is_counter {
-            let mut prev = 0.0;
-            for p in w {
-                if p.1 < prev {
-                    result += prev;
-                }
-                prev = p.1;
-            }
-        }
-        let mut duration_to_start = (first.0 - range_start) as f64 / 1000.0;
-        let duration_to_end = (range_end - last.0) as f64 / 1000.0;
-        let sampled = (last.0 - first.0) as f64 / 1000.0;
-        let avg_between = sampled / (w.len() - 1) as f64;
-        if is_counter && result > 0.0 && first.1 >= 0.0 {
-            let to_zero = sampled * (first.1 / result);
-            if to_zero < duration_to_start {
-                duration_to_start = to_zero;
-            }
-        }
-        let threshold = avg_between * 1.1;
-        let mut interval = sampled;
-        interval += if duration_to_start < threshold {
-            duration_to_start
-        } else {
-            avg_between / 2.0
-        };
-        interval += if duration_to_end < threshold {
-            duration_to_end
-        } else {
-            avg_between / 2.0
-        };
-        let mut factor = interval / sampled;
-        if is_rate {
-            factor /= (range_end - range_start) as f64 / 1000.0;
-        }
-        Some(result * factor)
+    const ALL: &[F] = &[
+        F::Rate,
+        F::Increase,
+        F::Delta,
+        F::Irate,
+        F::Idelta,
+        F::Deriv,
+        F::Resets,
+        F::Changes,
+        F::Avg,
+        F::Min,
+        F::Max,
+        F::Sum,
+        F::Count,
+        F::Last,
+        F::Present,
+        F::Stddev,
+        F::Stdvar,
+    ];
+
+    /// Points with strictly increasing times on a grid of `unit` ms (so that window
+    /// edges land exactly on points, as with aligned scrapes and steps), plus `jitter`
+    /// ms on some; values with resets, negatives, NaN and ±Inf now and then.
+    fn points(gaps: &[(u8, u8)], unit: i64, jitter: i64) -> Vec<(i64, f64)> {
+        let mut t = -20 * unit;
+        gaps.iter()
+            .enumerate()
+            .map(|(k, &(gap, x))| {
+                t += i64::from(gap % 6 + 1) * unit;
+                let j = if gap % 5 == 0 { jitter.min(unit - 1) } else { 0 };
+                let v = match x {
+                    0 => f64::NAN,
+                    1 => f64::INFINITY,
+                    2 => f64::NEG_INFINITY,
+                    3..=20 => f64::from(x) - 12.5,
+                    _ => k as f64 * 1.7 + f64::from(x) * 1e-3,
+                };
+                (t + j, v)
+            })
+            .collect()
     }
 
-    /// The memos of [`RateSecs`] shared across steps (windows cycling through a few
-    /// alignments, jittered samples, counter resets, counters starting near zero so
-    /// that the zero-point bound matters), the reset cursor's hint and the skipped
-    /// zero-point division give bit for bit what the plain computation gives.
-    #[test]
-    fn remembered_divisions_are_bit_identical() {
-        for shift in [0.0, 1e-3, 7.5, 1e6] {
-            let pts: Vec<(i64, f64)> = (0..400i64)
-                .map(|k| {
-                    let t = k * 60_000 + if k % 17 == 0 { 1_234 } else { 0 };
-                    let v = if k % 97 == 50 {
-                        3.0
-                    } else {
-                        (k % 150) as f64 * 0.37 + shift
-                    };
-                    (t, v)
-                })
-                .collect();
-            for (range, step) in [
-                (300_000i64, 15_000i64),
-                (300_000, 60_000),
-                (3_600_000, 15_000),
-                (120_000, 7_000),
-            ] {
-                for (counter, rate) in [(true, true), (true, false), (false, false)] {
-                    let mut shared = RateSecs::default();
-                    let mut cursor = WindowCursor::default();
-                    let mut resets = ResetCursor::default();
-                    let mut t = range;
-                    while t <= 400 * 60_000 {
-                        let (lo, hi) = cursor.advance(&pts, t - range, t);
-                        let w = &pts[lo..hi];
-                        let no_resets = lo >= hi || !resets.any(&pts, lo, hi);
-                        let a = extrapolated_rate_hinted(w, t - range, t, counter, rate, no_resets, &mut shared);
-                        let b = reference_rate(w, t - range, t, counter, rate);
-                        assert_eq!(
-                            a.map(f64::to_bits),
-                            b.map(f64::to_bits),
-                            "shift {shift} range {range} step {step} t {t}"
-                        );
-                        t += step;
-                    }
-                }
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        /// Evaluating per distinct window (runs) gives bit for bit the per-step values,
+        /// for every function the run paths take, whatever the step, range, offset
+        /// and sample spacing.
+        #[test]
+        fn runs_equal_per_step(
+            gaps in proptest::collection::vec((0u8..255, 0u8..60), 0..80),
+            unit in prop_oneof![Just(1i64), Just(1_000), Just(15_000), Just(60_000)],
+            jitter in 0i64..3_000,
+            start in -40i64..40,
+            len in 0i64..120,
+            step in 1i64..8,
+            range in 0i64..30,
+            offset in -5i64..5,
+        ) {
+            let pts = points(&gaps, unit, jitter);
+            // Everything on the grid: window edges meet points exactly.
+            let (start, step, range, offset) = (start * unit, (step * unit / 4).max(1), range * unit, offset * unit);
+            let rng = Range { start, end: start + len * step, step };
+            let spec = RangeSpec { range, offset, at: None };
+            for &f in ALL {
+                let eval = SeriesEval { f, rng: &rng, scalars: &[] };
+                let mut runs = Row::default();
+                let mut memo = FnMemo::default();
+                let out = eval.series(&Labels::empty(), &pts, &spec, &mut memo, &mut runs);
+                prop_assert!(out.is_ok());
+                let mut per = Row::default();
+                prop_assert!(eval.per_step(&pts, &spec, &mut RateSecs::default(), &mut per).is_ok());
+                let a: Vec<(usize, u64)> = steps(&runs.runs).map(|(i, v)| (i, v.to_bits())).collect();
+                let b: Vec<(usize, u64)> = steps(&per.runs).map(|(i, v)| (i, v.to_bits())).collect();
+                prop_assert_eq!(a, b);
             }
         }
     }

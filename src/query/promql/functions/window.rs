@@ -8,6 +8,77 @@
 //! would otherwise add every sample 60 times).
 
 use super::range::kahan_sum;
+use crate::query::promql::engine::{Range, RangeSpec};
+
+/// The windows of all steps of a range, when their ends are `e0 + i·step` exactly:
+/// no `@` (which pins every window) and no overflow anywhere in the range (which
+/// would make [`RangeSpec::end_at`] saturate). Then the steps whose windows hold the
+/// same points are found by comparing times instead of evaluating each step: a
+/// window changes only at the first step whose end reaches the next point or whose
+/// start passes its first point.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinearWindows {
+    e0: i64,
+    step: i64,
+    range: i64,
+    n: usize,
+}
+
+impl LinearWindows {
+    pub fn new(spec: &RangeSpec, rng: &Range) -> Option<LinearWindows> {
+        if spec.at.is_some() || rng.step <= 0 {
+            return None;
+        }
+        let e0 = rng.start.checked_sub(spec.offset)?;
+        rng.end.checked_sub(spec.offset)?;
+        e0.checked_sub(spec.range)?;
+        Some(LinearWindows {
+            e0,
+            step: rng.step,
+            range: spec.range,
+            n: rng.len(),
+        })
+    }
+
+    /// Calls `f(i, j, lo, hi, e)` for each maximal run of steps `i..j` whose windows
+    /// hold the same non-empty points `pts[lo..hi]` (sorted by time), in step order;
+    /// `e` is step `i`'s window end (step `k`'s is `e + (k - i)·step`). The windows
+    /// are those [`WindowCursor`] yields step by step.
+    #[inline]
+    pub fn for_each(&self, pts: &[(i64, f64)], mut f: impl FnMut(usize, usize, usize, usize, i64)) {
+        // Every end lies in `e0..=end - offset` and every start at or above
+        // `e0 - range`, all checked in `new`: the arithmetic below is exact until a
+        // step past the last one, where only `saturating_add` runs.
+        let (mut lo, mut hi) = (0, 0);
+        let (mut i, mut e) = (0, self.e0);
+        while i < self.n {
+            while hi < pts.len() && pts[hi].0 <= e {
+                hi += 1;
+            }
+            let start = e - self.range;
+            while lo < hi && pts[lo].0 < start {
+                lo += 1;
+            }
+            // An empty window changes only when `hi` does: `lo` counts the points
+            // before the start, never more than `hi` counts up to the end.
+            let hi_at = pts.get(hi).map_or(i64::MAX, |p| p.0);
+            let lo_until = if lo < hi {
+                pts[lo].0.saturating_add(self.range)
+            } else {
+                i64::MAX
+            };
+            let (mut j, mut ej) = (i + 1, e.saturating_add(self.step));
+            while j < self.n && ej < hi_at && ej <= lo_until {
+                j += 1;
+                ej = ej.saturating_add(self.step);
+            }
+            if lo < hi {
+                f(i, j, lo, hi, e);
+            }
+            (i, e) = (j, ej);
+        }
+    }
+}
 
 /// Finds the window of each step in a time-sorted point slice. Callers must ask for
 /// windows with non-decreasing `start` and `end`.
@@ -60,6 +131,7 @@ pub(crate) struct SlidingSum {
 impl SlidingSum {
     /// The sum of the values of `pts[lo..hi]`; windows must be asked for with
     /// non-decreasing `lo` and `hi` (as [`WindowCursor`] yields them).
+    #[inline]
     pub fn sum(&mut self, pts: &[(i64, f64)], lo: usize, hi: usize) -> f64 {
         if hi - lo < DIRECT_MAX {
             return kahan_sum(pts[lo..hi].iter().map(|p| p.1));

@@ -4,6 +4,7 @@
 //! value per group and step, not the per-series intermediate result. Group
 //! output order is the order in which groups first appear, as in Prometheus.
 
+mod keys;
 mod slots;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use super::rows::{step_count, steps as steps_of};
 use super::value::{Elem, Val, Vector};
 use super::PromError;
 use crate::model::{Labels, METRIC_NAME};
+use keys::GroupKeys;
 use slots::GroupSlots;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -137,6 +139,7 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
         // labels and count_values extends them: only these build the actual labels.
         let needs_labels = topk || op == Op::CountValues || (by && names_ref.contains(&METRIC_NAME));
         let mut dropped = LabelMemo::new(Labels::without_metric_name);
+        let mut keys = GroupKeys::new(by, &names_ref);
         ctx.stream_rows(&a.expr, rng, &mut |row, runs| {
             let steps = step_count(runs);
             let before = seen;
@@ -163,7 +166,7 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
                 Some((l, g)) if std::ptr::eq(l.as_slice().as_ptr(), labels.as_slice().as_ptr()) => *g,
                 // A row of several steps is a whole series, which no other row repeats:
                 // memoizing its key would only cost a map entry.
-                _ if steps > 1 => gid.compute(labels),
+                _ if steps > 1 => keys.id(labels, |l| gid.compute(l)),
                 _ => {
                     let g = gid.get(labels);
                     last = Some((labels.clone(), g));

@@ -210,14 +210,27 @@ impl GroupSlots {
     pub fn finish(self, group_labels: &[Labels]) -> Vec<Vector> {
         let mut out = Vec::with_capacity(self.steps);
         let mut present: Vec<(u64, usize)> = Vec::new();
+        // Groups are visited in the previous step's output order (then those absent
+        // from it): consecutive steps mostly order their groups alike, and checking
+        // that the visit came out sorted is cheaper than sorting every step. Arrival
+        // numbers are unique, so the order does not depend on how it is found.
+        let mut order: Vec<usize> = (0..self.slots.len()).collect();
+        let mut next: Vec<usize> = Vec::with_capacity(order.len());
+        let has = |g: usize, i: usize| self.slots[g].get(i).is_some_and(|s| s.count > 0);
         for i in 0..self.steps {
             present.clear();
-            for (g, slots) in self.slots.iter().enumerate() {
-                if let Some(s) = slots.get(i).filter(|s| s.count > 0) {
+            for &g in &order {
+                if let Some(s) = self.slots[g].get(i).filter(|s| s.count > 0) {
                     present.push((s.first, g));
                 }
             }
-            present.sort_unstable();
+            if !present.windows(2).all(|w| w[0] < w[1]) {
+                present.sort_unstable();
+            }
+            next.clear();
+            next.extend(present.iter().map(|&(_, g)| g));
+            next.extend(order.iter().copied().filter(|&g| !has(g, i)));
+            std::mem::swap(&mut order, &mut next);
             let mut vec: Vector = Vec::with_capacity(present.len());
             for &(_, g) in &present {
                 let s = &self.slots[g][i];

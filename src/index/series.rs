@@ -41,14 +41,9 @@ pub struct SeriesIndex {
     series: Vec<SeriesEntry>,
     /// foldhash: several times faster than SipHash on label sets, and still seeded
     /// randomly per process, so hostile label sets cannot force collisions.
+    /// Hot appenders skip this lookup altogether: ids are dense and never reused, so
+    /// ingest keeps the id it resolved once (`store::SeriesTarget::Id`).
     by_labels: HashMap<Labels, SeriesId, foldhash::fast::RandomState>,
-    /// Fast path for appends: the same series keyed by the address (and length) of the
-    /// shared `Labels` allocation the index holds. The index keeps a clone of every label
-    /// set it inserts and never removes series, so while it lives no other allocation can
-    /// have one of these addresses: equal address ⇒ the very same label set. Callers that
-    /// reuse the index's `Labels` (see [`SeriesIndex::canonical`]) skip hashing and
-    /// comparing every label string of a high-cardinality batch.
-    by_ptr: HashMap<(usize, usize), SeriesId, foldhash::fast::RandomState>,
     postings: Postings,
     default_tenant: String,
 }
@@ -68,7 +63,6 @@ impl SeriesIndex {
         SeriesIndex {
             series: Vec::new(),
             by_labels: HashMap::default(),
-            by_ptr: HashMap::default(),
             postings: Postings::default(),
             default_tenant: default_tenant.into(),
         }
@@ -86,22 +80,8 @@ impl SeriesIndex {
         self.find(labels)
     }
 
-    fn ptr_key(labels: &Labels) -> (usize, usize) {
-        let s = labels.as_slice();
-        (s.as_ptr() as usize, s.len())
-    }
-
     fn find(&self, labels: &Labels) -> Option<SeriesId> {
-        if let Some(&id) = self.by_ptr.get(&Self::ptr_key(labels)) {
-            return Some(id);
-        }
         self.by_labels.get(labels).copied()
-    }
-
-    /// The index's own copy of `labels` (sharing its allocation) and the series kind.
-    pub fn canonical(&self, labels: &Labels) -> Option<(Labels, SeriesKind)> {
-        let e = &self.series[self.find(labels)?.0 as usize];
-        Some((e.labels.clone(), e.kind))
     }
 
     pub fn get(&self, id: SeriesId) -> Option<&SeriesEntry> {
@@ -141,8 +121,6 @@ impl SeriesIndex {
             max_t: AtomicI64::new(i64::MIN),
         });
         self.by_labels.insert(labels.clone(), id);
-        // `series` and `by_labels` now hold clones of this allocation (see `by_ptr`).
-        self.by_ptr.insert(Self::ptr_key(labels), id);
         Ok((id, true))
     }
 

@@ -1,5 +1,6 @@
 //! The one write path of every ingest source: validate → price → dedup → batch → append.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 use std::path::Path;
@@ -315,18 +316,12 @@ impl Pipeline {
         // `currency` is a valid ISO 4217 code (never empty), so "" cannot collide with it.
         let key = xxh3_128(&batch.key_buf);
         let mut cache = self.cache.lock();
-        if !cache.map.contains_key(&key) {
-            let built = self.build_series(ev, currency, unpriced)?;
-            if cache.map.len() >= CACHE_MAX {
-                cache.map.clear();
-            }
-            cache.map.insert(key, built);
+        if cache.map.len() >= CACHE_MAX && !cache.map.contains_key(&key) {
+            cache.map.clear();
         }
-        let Some(entry) = cache.map.get_mut(&key) else {
-            return Err(Reject {
-                code: RejectCode::InvalidLabel,
-                reason: "internal: series cache entry vanished".into(),
-            });
+        let entry = match cache.map.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => v.insert(self.build_series(ev, currency, unpriced)?),
         };
         // Once per series and batch: a series new to the store stays unresolved until
         // the batch that creates it is appended.

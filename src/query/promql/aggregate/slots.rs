@@ -103,10 +103,9 @@ impl GroupSlots {
         accs
     }
 
-    /// Adds sample `v` of group `gid` at step `i` (`i < steps`), with the exact
-    /// arithmetic of Prometheus 2.x's aggregation (incremental mean, Welford).
+    /// Allocates group `gid`'s slots, one per step, on its first sample.
     #[inline]
-    pub fn add(&mut self, gid: u32, i: usize, v: f64) {
+    fn ensure_group(&mut self, gid: u32) {
         let g = gid as usize;
         if g >= self.slots.len() {
             self.slots.resize_with(g + 1, Vec::new);
@@ -115,8 +114,15 @@ impl GroupSlots {
             self.slots[g] = vec![Slot::default(); self.steps];
             self.allocated += 1;
         }
+    }
+
+    /// Adds sample `v` of group `gid` at step `i` (`i < steps`), with the exact
+    /// arithmetic of Prometheus 2.x's aggregation (incremental mean, Welford).
+    #[inline]
+    pub fn add(&mut self, gid: u32, i: usize, v: f64) {
         self.arrivals += 1;
-        let Some(s) = self.slots[g].get_mut(i) else {
+        self.ensure_group(gid);
+        let Some(s) = self.slots[gid as usize].get_mut(i) else {
             return;
         };
         if s.count == 0 {
@@ -165,15 +171,8 @@ impl GroupSlots {
     pub fn add_runs(&mut self, gid: u32, runs: &[Run]) {
         match self.op {
             Op::Sum => {
-                let g = gid as usize;
-                if g >= self.slots.len() {
-                    self.slots.resize_with(g + 1, Vec::new);
-                }
-                if self.slots[g].is_empty() {
-                    self.slots[g] = vec![Slot::default(); self.steps];
-                    self.allocated += 1;
-                }
-                let slots = &mut self.slots[g];
+                self.ensure_group(gid);
+                let slots = &mut self.slots[gid as usize];
                 for r in runs {
                     // Step `r.from + k` is the `k + 1`-th arrival of this run.
                     let base = self.arrivals;

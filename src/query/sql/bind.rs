@@ -9,7 +9,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::Span;
+use sqlparser::tokenizer::{Span, Token, Tokenizer};
 
 use super::agg::AggSpec;
 use super::expr::{type_of, Col, Expr};
@@ -96,6 +96,19 @@ fn table_of(name: &ast::ObjectName) -> Result<TableKind, SqlError> {
     }
 }
 
+/// The span of the first token of `sql` that is not whitespace or a comment (empty if none).
+fn first_token(sql: &str) -> Span {
+    Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .ok()
+        .and_then(|toks| {
+            toks.into_iter()
+                .find(|t| !matches!(t.token, Token::Whitespace(_)))
+                .map(|t| t.span)
+        })
+        .unwrap_or_else(Span::empty)
+}
+
 /// Parses exactly one statement of the supported kinds.
 pub fn parse(sql: &str) -> Result<Statement, SqlError> {
     let mut stmts = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| SqlError::Parse(e.to_string()))?;
@@ -140,12 +153,18 @@ pub fn parse(sql: &str) -> Result<Statement, SqlError> {
         other => {
             let text = other.to_string();
             let kw: Vec<&str> = text.split_whitespace().take(2).collect();
+            // sqlparser leaves some statements (e.g. `END`) without a span; the one
+            // statement of the input then starts at its first token.
+            let span = match other.span() {
+                s if s.start.line == 0 => first_token(sql),
+                s => s,
+            };
             unsupported(
                 format!(
                     "statement `{}` (only SELECT, SHOW TABLES and DESCRIBE are supported)",
                     kw.join(" ")
                 ),
-                other.span(),
+                span,
             )
         }
     }

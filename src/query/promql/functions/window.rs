@@ -44,7 +44,7 @@ impl LinearWindows {
     /// hold the same non-empty points `pts[lo..hi]` (sorted by time), in step order;
     /// `e` is step `i`'s window end (step `k`'s is `e + (k - i)·step`). The windows
     /// are those [`WindowCursor`] yields step by step.
-    #[inline]
+    #[inline(always)]
     pub fn for_each(&self, pts: &[(i64, f64)], mut f: impl FnMut(usize, usize, usize, usize, i64)) {
         // Every end lies in `e0..=end - offset` and every start at or above
         // `e0 - range`, all checked in `new`: the arithmetic below is exact until a

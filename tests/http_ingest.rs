@@ -4,6 +4,7 @@
 mod common;
 
 use common::kafka::*;
+use common::urlencode;
 use tally::ingest::remote_write::{encode_write_request, TimeSeries};
 use tally::store::now_ns;
 
@@ -151,4 +152,66 @@ fn http_remote_write_stores_gauges_per_tenant() {
     assert_eq!(totals["team-a"].usage_samples, 4);
     assert_eq!(totals["team-b"].usage_samples, 1);
     assert!(!totals.contains_key("ignored"));
+}
+
+/// A refreshing Grafana panel against a live server: the range-query result cache
+/// answers repeats from memory, and events pushed afterwards — at the present and
+/// late, inside the cached range — show up exactly as a full evaluation shows them.
+#[test]
+fn range_query_cache_sees_pushed_and_late_events() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let opts = TallyOpts {
+        brokers: None,
+        topics: &[],
+        group: "",
+        price_book: None,
+        extra: &[],
+    };
+    let t = Tally::start(&tmp.path().join("data"), &opts);
+    let now_s = now_ns() / 1_000_000_000 / 15 * 15;
+    let push = |id: &str, ts_s: i64, value: u32| {
+        let line = format!(
+            "{{\"event_id\":\"{id}\",\"ts\":{},\"tenant\":\"acme\",\"metric\":\"db_vcpu_seconds\",\"value\":{value}}}",
+            ts_s * 1_000_000_000
+        );
+        let r = post_ndjson(&t, &line);
+        assert_eq!(r["accepted"], 1, "{r}");
+    };
+    for m in 0..20 {
+        push(&format!("m{m}"), now_s - 1800 + m * 60, 1);
+    }
+    let query = |nocache: bool| -> serde_json::Value {
+        let q = "sum(sum_over_time(db_vcpu_seconds[1m]))";
+        let path = format!(
+            "/api/v1/query_range?query={}&start={}&end={now_s}&step=15{}",
+            urlencode(q),
+            now_s - 1800,
+            if nocache { "&nocache=1" } else { "" }
+        );
+        let (status, body) = t.http("GET", &path, b"", &[]).expect("query_range");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        v["data"]["result"].clone()
+    };
+    let metric = |result: &str| -> u64 {
+        let (_, body) = t.http("GET", "/metrics", b"", &[]).expect("metrics");
+        let key = format!("tally_query_cache_requests_total{{result=\"{result}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /metrics"))
+    };
+    let first = query(false);
+    assert_eq!(first, query(true));
+    assert_eq!(query(false), first);
+    assert_eq!(metric("hit"), 1, "the repeat is answered from the cache");
+    assert_eq!(metric("miss"), 1);
+
+    // New data at the present, and a late event 25 minutes back inside the cached range.
+    push("now", now_s - 5, 7);
+    push("late", now_s - 1500, 100);
+    let after = query(false);
+    assert_ne!(after, first, "pushed events must be visible");
+    assert_eq!(after, query(true), "cached answer differs from a full evaluation");
+    assert_eq!(metric("partial") + metric("miss"), 2);
 }

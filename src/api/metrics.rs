@@ -192,10 +192,44 @@ pub fn render(st: &AppState) -> String {
     if let Some(t) = st.store.object_tier() {
         render_tier(&mut out, t);
     }
+    render_query_cache(&mut out, &st.query_cache);
     if let Some(p) = st.ingest.get() {
         p.metrics.render(&mut out);
     }
     out
+}
+
+fn render_query_cache(out: &mut String, cache: &crate::query::promql::ResultCache) {
+    let s = &cache.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let name = "tally_query_cache_requests_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Range queries by what the result cache could reuse: hit (every step), partial (some), \
+         miss (none), uncacheable (@ modifier or not a matrix).\n# TYPE {name} counter"
+    );
+    for (result, v) in [
+        ("hit", &s.hits),
+        ("partial", &s.partial),
+        ("miss", &s.misses),
+        ("uncacheable", &s.uncacheable),
+    ] {
+        let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", load(v));
+    }
+    let name = "tally_query_cache_steps_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Range-query steps answered from the result cache (reused) or evaluated.\n# TYPE {name} counter"
+    );
+    for (kind, v) in [("reused", &s.steps_reused), ("evaluated", &s.steps_evaluated)] {
+        let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", load(v));
+    }
+    gauge(
+        out,
+        "tally_query_cache_points",
+        "Result points held by the range-query cache.",
+        cache.points() as f64,
+    );
 }
 
 fn render_tier(out: &mut String, t: &crate::tier::ObjectTier) {

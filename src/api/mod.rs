@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use axum::Router;
 
-use crate::query::promql::EngineOptions;
+use crate::query::promql::{EngineOptions, ResultCache};
 use crate::store::Store;
 
 /// Shared state of every handler.
@@ -30,7 +30,13 @@ pub struct AppState {
     pub sql_limits: crate::query::sql::Limits,
     /// Tenant-scoped bearer tokens (`--tenant-tokens`); see [`auth`].
     pub tenant_tokens: Option<Arc<auth::TenantTokens>>,
+    /// Range-query results kept for refreshing dashboards (`--query-cache-points`).
+    pub query_cache: ResultCache,
 }
+
+/// Result points the range-query cache holds by default (about 16 bytes each, plus
+/// label sets shared with the index): room for hundreds of live panels.
+pub const DEFAULT_QUERY_CACHE_POINTS: usize = 4_000_000;
 
 /// Settings of the SQL / ledger endpoints.
 #[derive(Debug, Clone, Default)]
@@ -45,10 +51,16 @@ impl AppState {
     }
 
     pub fn with_engine(store: Arc<Store>, engine: EngineOptions) -> Arc<AppState> {
-        AppState::with_settings(store, engine, SqlSettings::default())
+        AppState::with_settings(store, engine, SqlSettings::default(), DEFAULT_QUERY_CACHE_POINTS)
     }
 
-    pub fn with_settings(store: Arc<Store>, engine: EngineOptions, sql: SqlSettings) -> Arc<AppState> {
+    /// `query_cache_points`: see [`ResultCache::new`] (0 disables the cache).
+    pub fn with_settings(
+        store: Arc<Store>,
+        engine: EngineOptions,
+        sql: SqlSettings,
+        query_cache_points: usize,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
             store,
             started: Instant::now(),
@@ -57,6 +69,7 @@ impl AppState {
             ingest: OnceLock::new(),
             sql_limits: sql.limits,
             tenant_tokens: sql.tenant_tokens,
+            query_cache: ResultCache::new(query_cache_points),
         })
     }
 }

@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub query_max_samples: Option<usize>,
     pub query_timeout: Option<String>,
     pub query_lookback_delta: Option<String>,
+    pub query_cache_points: Option<usize>,
     pub self_scrape_interval: Option<String>,
     // SQL (see docs/sql.md).
     pub sql_max_rows_scanned: Option<u64>,

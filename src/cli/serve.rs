@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// How far instant selectors look back for a sample. Default: 5m
     #[arg(long, value_name = "DURATION")]
     pub query_lookback_delta: Option<String>,
+    /// Range-query result points kept so refreshing dashboards only evaluate the steps
+    /// new data reaches (about 16 bytes a point); 0 = no cache. Config key:
+    /// query_cache_points. Default: 4000000
+    #[arg(long, value_name = "N")]
+    pub query_cache_points: Option<usize>,
     /// Write tally's own /metrics into its store this often (series labelled job="tally",
     /// instance=<listen address>), so dashboards/tally-ingest-health.json works with tally
     /// as the only data source; `0s` = off. Config key: self_scrape_interval. Default: off
@@ -134,6 +139,8 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     pub store: StoreOptions,
     pub engine: EngineOptions,
+    /// Points of the range-query result cache (0 = off).
+    pub query_cache_points: usize,
     /// SQL limits and tenant tokens.
     pub sql: api::SqlSettings,
     pub pipeline: PipelineConfig,
@@ -253,6 +260,10 @@ impl ServeArgs {
             listen,
             store,
             engine,
+            query_cache_points: self
+                .query_cache_points
+                .or(file.query_cache_points)
+                .unwrap_or(api::DEFAULT_QUERY_CACHE_POINTS),
             sql,
             pipeline,
             price_book,
@@ -278,7 +289,12 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         .context("store open task")?
         .with_context(|| format!("opening data directory {}", settings.data_dir.display()))?;
     let store = Arc::new(store);
-    let state = AppState::with_settings(store.clone(), settings.engine, settings.sql);
+    let state = AppState::with_settings(
+        store.clone(),
+        settings.engine,
+        settings.sql,
+        settings.query_cache_points,
+    );
     let kafka = start_ingest(
         &settings.pipeline,
         settings.price_book.as_deref(),

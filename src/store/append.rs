@@ -182,6 +182,11 @@ impl Inner {
                 self.wake_maintenance();
             }
         }
+        // Readable now: a reader's mark taken from here on sees it, one taken before
+        // learns of it from the log.
+        if let Some(&min_ts) = all_ts.iter().min() {
+            self.changes.appended(min_ts);
+        }
         for (s, p) in positions {
             match w.positions.get_mut(s) {
                 Some(v) => *v = *p,

@@ -82,6 +82,7 @@ impl Inner {
         let mut v = View::clone(&self.view.load());
         f(&mut v);
         self.view.store(Arc::new(v));
+        self.changes.view_edited();
     }
 
     /// Writes one segment per partition touched by `head`, series in label order.

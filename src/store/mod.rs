@@ -8,6 +8,7 @@
 
 mod append;
 mod batch;
+mod changes;
 mod compaction;
 mod downsample;
 mod error;
@@ -40,6 +41,7 @@ use roaring::RoaringBitmap;
 
 pub use append::SeriesTarget;
 pub use batch::{SeriesWrite, WriteBatch};
+pub use changes::{ChangeMark, ChangesSince};
 pub use error::StoreError;
 pub use metrics::StoreMetrics;
 pub use options::StoreOptions;
@@ -87,6 +89,7 @@ pub(crate) struct Inner {
     tier_state: Mutex<tiering::TierState>,
     metrics: StoreMetrics,
     wake: (Mutex<bool>, Condvar),
+    changes: changes::ChangeLog,
 }
 
 struct Writer {
@@ -172,6 +175,18 @@ impl Store {
     /// receiving appends, which become visible immediately).
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::new(self.inner.clone())
+    }
+
+    /// The current moment in the store's change history. Take it *before* reading:
+    /// then whatever the read missed is reported by [`Store::changes_since`].
+    pub fn change_mark(&self) -> ChangeMark {
+        self.inner.changes.mark()
+    }
+
+    /// What changed since `mark` (for caches of results derived from the data), with
+    /// the mark of now.
+    pub fn changes_since(&self, mark: ChangeMark) -> (ChangesSince, ChangeMark) {
+        self.inner.changes.since(mark)
     }
 
     /// Writes the head into segments and checkpoints the WAL.

@@ -185,6 +185,7 @@ pub(crate) fn open(dir: &Path, opts: StoreOptions) -> Result<Inner, StoreError> 
         tier_state: Mutex::new(super::tiering::TierState::default()),
         metrics,
         wake: (Mutex::new(false), Condvar::new()),
+        changes: Default::default(),
         opts,
     })
 }

@@ -75,10 +75,17 @@ pub async fn range(State(st): State<Arc<AppState>>, headers: HeaderMap, p: Param
     let opts = request_opts(&st, &p)?;
     let query = p.get("query").to_string();
     check_query(&query)?;
+    // `nocache=1` (as in VictoriaMetrics) evaluates every step, e.g. to measure the engine.
+    let nocache = matches!(p.opt("nocache"), Some("1" | "true"));
     let store = st.store.clone();
     let body = blocking(move || {
-        let snap = store.snapshot();
-        let v = promql::range_query(&snap, tenant.as_deref(), &query, start, end, step, &opts)?;
+        let tenant = tenant.as_deref();
+        let v = if nocache {
+            promql::range_query(&store.snapshot(), tenant, &query, start, end, step, &opts)?
+        } else {
+            st.query_cache
+                .range_query(&store, tenant, &query, start, end, step, &opts)?
+        };
         Ok(render_success(&v))
     })
     .await?;

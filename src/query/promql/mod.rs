@@ -25,6 +25,7 @@
 
 mod aggregate;
 mod binary;
+mod cache;
 mod dialect;
 mod engine;
 mod functions;
@@ -40,6 +41,7 @@ use std::time::Duration;
 use promql_parser::parser::Expr;
 
 use crate::store::SeriesSource;
+pub use cache::{CacheStats, ResultCache};
 pub use value::{QueryValue, Series, VectorSample};
 
 /// Query errors, with the `errorType` Prometheus's HTTP API reports for them.
@@ -170,6 +172,13 @@ pub fn range_query(
     step_ms: i64,
     opts: &EngineOptions,
 ) -> Result<QueryValue, PromError> {
+    check_range(start_ms, end_ms, step_ms)?;
+    let expr = parse(query)?;
+    engine::exec_range(src, tenant, &expr, start_ms, end_ms, step_ms, opts)
+}
+
+/// The range parameters Prometheus rejects before parsing the query.
+fn check_range(start_ms: i64, end_ms: i64, step_ms: i64) -> Result<(), PromError> {
     if step_ms <= 0 {
         return Err(PromError::BadData(
             "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -184,8 +193,7 @@ pub fn range_query(
                 .into(),
         ));
     }
-    let expr = parse(query)?;
-    engine::exec_range(src, tenant, &expr, start_ms, end_ms, step_ms, opts)
+    Ok(())
 }
 
 /// Parses a query in the Prometheus 2.x dialect (see the module docs).

@@ -224,7 +224,9 @@ impl SeriesEval<'_> {
             F::Avg => each_window(&windows, pts, row, |lo, hi| Some(avg(&pts[lo..hi]))),
             _ => {
                 let mut sliding = SlidingSum::default();
-                each_window(&windows, pts, row, |lo, hi| self.window_value(pts, lo, hi, &mut sliding));
+                each_window(&windows, pts, row, |lo, hi| {
+                    self.window_value(pts, lo, hi, &mut sliding)
+                });
             }
         }
         true

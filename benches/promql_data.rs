@@ -114,6 +114,15 @@ pub fn load(series: usize, points: usize, start_s: i64, om: Option<&Path>, tally
     store.close().expect("close");
 }
 
+/// One more sample for each of the `series` × 2 series, as the `k`-th minute: the
+/// data a live dashboard sees arrive while it refreshes.
+pub fn next_minute(series: usize, k: usize) -> Vec<(Vec<(String, String)>, f64)> {
+    (0..series)
+        .map(|i| (metric_labels(i), metric_value(i, k)))
+        .chain((0..series).map(|i| (cost_labels(i), cost_value(i, k))))
+        .collect()
+}
+
 /// `name` from the environment as a number, else `default`.
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

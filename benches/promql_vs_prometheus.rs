@@ -11,6 +11,11 @@
 //! * live panel queries over the last 1 h (15 s step), `BENCH_LIVE_RUNS` (default 100)
 //!   each on tally (a tenth on Prometheus): p50 / p99.
 //!
+//! These ask tally with `nocache=1`: they measure the engine, every step evaluated.
+//! A last section measures what a refreshing Grafana panel costs with tally's result
+//! cache: the same live queries with `end` moving 15 s per refresh, while every series
+//! gets a new sample each minute through remote-write (not timed).
+//!
 //! Prints figures only; no assertions. Run: `benches/promql_vs_prometheus.sh`.
 
 #[path = "../tests/common/mod.rs"]
@@ -24,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use common::prometheus::{prometheus_tools, promtool_create_blocks, Prometheus};
 use common::{http_get, urlencode, TallyServer};
+use tally::ingest::remote_write::{encode_write_request, TimeSeries};
 
 fn timed(addr: &str, path: &str) -> (Duration, usize) {
     let t = Instant::now();
@@ -93,7 +99,7 @@ fn main() {
         "topk(10, sum by (tenant) (sum_over_time(cost[1h])))",
     ] {
         let path = format!(
-            "/api/v1/query_range?query={}&start={start}&end={end}&step=60",
+            "/api/v1/query_range?query={}&start={start}&end={end}&step=60&nocache=1",
             urlencode(q)
         );
         let mut med = Vec::new();
@@ -112,15 +118,9 @@ fn main() {
 
     println!("\n== live panel queries over the last 1h, 15s step ({live_runs} runs each)");
     let live_start = end - 3600;
-    for q in [
-        "sum by (tenant) (sum_over_time(cost[1m]))",
-        "sum by (tenant) (sum_over_time(cost[1h]))",
-        "sum by (sku) (sum_over_time(cost{tenant=~\"t0.*\"}[1m]))",
-        "topk(10, sum by (tenant) (sum_over_time(cost[1h])))",
-        "sum by (tenant) (rate(metric[5m]))",
-    ] {
+    for q in LIVE {
         let path = format!(
-            "/api/v1/query_range?query={}&start={live_start}&end={end}&step=15",
+            "/api/v1/query_range?query={}&start={live_start}&end={end}&step=15&nocache=1",
             urlencode(q)
         );
         for (name, addr) in &servers {
@@ -141,6 +141,77 @@ fn main() {
             );
         }
     }
-    let _ = tally.terminate();
     drop(prom);
+
+    println!(
+        "\n== live panels refreshing every 15s through tally's result cache, new sample per series each minute ({live_runs} refreshes each)"
+    );
+    let mut t_end = end;
+    let mut minute = points;
+    for q in LIVE {
+        let mut v = Vec::with_capacity(live_runs);
+        for r in 0..=live_runs {
+            t_end += 15;
+            if (t_end - end) % 60 == 0 {
+                remote_write(&tally.addr, series, minute, t_end);
+                minute += 1;
+            }
+            let path = format!(
+                "/api/v1/query_range?query={}&start={}&end={t_end}&step=15",
+                urlencode(q),
+                t_end - 3600
+            );
+            let d = timed(&tally.addr, &path).0;
+            // The first request of each query fills the cache.
+            if r > 0 {
+                v.push(d);
+            }
+        }
+        let p50 = pct(&mut v, 0.50);
+        let p99 = pct(&mut v, 0.99);
+        println!("     tally: p50 {:>8.2} ms  p99 {:>8.2} ms  {q}", ms(p50), ms(p99));
+    }
+    let metrics = http_get(&tally.addr, "/metrics").map(|r| r.body).unwrap_or_default();
+    for l in metrics.lines().filter(|l| l.starts_with("tally_query_cache_")) {
+        println!("  {l}");
+    }
+    let _ = tally.terminate();
+}
+
+/// The live panel queries.
+const LIVE: [&str; 5] = [
+    "sum by (tenant) (sum_over_time(cost[1m]))",
+    "sum by (tenant) (sum_over_time(cost[1h]))",
+    "sum by (sku) (sum_over_time(cost{tenant=~\"t0.*\"}[1m]))",
+    "topk(10, sum by (tenant) (sum_over_time(cost[1h])))",
+    "sum by (tenant) (rate(metric[5m]))",
+];
+
+/// One sample at `t_s` for every series, through `POST /api/v1/write`.
+fn remote_write(addr: &str, series: usize, minute: usize, t_s: i64) {
+    let ts: Vec<TimeSeries> = data::next_minute(series, minute)
+        .into_iter()
+        .map(|(labels, v)| TimeSeries {
+            labels,
+            samples: vec![(t_s * 1000, v)],
+        })
+        .collect();
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&encode_write_request(&ts))
+        .expect("snappy");
+    let r = common::http_with_headers(
+        "POST",
+        addr,
+        "/api/v1/write",
+        &[("Content-Encoding", "snappy")],
+        Some(("application/x-protobuf", &body)),
+    )
+    .expect("remote write");
+    if r.status != 204 {
+        eprintln!(
+            "remote write failed ({}): {}",
+            r.status,
+            &r.body[..r.body.len().min(300)]
+        );
+    }
 }

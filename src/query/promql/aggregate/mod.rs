@@ -164,9 +164,11 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
             }
             let g = match &last {
                 Some((l, g)) if std::ptr::eq(l.as_slice().as_ptr(), labels.as_slice().as_ptr()) => *g,
-                // A row of several steps is a whole series, which no other row repeats:
-                // memoizing its key would only cost a map entry.
-                _ if steps > 1 => keys.id(labels, |l| gid.compute(l)),
+                // A row of several steps is a whole series, which no other row repeats,
+                // and so is every row of a one-step evaluation (an instant query, or a
+                // cached range query's newest step): memoizing its key would only cost
+                // a label set and a map entry.
+                _ if steps > 1 || n == 1 => keys.id(labels, |l| gid.compute(l)),
                 _ => {
                     let g = gid.get(labels);
                     last = Some((labels.clone(), g));

@@ -13,8 +13,8 @@
 //!
 //! Not cached: queries with `@` (a step's value then depends on the query's range or
 //! a fixed time, not on its own time), results that are not matrices, and results
-//! larger than a quarter of the budget. The budget counts points; the least recently
-//! used entries go first.
+//! larger than a quarter of the budget. The budget counts points (and at most
+//! [`MAX_ENTRIES`] results); the least recently used entries go first.
 //!
 //! Invariant: a merged answer equals evaluating the whole range at once, because each
 //! step is evaluated independently of the others and reused steps saw no change in
@@ -33,6 +33,10 @@ use super::{check_range, parse, EngineOptions, PromError};
 use crate::store::{ChangeMark, ChangesSince, Store};
 
 const NANOS_PER_MILLI: i64 = 1_000_000;
+
+/// Most results kept, whatever their size: eviction scans the entries for the least
+/// recently used, so many tiny results must not make each insert slow.
+const MAX_ENTRIES: usize = 4096;
 
 /// How far from a step's time the samples it depends on can lie (ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,8 +212,10 @@ impl ResultCache {
         let expr = parse(query)?;
         let reach = match Reach::of(&expr, opts) {
             Some(r) if self.max_points > 0 => r,
-            _ => {
-                self.stats.uncacheable.fetch_add(1, Ordering::Relaxed);
+            other => {
+                if self.max_points > 0 && other.is_none() {
+                    self.stats.uncacheable.fetch_add(1, Ordering::Relaxed);
+                }
                 let snap = store.snapshot();
                 return engine::exec_range(&snap, tenant, &expr, start, end, step, opts);
             }
@@ -319,7 +325,7 @@ impl ResultCache {
         if points > self.max_points / 4 {
             return;
         }
-        while st.points + points > self.max_points {
+        while st.points + points > self.max_points || st.entries.len() >= MAX_ENTRIES {
             let Some(oldest) = st.entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone()) else {
                 break;
             };

@@ -226,3 +226,18 @@ fn at_modifier_queries_bypass_the_cache_and_budget_is_kept() {
     }
     assert!(cache.points() >= 90, "{}", cache.points());
 }
+
+#[test]
+fn entry_count_is_bounded_too() {
+    let (_dir, store) = open();
+    append(&store, "a", 0, 1.0);
+    let cache = ResultCache::new(1 << 30);
+    for i in 0..MAX_ENTRIES + 50 {
+        check(&cache, &store, &format!("m + {i}"), 0, 0, 15 * SEC).unwrap();
+    }
+    assert_eq!(cache.state.lock().entries.len(), MAX_ENTRIES);
+    // The most recent ones stayed.
+    let before = cache.stats.hits.load(Ordering::Relaxed);
+    check(&cache, &store, &format!("m + {}", MAX_ENTRIES + 49), 0, 0, 15 * SEC).unwrap();
+    assert_eq!(cache.stats.hits.load(Ordering::Relaxed), before + 1);
+}

@@ -12,6 +12,15 @@ use tally::store::{Store, StoreOptions, WriteBatch};
 
 const TENANTS: usize = 50;
 
+/// The live panel queries both benches time over the last hour.
+pub const LIVE: [&str; 5] = [
+    "sum by (tenant) (sum_over_time(cost[1m]))",
+    "sum by (tenant) (sum_over_time(cost[1h]))",
+    "sum by (sku) (sum_over_time(cost{tenant=~\"t0.*\"}[1m]))",
+    "topk(10, sum by (tenant) (sum_over_time(cost[1h])))",
+    "sum by (tenant) (rate(metric[5m]))",
+];
+
 pub fn metric_labels(i: usize) -> Vec<(String, String)> {
     vec![
         ("__name__".into(), "metric".into()),

@@ -13,7 +13,7 @@
 #[path = "promql_data.rs"]
 mod data;
 
-use data::{env_usize, ms, pct};
+use data::{env_usize, ms, pct, LIVE};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,15 +35,6 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
-
-/// The live panel queries (also in `promql_vs_prometheus`).
-const LIVE: [&str; 5] = [
-    "sum by (tenant) (sum_over_time(cost[1m]))",
-    "sum by (tenant) (sum_over_time(cost[1h]))",
-    "sum by (sku) (sum_over_time(cost{tenant=~\"t0.*\"}[1m]))",
-    "topk(10, sum by (tenant) (sum_over_time(cost[1h])))",
-    "sum by (tenant) (rate(metric[5m]))",
-];
 
 fn points_of(v: &QueryValue) -> usize {
     match v {

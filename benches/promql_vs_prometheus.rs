@@ -23,7 +23,7 @@ mod common;
 #[path = "promql_data.rs"]
 mod data;
 
-use data::{env_usize, ms, pct};
+use data::{env_usize, ms, pct, LIVE};
 
 use std::time::{Duration, Instant};
 
@@ -177,15 +177,6 @@ fn main() {
     }
     let _ = tally.terminate();
 }
-
-/// The live panel queries.
-const LIVE: [&str; 5] = [
-    "sum by (tenant) (sum_over_time(cost[1m]))",
-    "sum by (tenant) (sum_over_time(cost[1h]))",
-    "sum by (sku) (sum_over_time(cost{tenant=~\"t0.*\"}[1m]))",
-    "topk(10, sum by (tenant) (sum_over_time(cost[1h])))",
-    "sum by (tenant) (rate(metric[5m]))",
-];
 
 /// One sample at `t_s` for every series, through `POST /api/v1/write`.
 fn remote_write(addr: &str, series: usize, minute: usize, t_s: i64) {

@@ -16,6 +16,17 @@ fn event(id: &str, tenant: &str, sku: &str, value: &str, extra: &str) -> String 
     )
 }
 
+/// A server without Kafka: only the HTTP ingest paths.
+fn http_only(price_book: Option<&std::path::Path>) -> TallyOpts<'_> {
+    TallyOpts {
+        brokers: None,
+        topics: &[],
+        group: "",
+        price_book,
+        extra: &[],
+    }
+}
+
 fn post_ndjson(t: &Tally, body: &str) -> serde_json::Value {
     let (status, resp) = t
         .http("POST", "/api/v1/ingest", body.as_bytes(), &[])
@@ -29,13 +40,7 @@ fn http_ndjson_push_validates_prices_and_dedups_across_crash() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let prices = write_price_book(tmp.path());
     let data = tmp.path().join("data");
-    let opts = TallyOpts {
-        brokers: None,
-        topics: &[],
-        group: "",
-        price_book: Some(&prices),
-        extra: &[],
-    };
+    let opts = http_only(Some(&prices));
     let mut t = Tally::start(&data, &opts);
     let body = [
         event("e1", "acme", "compute.m5.large", "2.5", ""), // 2.5 h × 0.096 = 0.24
@@ -101,13 +106,7 @@ fn http_ndjson_push_validates_prices_and_dedups_across_crash() {
 fn http_remote_write_stores_gauges_per_tenant() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    let opts = TallyOpts {
-        brokers: None,
-        topics: &[],
-        group: "",
-        price_book: None,
-        extra: &[],
-    };
+    let opts = http_only(None);
     let mut t = Tally::start(&data, &opts);
     let now_ms = now_ns() / 1_000_000;
     let series = vec![
@@ -160,13 +159,7 @@ fn http_remote_write_stores_gauges_per_tenant() {
 #[test]
 fn range_query_cache_sees_pushed_and_late_events() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let opts = TallyOpts {
-        brokers: None,
-        topics: &[],
-        group: "",
-        price_book: None,
-        extra: &[],
-    };
+    let opts = http_only(None);
     let t = Tally::start(&tmp.path().join("data"), &opts);
     let now_s = now_ns() / 1_000_000_000 / 15 * 15;
     let push = |id: &str, ts_s: i64, value: u32| {

@@ -149,6 +149,8 @@ impl Inner {
             }
         }
         let w = &mut *w;
+        // The earliest sample of the batch, for the change log.
+        let mut batch_min = i64::MAX;
         encode_batch(
             &defs,
             prepared
@@ -170,9 +172,13 @@ impl Inner {
             let mut head = w.head.write();
             for p in &prepared {
                 let (ts, vals) = (&all_ts[p.range.clone()], &all_vals[p.range.clone()]);
+                let bounds = ts.iter().min().zip(ts.iter().max());
+                if let Some((&lo, _)) = bounds {
+                    batch_min = batch_min.min(lo);
+                }
                 if let Some(e) = index.get(p.id) {
-                    if let (Some(lo), Some(hi)) = (ts.iter().min(), ts.iter().max()) {
-                        e.observe(*lo, *hi);
+                    if let Some((&lo, &hi)) = bounds {
+                        e.observe(lo, hi);
                     }
                     out.replaced += head.append(p.id, e.kind, ts, vals);
                 }
@@ -184,8 +190,8 @@ impl Inner {
         }
         // Readable now: a reader's mark taken from here on sees it, one taken before
         // learns of it from the log.
-        if let Some(&min_ts) = all_ts.iter().min() {
-            self.changes.appended(min_ts);
+        if batch_min != i64::MAX {
+            self.changes.appended(batch_min);
         }
         for (s, p) in positions {
             match w.positions.get_mut(s) {

@@ -354,41 +354,35 @@ fn write_query_value(out: &mut String, v: &QueryValue) {
             write_str(out, s);
             out.push(']');
         }
-        QueryValue::Vector(vs) => {
-            out.push('[');
-            for (i, s) in vs.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"metric":"#);
-                write_labels(out, &s.labels);
-                out.push_str(r#","value":"#);
-                write_point(out, s.t, s.v);
-                out.push('}');
-            }
-            out.push(']');
-        }
-        QueryValue::Matrix(ss) => {
-            out.push('[');
-            for (i, s) in ss.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"metric":"#);
-                write_labels(out, &s.labels);
-                out.push_str(r#","values":["#);
-                for (j, (t, v)) in s.points.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
-                    }
-                    write_point(out, *t, *v);
-                }
-                out.push_str("]}");
-            }
-            out.push(']');
-        }
+        QueryValue::Vector(vs) => write_list(out, vs, |out, s| {
+            out.push_str(r#"{"metric":"#);
+            write_labels(out, &s.labels);
+            out.push_str(r#","value":"#);
+            write_point(out, s.t, s.v);
+            out.push('}');
+        }),
+        QueryValue::Matrix(ss) => write_list(out, ss, |out, s| {
+            out.push_str(r#"{"metric":"#);
+            write_labels(out, &s.labels);
+            out.push_str(r#","values":"#);
+            write_list(out, &s.points, |out, &(t, v)| write_point(out, t, v));
+            out.push('}');
+        }),
     }
     out.push('}');
+}
+
+/// `[item,item,...]`, each written by `item`.
+#[inline]
+fn write_list<T>(out: &mut String, items: impl IntoIterator<Item = T>, mut item: impl FnMut(&mut String, T)) {
+    out.push('[');
+    for (i, x) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        item(out, x);
+    }
+    out.push(']');
 }
 
 #[cfg(test)]

@@ -56,7 +56,8 @@ pub(crate) fn extrapolated_rate_hinted(
         return None;
     }
     let result = change(w, is_counter, no_resets);
-    Some(extrapolate(
+    Some(extrapolate_at(
+        None,
         result,
         w,
         range_start,
@@ -92,23 +93,9 @@ pub(crate) fn change(w: &[(i64, f64)], is_counter: bool, no_resets: bool) -> f64
 /// The change `result` over `w` (at least two points) extrapolated to the window
 /// `[range_start, range_end]`, per second when `is_rate`. A window's change does not
 /// depend on the step, so callers evaluating several steps over the same points
-/// compute it once ([`change`]) and extrapolate it per step.
-#[inline]
-pub(crate) fn extrapolate(
-    result: f64,
-    w: &[(i64, f64)],
-    range_start: i64,
-    range_end: i64,
-    is_counter: bool,
-    is_rate: bool,
-    secs: &mut RateSecs,
-) -> f64 {
-    extrapolate_at(None, result, w, range_start, range_end, is_counter, is_rate, secs)
-}
-
-/// [`extrapolate`] at evaluation step `step`, when known: series sampled at the same
-/// times have the same window geometry at the same step, so the geometry is looked up
-/// by step first ([`RateSecs::get_at`]).
+/// compute it once ([`change`]) and extrapolate it per step. `step` is the evaluation
+/// step when known: series sampled at the same times have the same window geometry at
+/// the same step, so the geometry is looked up by step first ([`RateSecs::get_at`]).
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn extrapolate_at(

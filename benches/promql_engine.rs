@@ -6,7 +6,8 @@
 //! `BENCH_LIVE_RUNS` (100), `BENCH_DATA_DIR` (keep and reuse the loaded store there;
 //! default: a temporary directory), `BENCH_ONLY` (run only queries containing this),
 //! `BENCH_THREADS` (threads per query, default 0 = all cores; 1 measures CPU cost),
-//! `BENCH_QUERY` (one more live query, e.g. a tiny one for per-query fixed costs).
+//! `BENCH_QUERY` (one more live query, e.g. a tiny one for per-query fixed costs),
+//! `BENCH_NO_REFRESH` (set: skip the refreshing-panel section, for profiling the engine).
 //!
 //! Prints figures only; no assertions. Run: `cargo bench --bench promql_engine`.
 
@@ -151,6 +152,9 @@ fn main() {
         );
     }
 
+    if std::env::var_os("BENCH_NO_REFRESH").is_some() {
+        return;
+    }
     // A dashboard refreshing every 15 s through the result cache while every series
     // gets a new sample each minute (appended between refreshes, not timed): what a
     // live panel costs once its first answer is cached. It runs on a copy of the data

@@ -12,11 +12,15 @@
 //! threads or their timing.
 //!
 //! Scheme: the listed series are cut into *parts* of consecutive series; threads claim
-//! parts in order, compute their rows into a part buffer, and deposit it. Whoever
-//! deposits a part folds every deposited part that is next in order into the consumer
-//! (under a lock, which serializes the consumer). A thread does not start a part more
-//! than `2 × threads` parts ahead of the next one to fold, which bounds the rows held
-//! in memory; the thread holding the next part to fold never waits, so no deadlock.
+//! parts in order, compute their rows into a part buffer, and deposit it. Folding into
+//! the consumer is *combined*: a depositor that finds the consumer free becomes the
+//! folder and folds every deposited part that is next in order; one that finds it busy
+//! goes back to computing, and the folder, after letting go of the consumer, looks
+//! once more for a part deposited meanwhile. So no thread ever waits for another's
+//! fold (the consumer is serial, but it overlaps the other threads' computing). A
+//! thread does not start a part more than `2 × threads` parts ahead of the next one to
+//! fold, which bounds the rows held in memory; the thread holding the next part to fold
+//! never waits, so no deadlock.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -197,28 +201,57 @@ impl Part {
     }
 }
 
-/// Deposited parts and the consumer, behind the lock.
-struct Merge<'k, 's> {
-    /// Parts `0..consumed` have been folded into `sink`.
+/// Deposited parts and fold progress, behind a lock held only briefly.
+#[derive(Default)]
+struct Pending {
+    /// Parts `0..consumed` have been folded into the consumer.
     consumed: usize,
-    pending: BTreeMap<usize, Part>,
+    parts: BTreeMap<usize, Part>,
     /// Folded parts, reused for their buffers.
     free: Vec<Part>,
-    sink: &'k mut RowSink<'s>,
     failed: Option<PromError>,
 }
 
-impl Merge<'_, '_> {
-    fn drain(&mut self) {
-        while self.failed.is_none() {
-            let Some(p) = self.pending.remove(&self.consumed) else {
-                break;
-            };
-            let r = p.emit(self.sink);
-            self.consumed += 1;
-            self.free.push(p);
-            if let Err(e) = r {
-                self.failed = Some(e);
+/// The shared state of a parallel row evaluation: the pending parts, and the consumer
+/// behind a lock of its own, held by whichever thread is folding.
+struct Fold<'k, 's> {
+    pending: Mutex<Pending>,
+    consumer: Mutex<&'k mut RowSink<'s>>,
+    progress: Condvar,
+}
+
+impl Fold<'_, '_> {
+    /// Deposits computed part `j`, then folds every part next in order unless another
+    /// thread is folding (see the module doc: that thread will see part `j`).
+    fn deposit(&self, j: usize, part: Part) {
+        self.pending.lock().parts.insert(j, part);
+        // A failed `try_lock` means the holder is folding; it looks for deposited parts
+        // again after unlocking, and part `j` went in before this attempt failed.
+        while let Some(mut sink) = self.consumer.try_lock() {
+            loop {
+                let next = {
+                    let mut p = self.pending.lock();
+                    if p.failed.is_some() {
+                        None
+                    } else {
+                        let c = p.consumed;
+                        p.parts.remove(&c)
+                    }
+                };
+                let Some(part) = next else { break };
+                let r = part.emit(&mut **sink);
+                let mut p = self.pending.lock();
+                p.consumed += 1;
+                p.free.push(part);
+                if let Err(e) = r {
+                    p.failed = Some(e);
+                }
+                self.progress.notify_all();
+            }
+            drop(sink);
+            let p = self.pending.lock();
+            if p.failed.is_some() || !p.parts.contains_key(&p.consumed) {
+                return;
             }
         }
     }
@@ -321,14 +354,11 @@ impl Ctx<'_> {
         let parts = n.div_ceil(part_len);
         let ahead = 2 * threads;
         let claim = AtomicUsize::new(0);
-        let merge = Mutex::new(Merge {
-            consumed: 0,
-            pending: BTreeMap::new(),
-            free: Vec::new(),
-            sink,
-            failed: None,
-        });
-        let progress = Condvar::new();
+        let fold = Fold {
+            pending: Mutex::new(Pending::default()),
+            consumer: Mutex::new(sink),
+            progress: Condvar::new(),
+        };
         let work = || {
             let mut ld = Loader::default();
             let mut scratch = Scratch::default();
@@ -338,16 +368,16 @@ impl Ctx<'_> {
                     return;
                 }
                 let mut part = {
-                    let mut m = merge.lock();
-                    // The thread holding part `m.consumed` never waits here (j ==
+                    let mut p = fold.pending.lock();
+                    // The thread holding part `p.consumed` never waits here (j ==
                     // consumed < consumed + ahead), so folding always progresses.
-                    while m.failed.is_none() && j >= m.consumed + ahead {
-                        progress.wait(&mut m);
+                    while p.failed.is_none() && j >= p.consumed + ahead {
+                        fold.progress.wait(&mut p);
                     }
-                    if m.failed.is_some() {
+                    if p.failed.is_some() {
                         return;
                     }
-                    m.free.pop().unwrap_or_default()
+                    p.free.pop().unwrap_or_default()
                 };
                 part.clear();
                 let lo = j * part_len;
@@ -367,11 +397,8 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                let mut m = merge.lock();
-                m.pending.insert(j, part);
-                m.drain();
-                progress.notify_all();
-                if m.failed.is_some() {
+                fold.deposit(j, part);
+                if fold.pending.lock().failed.is_some() {
                     return;
                 }
             }
@@ -382,16 +409,16 @@ impl Ctx<'_> {
             }
             work();
         });
-        let m = merge.into_inner();
-        if let Some(e) = m.failed {
+        let p = fold.pending.into_inner();
+        if let Some(e) = p.failed {
             return Err(e);
         }
-        if m.consumed != parts {
+        if p.consumed != parts {
             // Unreachable: every part is claimed, computed and deposited unless a part
-            // failed, and deposited parts are folded in order.
+            // failed, and deposited parts are folded in order (see `Fold::deposit`).
             return Err(PromError::Execution(format!(
                 "internal error: {} of {parts} series parts evaluated",
-                m.consumed
+                p.consumed
             )));
         }
         Ok(())

@@ -29,7 +29,7 @@ use parking_lot::{Condvar, Mutex};
 use promql_parser::parser::VectorSelector;
 
 use super::engine::Ctx;
-use super::functions::RateSecs;
+use super::functions::{RateSecs, WindowMemo};
 use super::PromError;
 use crate::model::Labels;
 use crate::store::{ScanBuf, ScanItem, SelectRequest};
@@ -147,6 +147,7 @@ pub(crate) struct Scratch {
 #[derive(Default)]
 pub(crate) struct FnMemo {
     pub rate: RateSecs,
+    pub windows: WindowMemo,
 }
 
 /// Read and conversion buffers of one thread.

@@ -16,6 +16,7 @@ mod rate;
 mod window;
 
 pub(crate) use rate::{extrapolated_rate, RateSecs};
+pub(crate) use window::WindowMemo;
 
 use promql_parser::parser::{Call, Expr};
 

@@ -8,7 +8,7 @@ use promql_parser::parser::Expr;
 
 use super::histogram::quantile;
 use super::rate::{change, extrapolate_at, extrapolated_rate, extrapolated_rate_hinted, RateSecs, ResetCursor};
-use super::window::{LinearWindows, SlidingSum, WindowCursor};
+use super::window::{LinearWindows, SlidingSum, Window, WindowCursor, WindowMemo};
 use super::{absent_labels, arg};
 use crate::model::Labels;
 use crate::query::promql::engine::{dup_labelset, unparen, Ctx, Range, RangeSpec};
@@ -189,8 +189,8 @@ impl SeriesEval<'_> {
     ) -> Result<OutLabels, PromError> {
         let before = row.len();
         let runs = match self.f {
-            F::Rate | F::Increase | F::Delta => self.rate_runs(pts, spec, &mut memo.rate, row),
-            _ => self.window_only() && self.window_runs(pts, spec, row),
+            F::Rate | F::Increase | F::Delta => self.rate_runs(pts, spec, memo, row),
+            _ => self.window_only() && self.window_runs(pts, spec, &mut memo.windows, row),
         };
         if !runs {
             self.per_step(pts, spec, &mut memo.rate, row)?;
@@ -206,27 +206,26 @@ impl SeriesEval<'_> {
     /// as one run. Returns `false` (nothing appended) when the window ends are not
     /// linear. Gives exactly the per-step values: the same windows, asked in the same
     /// order.
-    fn window_runs(&self, pts: &[(i64, f64)], spec: &RangeSpec, row: &mut Row) -> bool {
+    fn window_runs(&self, pts: &[(i64, f64)], spec: &RangeSpec, memo: &mut WindowMemo, row: &mut Row) -> bool {
         let Some(windows) = LinearWindows::new(spec, self.rng) else {
             return false;
         };
+        let windows = windows.windows(pts, memo);
         // The common live-panel functions get a loop of their own: the value is then
         // inlined into the window walk instead of a call and a jump table per window.
         // Each closure computes exactly what `window_value` does for its function.
         match self.f {
             F::Sum => {
                 let mut sliding = SlidingSum::default();
-                each_window(&windows, pts, row, |lo, hi| Some(sliding.sum(pts, lo, hi)));
+                each_window(windows, row, |lo, hi| Some(sliding.sum(pts, lo, hi)));
             }
-            F::Count => each_window(&windows, pts, row, |lo, hi| Some((hi - lo) as f64)),
-            F::Last => each_window(&windows, pts, row, |_, hi| Some(pts[hi - 1].1)),
-            F::Present => each_window(&windows, pts, row, |_, _| Some(1.0)),
-            F::Avg => each_window(&windows, pts, row, |lo, hi| Some(avg(&pts[lo..hi]))),
+            F::Count => each_window(windows, row, |lo, hi| Some((hi - lo) as f64)),
+            F::Last => each_window(windows, row, |_, hi| Some(pts[hi - 1].1)),
+            F::Present => each_window(windows, row, |_, _| Some(1.0)),
+            F::Avg => each_window(windows, row, |lo, hi| Some(avg(&pts[lo..hi]))),
             _ => {
                 let mut sliding = SlidingSum::default();
-                each_window(&windows, pts, row, |lo, hi| {
-                    self.window_value(pts, lo, hi, &mut sliding)
-                });
+                each_window(windows, row, |lo, hi| self.window_value(pts, lo, hi, &mut sliding));
             }
         }
         true
@@ -236,16 +235,17 @@ impl SeriesEval<'_> {
     /// (and the counter-reset scan) once per window, the extrapolation to each step's
     /// window bounds per step. Bit-identical to [`extrapolated_rate_hinted`] per step.
     /// Returns `false` (nothing appended) when the window ends are not linear.
-    fn rate_runs(&self, pts: &[(i64, f64)], spec: &RangeSpec, secs: &mut RateSecs, row: &mut Row) -> bool {
+    fn rate_runs(&self, pts: &[(i64, f64)], spec: &RangeSpec, memo: &mut FnMemo, row: &mut Row) -> bool {
         let Some(windows) = LinearWindows::new(spec, self.rng) else {
             return false;
         };
         let is_counter = self.f != F::Delta;
         let is_rate = self.f == F::Rate;
         let mut resets = ResetCursor::default();
-        windows.for_each(pts, |i, j, lo, hi, e| {
+        let secs = &mut memo.rate;
+        for &Window { i, j, lo, hi, e } in windows.windows(pts, &mut memo.windows) {
             if hi - lo < 2 {
-                return;
+                continue;
             }
             let w = &pts[lo..hi];
             let no_resets = is_counter && !resets.any(pts, lo, hi);
@@ -257,7 +257,7 @@ impl SeriesEval<'_> {
                 row.push(k, v);
                 end = end.saturating_add(self.rng.step);
             }
-        });
+        }
         true
     }
 
@@ -360,17 +360,12 @@ impl SeriesEval<'_> {
 
 /// Pushes `value(lo, hi)` for each distinct non-empty window of `windows` as one run.
 #[inline(always)]
-fn each_window(
-    windows: &LinearWindows,
-    pts: &[(i64, f64)],
-    row: &mut Row,
-    mut value: impl FnMut(usize, usize) -> Option<f64>,
-) {
-    windows.for_each(pts, |i, j, lo, hi, _| {
-        if let Some(v) = value(lo, hi) {
-            row.push_run(i, j, v);
+fn each_window(windows: &[Window], row: &mut Row, mut value: impl FnMut(usize, usize) -> Option<f64>) {
+    for w in windows {
+        if let Some(v) = value(w.lo, w.hi) {
+            row.push_run(w.i, w.j, v);
         }
-    });
+    }
 }
 
 /// `irate`/`idelta`: from the last two samples only.

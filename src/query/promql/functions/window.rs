@@ -16,7 +16,7 @@ use crate::query::promql::engine::{Range, RangeSpec};
 /// same points are found by comparing times instead of evaluating each step: a
 /// window changes only at the first step whose end reaches the next point or whose
 /// start passes its first point.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct LinearWindows {
     e0: i64,
     step: i64,
@@ -77,6 +77,48 @@ impl LinearWindows {
             }
             (i, e) = (j, ej);
         }
+    }
+}
+
+/// One distinct window yielded by [`LinearWindows::for_each`]: steps `i..j` see the
+/// points `lo..hi`, and `e` is step `i`'s window end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Window {
+    pub i: usize,
+    pub j: usize,
+    pub lo: usize,
+    pub hi: usize,
+    pub e: i64,
+}
+
+/// The windows of the last series a thread evaluated, with the timestamps they were
+/// found from. Series written together usually share their timestamps (an exporter's
+/// hourly usage, a scrape of many series, a backfill): their windows are then the
+/// same, and comparing the timestamps costs a few instructions a point where walking
+/// the windows costs a few tens a window.
+#[derive(Debug, Default)]
+pub(crate) struct WindowMemo {
+    of: Option<LinearWindows>,
+    times: Vec<i64>,
+    windows: Vec<Window>,
+}
+
+impl LinearWindows {
+    /// The windows [`for_each`](Self::for_each) yields for `pts`, in order; taken from
+    /// `memo` when it holds those of the same windows over the same timestamps.
+    pub fn windows<'m>(&self, pts: &[(i64, f64)], memo: &'m mut WindowMemo) -> &'m [Window] {
+        let same = memo.of == Some(*self)
+            && memo.times.len() == pts.len()
+            && memo.times.iter().zip(pts).all(|(t, p)| *t == p.0);
+        if !same {
+            memo.of = Some(*self);
+            memo.times.clear();
+            memo.times.extend(pts.iter().map(|p| p.0));
+            let out = &mut memo.windows;
+            out.clear();
+            self.for_each(pts, |i, j, lo, hi, e| out.push(Window { i, j, lo, hi, e }));
+        }
+        &memo.windows
     }
 }
 
@@ -318,6 +360,41 @@ mod tests {
         }
         // After the non-finite values left, the sliding sum is exact again.
         assert_eq!(s.sum(&p, 79, 99), 20.0);
+    }
+
+    fn walked(w: &LinearWindows, p: &[(i64, f64)]) -> Vec<Window> {
+        let mut out = Vec::new();
+        w.for_each(p, |i, j, lo, hi, e| out.push(Window { i, j, lo, hi, e }));
+        out
+    }
+
+    proptest::proptest! {
+        /// A sequence of series, each either repeating an earlier one's timestamps or
+        /// not (a shifted, shortened or lengthened copy), asked of one memo under one or
+        /// two window geometries: the memo always gives exactly the windows walked afresh.
+        #[test]
+        fn memoized_windows_equal_walked_ones(
+            base in proptest::collection::vec(1i64..90, 1..120),
+            series in proptest::collection::vec((0usize..4, 0usize..2), 1..12),
+        ) {
+            let times: Vec<i64> = base.iter().scan(0i64, |t, d| { *t += d; Some(*t) }).collect();
+            let geometries = [
+                LinearWindows { e0: 100, step: 15, range: 60, n: 300 },
+                LinearWindows { e0: 0, step: 7, range: 200, n: 900 },
+            ];
+            let mut memo = WindowMemo::default();
+            for (shape, g) in series {
+                let p: Vec<(i64, f64)> = match shape {
+                    0 => times.iter().map(|&t| (t, 1.0)).collect(),
+                    1 => times.iter().map(|&t| (t + 1, 2.0)).collect(),
+                    2 => times[..times.len() / 2].iter().map(|&t| (t, 3.0)).collect(),
+                    _ => times.iter().chain(&[i64::MAX / 4]).map(|&t| (t, 4.0)).collect(),
+                };
+                let w = geometries[g];
+                let want = walked(&w, &p);
+                proptest::prop_assert_eq!(w.windows(&p, &mut memo), &want[..]);
+            }
+        }
     }
 
     #[test]

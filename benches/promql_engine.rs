@@ -7,7 +7,8 @@
 //! default: a temporary directory), `BENCH_ONLY` (run only queries containing this),
 //! `BENCH_THREADS` (threads per query, default 0 = all cores; 1 measures CPU cost),
 //! `BENCH_QUERY` (one more live query, e.g. a tiny one for per-query fixed costs),
-//! `BENCH_NO_REFRESH` (set: skip the refreshing-panel section, for profiling the engine).
+//! `BENCH_NO_REFRESH` / `BENCH_NO_RANGE` (set: skip the refreshing-panel / 24 h range
+//! section, for profiling the live queries alone).
 //!
 //! Prints figures only; no assertions. Run: `cargo bench --bench promql_engine`.
 
@@ -123,7 +124,7 @@ fn main() {
         "sum by (tenant) (rate(metric[5m]))",
         "topk(10, sum by (tenant) (sum_over_time(cost[1h])))",
     ] {
-        if !q.contains(&only) {
+        if !q.contains(&only) || std::env::var_os("BENCH_NO_RANGE").is_some() {
             continue;
         }
         let (_, n) = run(q, start, end, 60);

@@ -173,7 +173,7 @@ pub(crate) struct SlidingSum {
 impl SlidingSum {
     /// The sum of the values of `pts[lo..hi]`; windows must be asked for with
     /// non-decreasing `lo` and `hi` (as [`WindowCursor`] yields them).
-    #[inline]
+    #[inline(always)]
     pub fn sum(&mut self, pts: &[(i64, f64)], lo: usize, hi: usize) -> f64 {
         if hi - lo < DIRECT_MAX {
             return kahan_sum(pts[lo..hi].iter().map(|p| p.1));

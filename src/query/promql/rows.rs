@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::{Condvar, Mutex};
 use promql_parser::parser::VectorSelector;
 
-use super::engine::Ctx;
+use super::engine::{Ctx, LocalSamples};
 use super::functions::{RateSecs, WindowMemo};
 use super::PromError;
 use crate::model::Labels;
@@ -156,6 +156,7 @@ struct Loader {
     buf: ScanBuf,
     ts: Vec<i64>,
     vals: Vec<f64>,
+    samples: LocalSamples,
 }
 
 /// Most row values (steps × series) one part may hold: bounds the memory of parts in
@@ -312,7 +313,7 @@ impl Ctx<'_> {
                     sink(RowLabels { labels: &l, drop_name }, &row.runs)?;
                 }
             }
-            return Ok(());
+            return self.flush_samples(&mut ld.samples);
         }
         self.rows_parallel(&req, &items, threads, steps, per, sink)
     }
@@ -333,7 +334,7 @@ impl Ctx<'_> {
         let Some(view) = self.src.read_item(req, item, &mut ld.buf).map_err(storage)? else {
             return Ok(None);
         };
-        self.load_view(&view, &mut ld.ts, &mut ld.vals)?;
+        self.load_view_local(&view, &mut ld.ts, &mut ld.vals, &mut ld.samples)?;
         per(&item.labels, &ld.ts, &ld.vals, scratch, row)
     }
 
@@ -397,6 +398,9 @@ impl Ctx<'_> {
                             break;
                         }
                     }
+                }
+                if let Err(e) = self.flush_samples(&mut ld.samples) {
+                    part.err.get_or_insert(e);
                 }
                 fold.deposit(j, part);
                 if fold.pending.lock().failed.is_some() {

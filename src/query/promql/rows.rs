@@ -29,7 +29,7 @@ use parking_lot::{Condvar, Mutex};
 use promql_parser::parser::VectorSelector;
 
 use super::engine::{Ctx, LocalSamples};
-use super::functions::{RateSecs, WindowMemo};
+use super::functions::{RatePlan, RateSecs, WindowMemo};
 use super::PromError;
 use crate::model::Labels;
 use crate::store::{ScanBuf, ScanItem, SelectRequest};
@@ -147,6 +147,7 @@ pub(crate) struct Scratch {
 #[derive(Default)]
 pub(crate) struct FnMemo {
     pub rate: RateSecs,
+    pub rate_plan: RatePlan,
     pub windows: WindowMemo,
 }
 

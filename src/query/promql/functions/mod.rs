@@ -15,7 +15,7 @@ mod range;
 mod rate;
 mod window;
 
-pub(crate) use rate::{extrapolated_rate, RateSecs};
+pub(crate) use rate::{extrapolated_rate, RatePlan, RateSecs};
 pub(crate) use window::WindowMemo;
 
 use promql_parser::parser::{Call, Expr};

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use promql_parser::parser::Expr;
 
 use super::histogram::quantile;
-use super::rate::{change, extrapolate_at, extrapolated_rate, extrapolated_rate_hinted, RateSecs, ResetCursor};
+use super::rate::{change, extrapolated_rate, extrapolated_rate_hinted, RateSecs, ResetCursor};
 use super::window::{LinearWindows, SlidingSum, Window, WindowCursor, WindowMemo};
 use super::{absent_labels, arg};
 use crate::model::Labels;
@@ -210,7 +210,7 @@ impl SeriesEval<'_> {
         let Some(windows) = LinearWindows::new(spec, self.rng) else {
             return false;
         };
-        let windows = windows.windows(pts, memo);
+        let (windows, _) = windows.windows(pts, memo);
         // The common live-panel functions get a loop of their own: the value is then
         // inlined into the window walk instead of a call and a jump table per window.
         // Each closure computes exactly what `window_value` does for its function.
@@ -252,20 +252,29 @@ impl SeriesEval<'_> {
         let is_counter = self.f != F::Delta;
         let is_rate = self.f == F::Rate;
         let mut resets = ResetCursor::default();
-        let secs = &mut memo.rate;
-        for &Window { i, j, lo, hi, e } in windows.windows(pts, &mut memo.windows) {
+        let (windows, generation) = windows.windows(pts, &mut memo.windows);
+        let plan = &mut memo.rate_plan;
+        let n = self.rng.len();
+        plan.prepare(
+            generation,
+            windows,
+            pts,
+            spec.range,
+            self.rng.step,
+            n,
+            is_rate,
+            &mut memo.rate,
+        );
+        for &Window { i, j, lo, hi, .. } in windows {
             if hi - lo < 2 {
                 continue;
             }
             let w = &pts[lo..hi];
             let no_resets = is_counter && !resets.any(pts, lo, hi);
             let result = change(w, is_counter, no_resets);
-            let mut end = e;
+            let first = w[0].1;
             for k in i..j {
-                // `end` is step `k`'s window end, exact (see `LinearWindows`).
-                let v = extrapolate_at(Some(k), result, w, end - spec.range, end, is_counter, is_rate, secs);
-                row.push(k, v);
-                end = end.saturating_add(self.rng.step);
+                row.push(k, plan.extrapolate(k, result, first, is_counter, is_rate));
             }
         }
         true

@@ -4,6 +4,8 @@
 
 use std::cmp::Ordering;
 
+use super::window::Window;
+
 /// Finds whether a window holds a counter reset (a sample below its predecessor; never
 /// with NaN) without scanning it at every step: `next` is the first reset at or after
 /// the last asked window's `lo + 1`, and both only move forward, so a series costs one
@@ -57,7 +59,6 @@ pub(crate) fn extrapolated_rate_hinted(
     }
     let result = change(w, is_counter, no_resets);
     Some(extrapolate_at(
-        None,
         result,
         w,
         range_start,
@@ -93,13 +94,10 @@ pub(crate) fn change(w: &[(i64, f64)], is_counter: bool, no_resets: bool) -> f64
 /// The change `result` over `w` (at least two points) extrapolated to the window
 /// `[range_start, range_end]`, per second when `is_rate`. A window's change does not
 /// depend on the step, so callers evaluating several steps over the same points
-/// compute it once ([`change`]) and extrapolate it per step. `step` is the evaluation
-/// step when known: series sampled at the same times have the same window geometry at
-/// the same step, so the geometry is looked up by step first ([`RateSecs::get_at`]).
+/// compute it once ([`change`]) and extrapolate it per step (over many series sampled
+/// at the same times, [`RatePlan`] does it with the geometry looked up once per step).
 #[inline]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn extrapolate_at(
-    step: Option<usize>,
+fn extrapolate_at(
     result: f64,
     w: &[(i64, f64)],
     range_start: i64,
@@ -117,10 +115,14 @@ pub(crate) fn extrapolate_at(
         range_ms: range_end - range_start,
         is_rate,
     };
-    let g = match step {
-        Some(k) => secs.get_at(k, &key),
-        None => secs.get(&key),
-    };
+    let g = secs.get(&key);
+    apply_geometry(result, first.1, g, is_counter, is_rate)
+}
+
+/// The change `result` over a window whose first value is `first` and whose
+/// geometry is `g`, extrapolated (the end of [`extrapolate_at`]).
+#[inline(always)]
+fn apply_geometry(result: f64, first: f64, g: &Geometry, is_counter: bool, is_rate: bool) -> f64 {
     // The zero point of a counter can only shorten the extrapolation towards the
     // start: `to_zero < duration_to_start`. That needs a division per step unless
     // `first.1` is clearly large: if first / result >= 2 d / s (d = duration to start,
@@ -129,10 +131,10 @@ pub(crate) fn extrapolate_at(
     // product, so skipping the division changes nothing.
     if is_counter
         && result > 0.0
-        && first.1 >= 0.0
-        && first.1.partial_cmp(&(result * g.k * (1.0 + 1e-9))) != Some(Ordering::Greater)
+        && first >= 0.0
+        && first.partial_cmp(&(result * g.k * (1.0 + 1e-9))) != Some(Ordering::Greater)
     {
-        if let Some(v) = from_zero(result, first.1, g, is_rate) {
+        if let Some(v) = from_zero(result, first, g, is_rate) {
             return v;
         }
     }
@@ -218,6 +220,73 @@ impl Geometry {
     }
 }
 
+/// The geometry of every step of one set of windows over one set of timestamps (see
+/// [`WindowMemo`](super::window::WindowMemo)): series sampled at the same times share
+/// it, so per series and step what is left is the multiplication (and the rare
+/// counter zero-point check). Holds exactly what [`extrapolate_at`] would look up.
+#[derive(Default)]
+pub(crate) struct RatePlan {
+    /// The window memo generation and `is_rate` the plan was built for.
+    built_for: Option<(u64, bool)>,
+    steps: Vec<Geometry>,
+}
+
+impl RatePlan {
+    /// Makes the plan hold the geometry of each step of `windows` (of memo generation
+    /// `generation` over `pts`, ranges of `range` ms, consecutive ends `step` ms apart,
+    /// `n` steps), unless it already does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare(
+        &mut self,
+        generation: u64,
+        windows: &[Window],
+        pts: &[(i64, f64)],
+        range: i64,
+        step: i64,
+        n: usize,
+        is_rate: bool,
+        secs: &mut RateSecs,
+    ) {
+        if self.built_for == Some((generation, is_rate)) {
+            return;
+        }
+        self.steps.clear();
+        self.steps.resize(n, Geometry::default());
+        for w in windows {
+            if w.hi - w.lo < 2 {
+                continue;
+            }
+            let (first, last) = (pts[w.lo].0, pts[w.hi - 1].0);
+            let mut end = w.e;
+            for k in w.i..w.j.min(n) {
+                // As `extrapolate_at` forms it for step `k` (see `rate_runs`).
+                let start = end - range;
+                let key = GeometryKey {
+                    to_start_ms: first - start,
+                    to_end_ms: end - last,
+                    sampled_ms: last - first,
+                    points: w.hi - w.lo,
+                    range_ms: end - start,
+                    is_rate,
+                };
+                self.steps[k] = *secs.get(&key);
+                end = end.saturating_add(step);
+            }
+        }
+        self.built_for = Some((generation, is_rate));
+    }
+
+    /// The extrapolated change at step `k` of a window of the planned windows whose
+    /// change is `result` and first value `first`.
+    #[inline(always)]
+    pub fn extrapolate(&self, k: usize, result: f64, first: f64, is_counter: bool, is_rate: bool) -> f64 {
+        match self.steps.get(k) {
+            Some(g) => apply_geometry(result, first, g, is_counter, is_rate),
+            None => f64::NAN,
+        }
+    }
+}
+
 /// How many recent geometries [`RateSecs`] keeps: a 15 s step over 60 s samples cycles
 /// through 4 window alignments, a 15 s step over 2 min samples through 8.
 const RECENT: usize = 8;
@@ -231,11 +300,6 @@ const RECENT: usize = 8;
 /// for how long, never changes a result.
 #[derive(Default)]
 pub(crate) struct RateSecs {
-    /// The geometry last seen at each step (up to [`BY_STEP`] steps): series scraped
-    /// at the same times share it, so across a thread's series most lookups are one
-    /// comparison at a known place. An unused entry has `points == 0`, which no
-    /// window of a rate has.
-    by_step: Vec<(GeometryKey, Geometry)>,
     entries: [(GeometryKey, Geometry); RECENT],
     used: usize,
     next: usize,
@@ -244,33 +308,8 @@ pub(crate) struct RateSecs {
     last: usize,
 }
 
-/// Most steps [`RateSecs`] keeps a geometry for by step (~100 bytes each): a range
-/// query has at most 11,001 steps; longer (subquery) ranges use the recent ones only.
-const BY_STEP: usize = 16_384;
-
 impl RateSecs {
-    /// The geometry of `key` at step `k`.
-    #[inline]
-    fn get_at(&mut self, k: usize, key: &GeometryKey) -> &Geometry {
-        if self.by_step.get(k).is_some_and(|e| e.0 == *key) {
-            return &self.by_step[k].1;
-        }
-        self.insert_at(k, key)
-    }
-
-    #[cold]
-    fn insert_at(&mut self, k: usize, key: &GeometryKey) -> &Geometry {
-        let g = *self.get(key);
-        if k >= BY_STEP {
-            return self.get(key);
-        }
-        if k >= self.by_step.len() {
-            self.by_step.resize(k + 1, Default::default());
-        }
-        self.by_step[k] = (*key, g);
-        &self.by_step[k].1
-    }
-
+    /// The geometry of `key`.
     #[inline]
     fn get(&mut self, key: &GeometryKey) -> &Geometry {
         let n = self.used;

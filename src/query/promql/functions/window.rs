@@ -101,12 +101,16 @@ pub(crate) struct WindowMemo {
     of: Option<LinearWindows>,
     times: Vec<i64>,
     windows: Vec<Window>,
+    /// Bumped whenever the windows are found afresh: what callers derive from the
+    /// windows and the timestamps (see `RatePlan`) is valid while it stays the same.
+    generation: u64,
 }
 
 impl LinearWindows {
-    /// The windows [`for_each`](Self::for_each) yields for `pts`, in order; taken from
-    /// `memo` when it holds those of the same windows over the same timestamps.
-    pub fn windows<'m>(&self, pts: &[(i64, f64)], memo: &'m mut WindowMemo) -> &'m [Window] {
+    /// The windows [`for_each`](Self::for_each) yields for `pts`, in order, and the
+    /// memo's generation; taken from `memo` when it holds those of the same windows
+    /// over the same timestamps.
+    pub fn windows<'m>(&self, pts: &[(i64, f64)], memo: &'m mut WindowMemo) -> (&'m [Window], u64) {
         let same = memo.of == Some(*self)
             && memo.times.len() == pts.len()
             && memo.times.iter().zip(pts).all(|(t, p)| *t == p.0);
@@ -117,8 +121,9 @@ impl LinearWindows {
             let out = &mut memo.windows;
             out.clear();
             self.for_each(pts, |i, j, lo, hi, e| out.push(Window { i, j, lo, hi, e }));
+            memo.generation += 1;
         }
-        &memo.windows
+        (&memo.windows, memo.generation)
     }
 }
 
@@ -392,7 +397,7 @@ mod tests {
                 };
                 let w = geometries[g];
                 let want = walked(&w, &p);
-                proptest::prop_assert_eq!(w.windows(&p, &mut memo), &want[..]);
+                proptest::prop_assert_eq!(w.windows(&p, &mut memo).0, &want[..]);
             }
         }
     }

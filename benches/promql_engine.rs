@@ -38,6 +38,24 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// The bench store at `dir`, without background maintenance.
+fn open_store(dir: &std::path::Path) -> Store {
+    let opts = StoreOptions {
+        background: false,
+        ..StoreOptions::default()
+    };
+    Store::open(dir, opts).expect("open store")
+}
+
+/// No timeout, `BENCH_THREADS` threads per query.
+fn engine_options() -> EngineOptions {
+    EngineOptions {
+        timeout: None,
+        threads: env_usize("BENCH_THREADS", 0),
+        ..EngineOptions::default()
+    }
+}
+
 fn points_of(v: &QueryValue) -> usize {
     match v {
         QueryValue::Matrix(m) => m.iter().map(|s| s.points.len()).sum(),
@@ -92,19 +110,8 @@ fn main() {
         }
     };
     let start = end - 60 * (points as i64 - 1);
-    let store = Store::open(
-        &dir,
-        StoreOptions {
-            background: false,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("open store");
-    let engine = Engine::new(EngineOptions {
-        timeout: None,
-        threads: env_usize("BENCH_THREADS", 0),
-        ..EngineOptions::default()
-    });
+    let store = open_store(&dir);
+    let engine = Engine::new(engine_options());
     let run = |q: &str, s: i64, e: i64, step: i64| -> (Duration, usize) {
         let snap = store.snapshot();
         let t = Instant::now();
@@ -164,20 +171,9 @@ fn main() {
     let live_tmp = tempfile::tempdir().expect("tempdir");
     let live_dir = live_tmp.path().join("tally");
     copy_dir(&dir, &live_dir);
-    let store = Store::open(
-        &live_dir,
-        StoreOptions {
-            background: false,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("open copy of the store");
+    let store = open_store(&live_dir);
     println!("\n== live panels refreshing every 15s through the result cache, new sample per series each minute ({live_runs} refreshes each)");
-    let opts = EngineOptions {
-        timeout: None,
-        threads: env_usize("BENCH_THREADS", 0),
-        ..EngineOptions::default()
-    };
+    let opts = engine_options();
     let limits = tally::model::LabelLimits::default();
     let mut minute = points;
     // Time moves on across the queries: every append is after all earlier ones.

@@ -217,17 +217,7 @@ impl SeriesEval<'_> {
         match self.f {
             F::Sum => {
                 let mut sliding = SlidingSum::default();
-                // A window of one point (sampling about as often as the step, e.g.
-                // `[1m]` over minutely data) sums to that point: Kahan's sum of one
-                // value `v` is `v + 0.0` in every case (-0 becomes +0, NaN and ±Inf
-                // stay). One-point windows never touch the sliding state.
-                each_window(windows, row, |lo, hi| {
-                    Some(if hi - lo == 1 {
-                        pts[lo].1 + 0.0
-                    } else {
-                        sliding.sum(pts, lo, hi)
-                    })
-                });
+                each_window(windows, row, |lo, hi| Some(sliding.sum(pts, lo, hi)));
             }
             F::Count => each_window(windows, row, |lo, hi| Some((hi - lo) as f64)),
             F::Last => each_window(windows, row, |_, hi| Some(pts[hi - 1].1)),

@@ -180,6 +180,12 @@ impl SlidingSum {
     /// non-decreasing `lo` and `hi` (as [`WindowCursor`] yields them).
     #[inline(always)]
     pub fn sum(&mut self, pts: &[(i64, f64)], lo: usize, hi: usize) -> f64 {
+        if hi - lo == 1 {
+            // A window of one point (sampling about as often as the step, e.g. `[1m]`
+            // over minutely data): Kahan's sum of one value `v` is `v + 0.0` in every
+            // case (-0 becomes +0, NaN and ±Inf stay).
+            return pts[lo].1 + 0.0;
+        }
         if hi - lo < DIRECT_MAX {
             return kahan_sum(pts[lo..hi].iter().map(|p| p.1));
         }
@@ -399,6 +405,28 @@ mod tests {
                 let want = walked(&w, &p);
                 proptest::prop_assert_eq!(w.windows(&p, &mut memo).0, &want[..]);
             }
+        }
+    }
+
+    /// A one-point window's shortcut gives Kahan's sum bit for bit, specials included.
+    #[test]
+    fn one_point_windows_equal_kahan_sums() {
+        let vals = [
+            0.0,
+            -0.0,
+            1.5,
+            -2.25,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            1e308,
+        ];
+        let p = pts(&vals);
+        let mut s = SlidingSum::default();
+        for i in 0..p.len() {
+            let want = kahan_sum(std::iter::once(p[i].1));
+            assert_eq!(s.sum(&p, i, i + 1).to_bits(), want.to_bits(), "value {}", p[i].1);
         }
     }
 

@@ -45,6 +45,8 @@
 //! before the first new window is (0, 64). The encoder picks DECIMAL (or, when at
 //! most 1/8 of the values are not decimal, DECIMAL_PATCHED) unless XOR is smaller.
 
+use std::ops::Range;
+
 use super::bits::{BitReader, BitWriter};
 use super::ints::{decode_ints, encode_ints};
 use super::varint::{put_uvarint, ByteReader, DecodeError};
@@ -259,12 +261,29 @@ fn decode_xor(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<u64>) -> Result<()
 
 /// Decodes `n` Float values (already capped by the caller), appending their bits to `out`.
 pub fn decode_floats(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<u64>) -> Result<(), DecodeError> {
+    decode_floats_range(r, n, 0..n, out)
+}
+
+/// Like [`decode_floats`], appending only values `keep` (`keep.end <= n`) of the `n`.
+/// The whole section is still read and checked; decimal values outside `keep` are
+/// not converted to floats (a division each).
+pub fn decode_floats_range(
+    r: &mut ByteReader<'_>,
+    n: usize,
+    keep: Range<usize>,
+    out: &mut Vec<u64>,
+) -> Result<(), DecodeError> {
     let at = r.pos();
+    if keep.start > keep.end || keep.end > n {
+        return Err(DecodeError::Invalid(format!(
+            "values {keep:?} asked of {n} at byte {at}"
+        )));
+    }
     let tag = r.u8()?;
     match tag {
         TAG_CONST => {
             let v = r.u64_le()?;
-            out.extend(std::iter::repeat_n(v, n));
+            out.extend(std::iter::repeat_n(v, keep.len()));
             Ok(())
         }
         TAG_DECIMAL | TAG_DECIMAL_PATCHED => {
@@ -274,22 +293,27 @@ pub fn decode_floats(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<u64>) -> Re
             };
             let start = out.len();
             decode_ints(r, n, out)?;
-            let dst = &mut out[start..];
+            // Convert the kept values, moving them down to `start` (reads stay at or
+            // ahead of writes).
+            let len = keep.len();
+            let col = &mut out[start..];
             if e == 0 {
-                for x in dst.iter_mut() {
-                    *x = ((*x as i64) as f64).to_bits();
+                for k in 0..len {
+                    col[k] = ((col[keep.start + k] as i64) as f64).to_bits();
                 }
             } else {
-                for x in dst.iter_mut() {
-                    *x = ((*x as i64) as f64 / scale).to_bits();
+                for k in 0..len {
+                    col[k] = ((col[keep.start + k] as i64) as f64 / scale).to_bits();
                 }
             }
+            out.truncate(start + len);
             if tag == TAG_DECIMAL_PATCHED {
                 let k_at = r.pos();
                 let k = r.len_prefix(n)?;
                 if k == 0 {
                     return Err(DecodeError::Invalid(format!("no patches at byte {k_at}")));
                 }
+                let dst = &mut out[start..];
                 let mut next = 0usize;
                 for _ in 0..k {
                     let at = r.pos();
@@ -297,16 +321,24 @@ pub fn decode_floats(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<u64>) -> Re
                     let bits = r.u64_le()?;
                     // next <= n and gap <= n: no overflow.
                     let i = next + gap;
-                    let Some(slot) = dst.get_mut(i) else {
+                    if i >= n {
                         return Err(DecodeError::Invalid(format!("patch index {i} >= {n} at byte {at}")));
-                    };
-                    *slot = bits;
+                    }
+                    if keep.contains(&i) {
+                        dst[i - keep.start] = bits;
+                    }
                     next = i + 1;
                 }
             }
             Ok(())
         }
-        TAG_XOR => decode_xor(r, n, out),
+        TAG_XOR => {
+            let start = out.len();
+            decode_xor(r, n, out)?;
+            out.copy_within(start + keep.start..start + keep.end, start);
+            out.truncate(start + keep.len());
+            Ok(())
+        }
         t => Err(DecodeError::Invalid(format!("unknown floats tag {t} at byte {at}"))),
     }
 }

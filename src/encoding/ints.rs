@@ -154,15 +154,39 @@ fn normalize(res: &mut [i64]) -> (i64, u64) {
 /// Radix 1 has only the digit 0 and takes no bits: (1, 0).
 #[inline]
 fn radix_params(r: u64) -> (usize, u32) {
+    match SMALL_RADIX_PARAMS.get(r as usize) {
+        Some(&(k, b)) => (k as usize, b as u32),
+        None => radix_params_of(r),
+    }
+}
+
+/// [`radix_params`] of the small radices, where its search is longest (up to 47
+/// steps for radix 2) and which most miniblocks use; decoding asks once per miniblock.
+const SMALL_RADIX_PARAMS: [(u8, u8); 257] = {
+    let mut t = [(1u8, 0u8); 257];
+    let mut r = 2;
+    while r < t.len() {
+        let (k, b) = radix_params_of(r as u64);
+        // k <= 48 and b <= 48 fit a byte.
+        t[r] = (k as u8, b as u8);
+        r += 1;
+    }
+    t
+};
+
+const fn radix_params_of(r: u64) -> (usize, u32) {
     if r <= 1 {
         return (1, 0);
     }
     let (mut k, mut p) = (1usize, r);
-    let mut best = (1usize, width_of(r - 1));
-    while let Some(next) = p.checked_mul(r).filter(|&x| x <= MAX_GROUP) {
+    let mut best = (1usize, 64 - (r - 1).leading_zeros());
+    while let Some(next) = p.checked_mul(r) {
+        if next > MAX_GROUP {
+            break;
+        }
         p = next;
         k += 1;
-        let b = width_of(p - 1);
+        let b = 64 - (p - 1).leading_zeros();
         if b as usize * best.0 <= best.1 as usize * k {
             best = (k, b);
         }

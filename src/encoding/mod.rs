@@ -12,5 +12,7 @@ pub mod ints;
 pub mod timestamps;
 pub mod varint;
 
-pub use block::{decode_block, encode_block, BlockEncodeOptions, MAX_BLOCK_PAYLOAD, MAX_BLOCK_SAMPLES};
+pub use block::{
+    decode_block, decode_block_range, encode_block, BlockEncodeOptions, MAX_BLOCK_PAYLOAD, MAX_BLOCK_SAMPLES,
+};
 pub use varint::{ByteReader, DecodeError};

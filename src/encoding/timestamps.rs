@@ -26,6 +26,8 @@
 //!           nanosecond timestamps) and packs them per miniblock (fixed width or radix).
 //! ```
 
+use std::ops::Range;
+
 use super::ints::{decode_ints, encode_ints};
 use super::varint::{put_ivarint, ByteReader, DecodeError};
 
@@ -71,12 +73,25 @@ pub fn encode_timestamps(ts: &[i64], out: &mut Vec<u8>) {
 /// Decodes `n` timestamps (already capped by the caller), appending them to `out`.
 /// Rejects timestamps that are not strictly increasing (valid blocks never have them).
 pub fn decode_timestamps(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<i64>) -> Result<(), DecodeError> {
+    decode_timestamps_range(r, n, i64::MIN, i64::MAX, out).map(|_| ())
+}
+
+/// Like [`decode_timestamps`], appending only the timestamps in `[start, end]`; returns
+/// their index range among the `n`. Regular columns (the common case) produce only
+/// those; irregular ones are decoded whole and cut. Validation is the same either way.
+pub fn decode_timestamps_range(
+    r: &mut ByteReader<'_>,
+    n: usize,
+    start: i64,
+    end: i64,
+    out: &mut Vec<i64>,
+) -> Result<Range<usize>, DecodeError> {
     let at = r.pos();
     match r.u8()? {
         TAG_REGULAR => {
             let t0 = r.ivarint()?;
             let delta = r.ivarint()?;
-            regular(t0, delta, n, at, out)
+            regular(t0, delta, n, at, start, end, out)
         }
         TAG_REGULAR_SCALED => {
             let e = u32::from(r.u8()?);
@@ -87,26 +102,40 @@ pub fn decode_timestamps(r: &mut ByteReader<'_>, n: usize, out: &mut Vec<i64>) -
             }
             let p = 10i64.pow(e);
             match (a.checked_mul(p), d.checked_mul(p)) {
-                (Some(t0), Some(delta)) => regular(t0, delta, n, at, out),
+                (Some(t0), Some(delta)) => regular(t0, delta, n, at, start, end, out),
                 _ => Err(DecodeError::Invalid(format!("scaled timestamps overflow at byte {at}"))),
             }
         }
         TAG_GENERAL => {
-            let start = out.len();
+            let base = out.len();
             decode_ints(r, n, out)?;
-            if !out[start..].windows(2).all(|w| w[0] < w[1]) {
+            let ts = &out[base..];
+            if !ts.windows(2).all(|w| w[0] < w[1]) {
                 return Err(DecodeError::Invalid(format!(
                     "timestamps at byte {at} are not strictly increasing"
                 )));
             }
-            Ok(())
+            let lo = ts.partition_point(|&t| t < start);
+            let hi = ts.partition_point(|&t| t <= end).max(lo);
+            out.copy_within(base + lo..base + hi, base);
+            out.truncate(base + hi - lo);
+            Ok(lo..hi)
         }
         t => Err(DecodeError::Invalid(format!("unknown timestamps tag {t} at byte {at}"))),
     }
 }
 
-/// Appends `n` timestamps `t0 + i * delta`, checking they strictly increase.
-fn regular(t0: i64, delta: i64, n: usize, at: usize, out: &mut Vec<i64>) -> Result<(), DecodeError> {
+/// Appends those of the `n` timestamps `t0 + i * delta` lying in `[start, end]`,
+/// checking that all `n` strictly increase; returns their index range.
+fn regular(
+    t0: i64,
+    delta: i64,
+    n: usize,
+    at: usize,
+    start: i64,
+    end: i64,
+    out: &mut Vec<i64>,
+) -> Result<Range<usize>, DecodeError> {
     // Strictly increasing without overflow iff delta > 0 and the last one fits.
     let last = i64::try_from(n.saturating_sub(1))
         .ok()
@@ -117,13 +146,30 @@ fn regular(t0: i64, delta: i64, n: usize, at: usize, out: &mut Vec<i64>) -> Resu
             "regular timestamps at byte {at} are not strictly increasing"
         )));
     }
-    let mut t = t0;
-    out.extend((0..n).map(|_| {
+    // How many of the timestamps lie below x, for x = start and x = end + 1 (in i128:
+    // no overflow; delta > 0 whenever n > 1, and n == 1 needs only the sign).
+    let below = |x: i128| -> usize {
+        let off = x - i128::from(t0);
+        if off <= 0 {
+            0
+        } else if n <= 1 {
+            n
+        } else {
+            // i * delta < off  <=>  i < ceil(off / delta); capped at n.
+            let k = (off + i128::from(delta) - 1) / i128::from(delta);
+            usize::try_from(k).map_or(n, |k| k.min(n))
+        }
+    };
+    let lo = below(i128::from(start));
+    let hi = below(i128::from(end) + 1).max(lo);
+    // lo <= hi <= n, and every t0 + i * delta with i < n fits (checked above).
+    let mut t = t0.wrapping_add((lo as i64).wrapping_mul(delta));
+    out.extend((lo..hi).map(|_| {
         let v = t;
         t = t.wrapping_add(delta);
         v
     }));
-    Ok(())
+    Ok(lo..hi)
 }
 
 #[cfg(test)]

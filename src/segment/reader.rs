@@ -20,7 +20,7 @@ use bytes::Bytes;
 use memmap2::Mmap;
 
 use super::footer::{header_bytes, Footer, FLAG_TABLE_ZSTD, FOOTER_LEN, HEADER_LEN, SEGMENT_MAGIC};
-use crate::encoding::{decode_block, ByteReader, DecodeError, MAX_BLOCK_SAMPLES};
+use crate::encoding::{decode_block_range, ByteReader, DecodeError, MAX_BLOCK_SAMPLES};
 use crate::model::{Label, Labels, SeriesKind};
 use crate::tier::ObjectTier;
 
@@ -276,23 +276,14 @@ impl Segment {
             if crc32c::crc32c(bytes) != b.crc {
                 return Err(corrupt(format!("block at offset {} checksum mismatch", b.offset)));
             }
-            let base = ts_out.len();
-            let n = decode_block(bytes, meta.kind.value, ts_out, vals_out)
+            // Only the samples in range come out of a block straddling its edges.
+            let n = decode_block_range(bytes, meta.kind.value, start, end, ts_out, vals_out)
                 .map_err(|e| corrupt(format!("block at offset {}: {e}", b.offset)))?;
             if n != b.count as usize {
                 return Err(corrupt(format!(
                     "block at offset {} has {n} samples, index says {}",
                     b.offset, b.count
                 )));
-            }
-            if b.min_t < start || b.max_t > end {
-                // Trim the decoded block to the range in place.
-                let lo = base + ts_out[base..].partition_point(|&t| t < start);
-                let hi = base + ts_out[base..].partition_point(|&t| t <= end);
-                ts_out.truncate(hi);
-                vals_out.truncate(hi);
-                ts_out.drain(base..lo);
-                vals_out.drain(base..lo);
             }
         }
         Ok(())

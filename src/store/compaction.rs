@@ -83,7 +83,7 @@ impl Inner {
     ) -> Result<Option<Arc<LiveSegment>>, StoreError> {
         let ids: BTreeSet<SeriesId> = segs
             .iter()
-            .flat_map(|s| s.local_of.keys().copied())
+            .flat_map(|s| s.local_of.ids())
             .filter(|&id| keep(id))
             .collect();
         if ids.is_empty() {
@@ -110,7 +110,7 @@ impl Inner {
         for (id, labels, kind) in order {
             let mut runs = Vec::with_capacity(segs.len());
             for s in segs {
-                if let Some(&local) = s.local_of.get(&id) {
+                if let Some(local) = s.local_of.get(id) {
                     let mut r = Run::default();
                     s.seg
                         .read_series(local as usize, i64::MIN, i64::MAX, &mut r.ts, &mut r.vals)?;

@@ -21,6 +21,7 @@ mod merge;
 pub mod metrics;
 mod open;
 mod options;
+mod ordinals;
 pub mod read;
 mod retention;
 pub mod rollup;

@@ -14,6 +14,7 @@ use super::head::Head;
 use super::lock::DirLock;
 use super::manifest::{Manifest, SegmentEntry};
 use super::metrics::StoreMetrics;
+use super::ordinals::LocalOrdinals;
 use super::view::{LiveSegment, Quarantined, View};
 use super::{Inner, StoreError, StoreOptions, Writer};
 use crate::index::{SeriesId, SeriesIndex};
@@ -192,14 +193,14 @@ pub(crate) fn open(dir: &Path, opts: StoreOptions) -> Result<Inner, StoreError> 
 
 /// Adds a segment's series to the index and builds its id mapping.
 pub(crate) fn register(index: &mut SeriesIndex, seg: Arc<Segment>, entry: SegmentEntry) -> LiveSegment {
-    let mut local_of = HashMap::with_capacity(seg.series().len());
+    let mut local_of = Vec::with_capacity(seg.series().len());
     for (i, s) in seg.series().iter().enumerate() {
         match index.get_or_create(&s.labels, s.kind) {
             Ok((id, _)) => {
                 if let Some(e) = index.get(id) {
                     e.observe(s.min_t(), s.max_t());
                 }
-                local_of.insert(id, i as u32);
+                local_of.push((id, i as u32));
             }
             Err(e) => tracing::error!(file = %entry.file, error = %e, "series skipped"),
         }
@@ -207,7 +208,7 @@ pub(crate) fn register(index: &mut SeriesIndex, seg: Arc<Segment>, entry: Segmen
     LiveSegment {
         seg,
         entry,
-        local_of,
+        local_of: LocalOrdinals::from_pairs(local_of),
         rollup_of: HashMap::new(),
     }
 }
@@ -229,7 +230,7 @@ pub(crate) fn register_rollup(index: &SeriesIndex, seg: Arc<Segment>, entry: Seg
     LiveSegment {
         seg,
         entry,
-        local_of: HashMap::new(),
+        local_of: LocalOrdinals::default(),
         rollup_of,
     }
 }

@@ -94,7 +94,7 @@ impl Inner {
             let expired_ids: Vec<SeriesId> = {
                 let index = self.index.read();
                 segs.iter()
-                    .flat_map(|s| s.local_of.keys().copied())
+                    .flat_map(|s| s.local_of.ids())
                     .filter(|&id| {
                         index.get(id).is_some_and(|e| {
                             let tenant = e.labels.get("tenant").unwrap_or(&self.opts.default_tenant);

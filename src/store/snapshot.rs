@@ -98,7 +98,7 @@ impl Snapshot {
             if !ls.overlaps(start, end) {
                 continue;
             }
-            if let Some(&local) = ls.local_of.get(&id) {
+            if let Some(local) = ls.local_of.get(id) {
                 ls.seg
                     .read_series(local as usize, start, end, &mut buf.ts, &mut buf.vals)?;
                 buf.bounds.push(buf.ts.len());
@@ -144,7 +144,7 @@ impl Snapshot {
             if !ls.overlaps(start, end) {
                 continue;
             }
-            let Some(&local) = ls.local_of.get(&id) else {
+            let Some(local) = ls.local_of.get(id) else {
                 continue;
             };
             if let Some(meta) = ls.seg.series().get(local as usize) {

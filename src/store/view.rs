@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 
 use super::head::Head;
 use super::manifest::SegmentEntry;
+use super::ordinals::LocalOrdinals;
 use super::rollup::Agg;
 use crate::index::SeriesId;
 use crate::segment::Segment;
@@ -17,7 +18,7 @@ use crate::segment::Segment;
 pub(crate) struct LiveSegment {
     pub seg: Arc<Segment>,
     pub entry: SegmentEntry,
-    pub local_of: HashMap<SeriesId, u32>,
+    pub local_of: LocalOrdinals,
     /// Rollup segments: (raw series, aggregate) → local ordinal. Rollup series never
     /// enter the series index, so `local_of` stays empty and raw reads skip them.
     pub rollup_of: HashMap<(SeriesId, Agg), u32>,

@@ -11,6 +11,7 @@ use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
+use super::input::SeriesInput;
 pub(crate) use super::memo::LabelMemo;
 use super::rows::{FnMemo, OutLabels, Row, RowLabels, RowSink, Run, Scratch};
 use super::value::{is_stale, Elem, QueryValue, Series, Val, Vector, VectorSample};
@@ -286,23 +287,6 @@ fn too_many_samples() -> PromError {
     PromError::Execution("query processing would load too many samples into memory in query execution".into())
 }
 
-/// Converts one series' samples to times in ms and f64 values in `ts_ms` / `vals`.
-fn convert_view(s: &SeriesView<'_>, ts_ms: &mut Vec<i64>, vals: &mut Vec<f64>) -> Result<(), PromError> {
-    if s.raw.len() != s.ts.len() {
-        return Err(PromError::Storage(format!(
-            "series {} has {} timestamps but {} values",
-            s.labels,
-            s.ts.len(),
-            s.raw.len()
-        )));
-    }
-    ts_ms.clear();
-    ts_ms.extend(s.ts.iter().map(|t| t.div_euclid(NANOS_PER_MILLI)));
-    vals.clear();
-    s.extend_f64(vals);
-    Ok(())
-}
-
 fn ms_to_ns(ms: i64) -> i64 {
     ms.saturating_mul(NANOS_PER_MILLI)
 }
@@ -537,19 +521,7 @@ impl<'a> Ctx<'a> {
     pub fn load_view(&self, s: &SeriesView<'_>, ts_ms: &mut Vec<i64>, vals: &mut Vec<f64>) -> Result<(), PromError> {
         self.check_deadline()?;
         self.add_samples(s.ts.len())?;
-        convert_view(s, ts_ms, vals)
-    }
-
-    /// Like [`load_view`](Self::load_view), accounting into a thread's `local` count.
-    pub fn load_view_local(
-        &self,
-        s: &SeriesView<'_>,
-        ts_ms: &mut Vec<i64>,
-        vals: &mut Vec<f64>,
-        local: &mut LocalSamples,
-    ) -> Result<(), PromError> {
-        self.add_samples_local(s.ts.len(), local)?;
-        convert_view(s, ts_ms, vals)
+        super::input::convert_view(s, ts_ms, vals)
     }
 
     /// Instant-selector semantics: at each step, the latest sample at or before
@@ -624,7 +596,8 @@ impl<'a> Ctx<'a> {
         }
         let look = InstantLookup::new(self, vs);
         let (from, to) = look.bounds(rng);
-        let per = |labels: &Labels, ts: &[i64], vals: &[f64], _: &mut Scratch, row: &mut Row| {
+        let per = |labels: &Labels, input: SeriesInput<'_>, sc: &mut Scratch, row: &mut Row| {
+            let (ts, vals) = input.columns(&mut sc.ts, &mut sc.vals)?;
             let mut produced = 0;
             for i in 0..n {
                 if let Some(j) = look.sample_at(ts, vals, rng, i) {
@@ -650,14 +623,8 @@ impl<'a> Ctx<'a> {
             Expr::MatrixSelector(ms) => {
                 let spec = self.matrix_spec(ms);
                 let (first, last) = spec.bounds(rng);
-                let per_series = |labels: &Labels, ts: &[i64], vals: &[f64], sc: &mut Scratch, row: &mut Row| {
-                    sc.pts.clear();
-                    sc.pts.extend(
-                        ts.iter()
-                            .zip(vals)
-                            .filter(|(_, v)| !is_stale(**v))
-                            .map(|(t, v)| (*t, *v)),
-                    );
+                let per_series = |labels: &Labels, input: SeriesInput<'_>, sc: &mut Scratch, row: &mut Row| {
+                    input.points(&mut sc.pts)?;
                     per(labels, &sc.pts, &spec, &mut sc.memo, row)
                 };
                 self.select_rows(&ms.vs, first, last, rng.len(), &per_series, sink)

@@ -29,6 +29,7 @@ mod cache;
 mod dialect;
 mod engine;
 mod functions;
+mod input;
 mod memo;
 pub mod memsource;
 mod rollup;

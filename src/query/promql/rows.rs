@@ -30,6 +30,7 @@ use promql_parser::parser::VectorSelector;
 
 use super::engine::{Ctx, LocalSamples};
 use super::functions::{RatePlan, RateSecs, WindowMemo};
+use super::input::SeriesInput;
 use super::PromError;
 use crate::model::Labels;
 use crate::store::{ScanBuf, ScanItem, SelectRequest};
@@ -139,6 +140,9 @@ impl Row {
 #[derive(Default)]
 pub(crate) struct Scratch {
     pub pts: Vec<(i64, f64)>,
+    /// Times (ms) and values, for functions reading columns ([`SeriesInput::columns`]).
+    pub ts: Vec<i64>,
+    pub vals: Vec<f64>,
     pub memo: FnMemo,
 }
 
@@ -151,12 +155,10 @@ pub(crate) struct FnMemo {
     pub windows: WindowMemo,
 }
 
-/// Read and conversion buffers of one thread.
+/// The read buffers and sample count of one thread.
 #[derive(Default)]
 struct Loader {
     buf: ScanBuf,
-    ts: Vec<i64>,
-    vals: Vec<f64>,
     samples: LocalSamples,
 }
 
@@ -274,7 +276,7 @@ impl Ctx<'_> {
         max.min(series / self.opts.min_series_per_thread.max(1)).max(1)
     }
 
-    /// Evaluates `per(labels, times_ms, values, scratch, row)` on every series matching
+    /// Evaluates `per(labels, samples, scratch, row)` on every series matching
     /// `vs` with samples in `[min_ms, max_ms]` (staleness markers included) and hands
     /// each row to `sink` in series order. `per` appends the series' row to `row` and
     /// returns the row's labels (see [`OutLabels`]), or `None` when the series has no output. `steps`, the
@@ -289,7 +291,7 @@ impl Ctx<'_> {
         sink: &mut RowSink,
     ) -> Result<(), PromError>
     where
-        F: Fn(&Labels, &[i64], &[f64], &mut Scratch, &mut Row) -> Result<OutLabels, PromError> + Sync,
+        F: Fn(&Labels, SeriesInput<'_>, &mut Scratch, &mut Row) -> Result<OutLabels, PromError> + Sync,
     {
         let matchers = Ctx::matchers(vs)?;
         let req = self.select_request(&matchers, min_ms, max_ms);
@@ -299,7 +301,7 @@ impl Ctx<'_> {
             // A sequential-only source.
             return self.scan_request(&req, &mut |labels, ts, vals| {
                 row.clear();
-                match per(labels, ts, vals, &mut scratch, &mut row)? {
+                match per(labels, SeriesInput::Columns(ts, vals), &mut scratch, &mut row)? {
                     Some((l, drop_name)) => sink(RowLabels { labels: &l, drop_name }, &row.runs),
                     None => Ok(()),
                 }
@@ -330,13 +332,13 @@ impl Ctx<'_> {
         row: &mut Row,
     ) -> Result<OutLabels, PromError>
     where
-        F: Fn(&Labels, &[i64], &[f64], &mut Scratch, &mut Row) -> Result<OutLabels, PromError> + Sync,
+        F: Fn(&Labels, SeriesInput<'_>, &mut Scratch, &mut Row) -> Result<OutLabels, PromError> + Sync,
     {
         let Some(view) = self.src.read_item(req, item, &mut ld.buf).map_err(storage)? else {
             return Ok(None);
         };
-        self.load_view_local(&view, &mut ld.ts, &mut ld.vals, &mut ld.samples)?;
-        per(&item.labels, &ld.ts, &ld.vals, scratch, row)
+        self.add_samples_local(view.ts.len(), &mut ld.samples)?;
+        per(&item.labels, SeriesInput::View(&view), scratch, row)
     }
 
     fn rows_parallel<F>(
@@ -349,7 +351,7 @@ impl Ctx<'_> {
         sink: &mut RowSink,
     ) -> Result<(), PromError>
     where
-        F: Fn(&Labels, &[i64], &[f64], &mut Scratch, &mut Row) -> Result<OutLabels, PromError> + Sync,
+        F: Fn(&Labels, SeriesInput<'_>, &mut Scratch, &mut Row) -> Result<OutLabels, PromError> + Sync,
     {
         let n = items.len();
         let budget = (PART_VALUES / steps.max(1)).max(1);

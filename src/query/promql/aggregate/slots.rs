@@ -11,14 +11,16 @@
 
 use super::{Group, Op, StepAcc};
 use crate::model::Labels;
-use crate::query::promql::rows::{steps, Run};
+use crate::query::promql::rows::{step_count, steps, Run};
 use crate::query::promql::value::{Elem, Vector};
 
 #[derive(Clone, Copy, Default)]
 struct Slot {
     value: f64,
     mean: f64,
-    /// Samples added; 0 = the group has no sample at this step.
+    /// Samples added; 0 = the group has no sample at this step. For `sum` only
+    /// whether it is 0 matters (nothing reads the number), and the run fast path of
+    /// [`GroupSlots::add_runs`] leaves it at 1.
     count: u64,
     /// Arrival number of the first sample (orders groups within a step).
     first: u64,
@@ -182,13 +184,13 @@ impl GroupSlots {
                 let g = gid as usize;
                 let slots = &mut self.slots[g];
                 if self.missing[g] == 0 {
-                    // Every step of the group has its first sample: plain additions.
+                    // Every step of the group has its first sample: plain additions
+                    // (arrival numbers only matter for first samples).
+                    self.arrivals += step_count(runs) as u64;
                     for r in runs {
-                        self.arrivals += (r.to - r.from) as u64;
                         let end = r.to.min(slots.len());
                         if let Some(run) = slots.get_mut(r.from..end) {
                             for s in run {
-                                s.count += 1;
                                 s.value += r.v;
                             }
                         }

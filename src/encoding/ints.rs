@@ -57,7 +57,7 @@
 //! The encoder picks the order, miniblock size and, per miniblock, the mode giving the
 //! smallest output.
 
-use super::bits::{load_le_u64, BitReader, BitWriter};
+use super::bits::{load_le_u64, unpack_fields, BitReader, BitWriter};
 use super::varint::{put_ivarint, put_uvarint, zigzag, ByteReader, DecodeError};
 
 const TAG_CONST: u8 = 0;
@@ -505,15 +505,10 @@ fn unpack_miniblocks<U: Undo, W: Word>(
                 *slot = W::from_i64(undo.step(v));
             }
         } else if w <= 56 {
-            let mask = (1u64 << w) - 1;
-            let w = w as usize;
-            let mut bit = 0usize;
-            for slot in dst.iter_mut() {
-                let f = (load_le_u64(ext, bit >> 3) >> (bit & 7)) & mask;
-                bit += w;
+            unpack_fields(ext, w, dst, |f| {
                 let q = qmin.wrapping_add(f);
-                *slot = W::from_i64(undo.step(base.wrapping_add(q.wrapping_mul(mult) as i64)));
-            }
+                W::from_i64(undo.step(base.wrapping_add(q.wrapping_mul(mult) as i64)))
+            });
         } else {
             let mut br = BitReader::new(packed);
             for slot in dst.iter_mut() {

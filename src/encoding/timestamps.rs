@@ -155,8 +155,13 @@ fn regular(
         } else if n <= 1 {
             n
         } else {
-            // i * delta < off  <=>  i < ceil(off / delta); capped at n.
-            let k = (off + i128::from(delta) - 1) / i128::from(delta);
+            // i * delta < off  <=>  i < ceil(off / delta); capped at n. In i64 when
+            // the offset fits (always, but for ranges near the ends of time): a
+            // 128-bit division is a library call.
+            let k = match i64::try_from(off) {
+                Ok(o) => i128::from((o - 1) / delta + 1),
+                Err(_) => (off - 1) / i128::from(delta) + 1,
+            };
             usize::try_from(k).map_or(n, |k| k.min(n))
         }
     };

@@ -7,8 +7,8 @@
 //! default: a temporary directory), `BENCH_ONLY` (run only queries containing this),
 //! `BENCH_THREADS` (threads per query, default 0 = all cores; 1 measures CPU cost),
 //! `BENCH_QUERY` (one more live query, e.g. a tiny one for per-query fixed costs),
-//! `BENCH_NO_REFRESH` / `BENCH_NO_RANGE` (set: skip the refreshing-panel / 24 h range
-//! section, for profiling the live queries alone).
+//! `BENCH_NO_REFRESH` / `BENCH_NO_RANGE` / `BENCH_NO_LIVE` (set: skip the
+//! refreshing-panel / 24 h range / uncached live section, for profiling one alone).
 //!
 //! Prints figures only; no assertions. Run: `cargo bench --bench promql_engine`.
 
@@ -143,7 +143,7 @@ fn main() {
     let live_start = end - 3600;
     let extra = std::env::var("BENCH_QUERY").ok();
     for q in LIVE.iter().copied().chain(extra.as_deref()) {
-        if !q.contains(&only) {
+        if !q.contains(&only) || std::env::var_os("BENCH_NO_LIVE").is_some() {
             continue;
         }
         let (_, n) = run(q, live_start, end, 15);

@@ -19,6 +19,13 @@ fn ms(t: i64) -> i64 {
     t.div_euclid(NANOS_PER_MILLI)
 }
 
+/// [`ms`] of a time known to be non-negative.
+#[inline(always)]
+fn ms_nonneg(t: i64) -> i64 {
+    debug_assert!(t >= 0);
+    (t as u64 / NANOS_PER_MILLI as u64) as i64
+}
+
 #[inline(always)]
 fn money(raw: u64) -> f64 {
     raw as i64 as f64 / NANOS_PER_UNIT as f64
@@ -56,15 +63,40 @@ impl<'a> SeriesInput<'a> {
         match *self {
             SeriesInput::View(s) => {
                 check_lengths(s)?;
-                let pairs = s.ts.iter().zip(s.raw);
+                // Sorted times: all of them are non-negative when the first is, and
+                // then an unsigned division (a multiply and a shift) does.
+                let nonneg = s.ts.first().is_none_or(|&t| t >= 0);
                 match s.kind.value {
-                    ValueKind::Float => out.extend(
-                        pairs
-                            .filter(|&(_, &v)| v != STALE_NAN_BITS)
-                            .map(|(&t, &v)| (ms(t), f64::from_bits(v))),
-                    ),
+                    ValueKind::Float => {
+                        // Markers are rare: one exact-size pass notes whether there was
+                        // one (filtering as it goes pushed point by point, checking
+                        // capacity and storing the length each time), and only then a
+                        // second pass drops them.
+                        let mut stale = false;
+                        let mut point = |(&t, &v): (&i64, &u64)| {
+                            stale |= v == STALE_NAN_BITS;
+                            (t, f64::from_bits(v))
+                        };
+                        if nonneg {
+                            out.extend(s.ts.iter().zip(s.raw).map(|p| {
+                                let (t, v) = point(p);
+                                (ms_nonneg(t), v)
+                            }));
+                        } else {
+                            out.extend(s.ts.iter().zip(s.raw).map(|p| {
+                                let (t, v) = point(p);
+                                (ms(t), v)
+                            }));
+                        }
+                        if stale {
+                            out.retain(|p| !is_stale(p.1));
+                        }
+                    }
                     // Money values are integers: never a staleness marker.
-                    ValueKind::Money => out.extend(pairs.map(|(&t, &v)| (ms(t), money(v)))),
+                    ValueKind::Money if nonneg => {
+                        out.extend(s.ts.iter().zip(s.raw).map(|(&t, &v)| (ms_nonneg(t), money(v))))
+                    }
+                    ValueKind::Money => out.extend(s.ts.iter().zip(s.raw).map(|(&t, &v)| (ms(t), money(v)))),
                 }
             }
             SeriesInput::Columns(ts, vals) => out.extend(
@@ -113,7 +145,8 @@ mod tests {
     #[test]
     fn points_equal_converted_columns_without_markers() {
         let labels = Labels::empty();
-        let ts = [-1_500_000i64, -1, 0, 999_999, 1_000_000, 7_000_123_456];
+        let signed = [-1_500_000i64, -1, 0, 999_999, 1_000_000, 7_000_123_456];
+        let nonneg = [0i64, 1, 999_999, 1_000_000, 1_999_999, i64::MAX];
         let floats = [
             1.5f64.to_bits(),
             STALE_NAN_BITS,
@@ -123,12 +156,15 @@ mod tests {
             STALE_NAN_BITS,
         ];
         let moneys = [5_000_000_000u64, (-1i64) as u64, 0, STALE_NAN_BITS, 1, 42];
-        for (kind, raw) in [(SeriesKind::GAUGE, &floats), (SeriesKind::MONEY, &moneys)] {
+        let cases = [signed, nonneg]
+            .into_iter()
+            .flat_map(|ts| [(ts, SeriesKind::GAUGE, floats), (ts, SeriesKind::MONEY, moneys)]);
+        for (ts, kind, raw) in cases {
             let view = SeriesView {
                 labels: &labels,
                 kind,
                 ts: &ts,
-                raw,
+                raw: &raw,
             };
             let (mut t, mut v) = (Vec::new(), Vec::new());
             convert_view(&view, &mut t, &mut v).unwrap();
@@ -141,7 +177,7 @@ mod tests {
             let mut pts = Vec::new();
             SeriesInput::View(&view).points(&mut pts).unwrap();
             let got: Vec<(i64, u64)> = pts.iter().map(|(t, v)| (*t, v.to_bits())).collect();
-            assert_eq!(got, want, "{kind:?}");
+            assert_eq!(got, want, "{kind:?} {ts:?}");
             let mut again = Vec::new();
             SeriesInput::Columns(&t, &v).points(&mut again).unwrap();
             assert_eq!(again.iter().map(|(t, v)| (*t, v.to_bits())).collect::<Vec<_>>(), want);

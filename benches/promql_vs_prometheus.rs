@@ -12,6 +12,8 @@
 //!   each on tally (a tenth on Prometheus): p50 / p99.
 //!
 //! These ask tally with `nocache=1`: they measure the engine, every step evaluated.
+//! tally's live rows also print the CPU time Prometheus used while they ran, so that
+//! the reference's own background work would show rather than pass as tally's latency.
 //! A last section measures what a refreshing Grafana panel costs with tally's result
 //! cache: the same live queries with `end` moving 15 s per refresh, while every series
 //! gets a new sample each minute through remote-write (not timed).
@@ -26,6 +28,22 @@ mod data;
 use data::{env_usize, ms, pct, LIVE};
 
 use std::time::{Duration, Instant};
+
+/// CPU time (user + system) process `pid` has used so far, from /proc; zero when
+/// unreadable.
+fn cpu_of(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 counting the state
+    // field (the first after the name) as 0.
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
 
 use common::prometheus::{prometheus_tools, promtool_create_blocks, Prometheus};
 use common::{http_get, urlencode, TallyServer};
@@ -131,11 +149,21 @@ fn main() {
             } else {
                 (live_runs / 10).max(5)
             };
+            // Whatever the reference does meanwhile (e.g. Go's garbage collection after
+            // a multi-second query) shares the two cores with tally's timed runs: it is
+            // printed with them, so a disturbance from that side shows.
+            let prom_cpu = cpu_of(prom.child.id());
             let mut v: Vec<Duration> = (0..n).map(|_| timed(addr, &path).0).collect();
+            let prom_cpu = cpu_of(prom.child.id()).saturating_sub(prom_cpu);
             let p50 = pct(&mut v, 0.50);
             let p99 = pct(&mut v, 0.99);
+            let during = if *name == "tally" {
+                format!("  (prometheus meanwhile: {:.0} ms CPU)", ms(prom_cpu))
+            } else {
+                String::new()
+            };
             println!(
-                "{name:>10}: p50 {:>8.2} ms  p99 {:>8.2} ms  (n={n})  {q}",
+                "{name:>10}: p50 {:>8.2} ms  p99 {:>8.2} ms  (n={n})  {q}{during}",
                 ms(p50),
                 ms(p99)
             );

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 
 use super::matcher::Matcher;
@@ -46,6 +48,18 @@ pub struct SeriesIndex {
     by_labels: HashMap<Labels, SeriesId, foldhash::fast::RandomState>,
     postings: Postings,
     default_tenant: String,
+    /// Every series' place in label order, kept for the series count it was built at.
+    label_order: Mutex<Option<Arc<LabelOrder>>>,
+}
+
+/// `rank[id]`: the place of series `id` among all series sorted by labels. Queries
+/// return series in label order; sorting the selected label sets anew on every query
+/// (string comparisons, ~n log n of them) cost each live-panel refresh over 10k series
+/// about 4 % of its time. Series are only ever added, so a rank built for fewer series
+/// than the index holds is stale, and anything else is current.
+#[derive(Debug)]
+struct LabelOrder {
+    rank: Vec<u32>,
 }
 
 /// Returned when a label set is already known with a different kind.
@@ -65,6 +79,7 @@ impl SeriesIndex {
             by_labels: HashMap::default(),
             postings: Postings::default(),
             default_tenant: default_tenant.into(),
+            label_order: Mutex::new(None),
         }
     }
 
@@ -130,11 +145,48 @@ impl SeriesIndex {
         self.postings.select(tenant, matchers)
     }
 
-    /// Sorts ids by their label sets (the order series are returned in).
+    /// Sorts ids by their label sets (the order series are returned in). A selection of
+    /// a quarter of all series or more sorts by each series' cached rank (built here
+    /// when stale); a smaller one compares its label sets, as rebuilding the rank of
+    /// every series would cost more than that.
     pub fn sorted_by_labels(&self, ids: &RoaringBitmap) -> Vec<SeriesId> {
-        let mut v: Vec<SeriesId> = ids.iter().map(SeriesId).collect();
-        v.sort_by(|a, b| self.series[a.0 as usize].labels.cmp(&self.series[b.0 as usize].labels));
-        v
+        let total = self.series.len();
+        let cached = self.label_order.lock().clone().filter(|o| o.rank.len() == total);
+        let order = match cached {
+            Some(o) => o,
+            None if (ids.len() as usize).saturating_mul(4) >= total => {
+                let o = Arc::new(self.build_label_order());
+                *self.label_order.lock() = Some(o.clone());
+                o
+            }
+            None => {
+                let mut v: Vec<SeriesId> = ids.iter().map(SeriesId).collect();
+                v.sort_by(|a, b| self.series[a.0 as usize].labels.cmp(&self.series[b.0 as usize].labels));
+                return v;
+            }
+        };
+        // Rank above, id below: one integer sort. Ranks are unique (label sets are).
+        let mut keyed: Vec<u64> = ids
+            .iter()
+            .filter_map(|id| {
+                order
+                    .rank
+                    .get(id as usize)
+                    .map(|&r| (u64::from(r) << 32) | u64::from(id))
+            })
+            .collect();
+        keyed.sort_unstable();
+        keyed.into_iter().map(|k| SeriesId(k as u32)).collect()
+    }
+
+    fn build_label_order(&self) -> LabelOrder {
+        let mut by_labels: Vec<u32> = (0..self.series.len() as u32).collect();
+        by_labels.sort_unstable_by(|&a, &b| self.series[a as usize].labels.cmp(&self.series[b as usize].labels));
+        let mut rank = vec![0u32; by_labels.len()];
+        for (place, &id) in by_labels.iter().enumerate() {
+            rank[id as usize] = place as u32;
+        }
+        LabelOrder { rank }
     }
 
     pub fn postings(&self) -> &Postings {
@@ -182,6 +234,37 @@ mod tests {
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         Labels::from_pairs(pairs.iter().copied(), &LabelLimits::default()).unwrap()
+    }
+
+    proptest::proptest! {
+        /// Sorting by the cached rank gives exactly the order of the label sets, for
+        /// small and large selections, before and after more series arrive (a stale
+        /// rank must not be used).
+        #[test]
+        fn ranked_order_equals_label_order(
+            names in proptest::collection::vec((0u8..6, 0u16..400), 1..120),
+            later in proptest::collection::vec((0u8..6, 0u16..400), 0..40),
+            picks in proptest::collection::vec(proptest::bool::weighted(0.6), 160),
+        ) {
+            let mut ix = SeriesIndex::new("default");
+            let check = |ix: &mut SeriesIndex, batch: &[(u8, u16)]| {
+                for &(t, x) in batch {
+                    let l = labels(&[("__name__", "m"), ("tenant", &format!("t{t}")), ("x", &x.to_string())]);
+                    ix.get_or_create(&l, SeriesKind::GAUGE).unwrap();
+                }
+                let all: RoaringBitmap = (0..ix.len() as u32).collect();
+                let some: RoaringBitmap = (0..ix.len() as u32).filter(|&i| picks[i as usize % picks.len()]).collect();
+                let few: RoaringBitmap = (0..ix.len() as u32).step_by(7).collect();
+                for sel in [&all, &some, &few, &all] {
+                    let mut want: Vec<SeriesId> = sel.iter().map(SeriesId).collect();
+                    want.sort_by(|a, b| ix.get(*a).unwrap().labels.cmp(&ix.get(*b).unwrap().labels));
+                    proptest::prop_assert_eq!(ix.sorted_by_labels(sel), want);
+                }
+                Ok(())
+            };
+            check(&mut ix, &names)?;
+            check(&mut ix, &later)?;
+        }
     }
 
     #[test]

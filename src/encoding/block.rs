@@ -60,6 +60,20 @@ pub struct BlockEncodeOptions {
 /// [`ValueKind::Float`] the f64 bit pattern (round-trips bit-exactly, NaN payloads
 /// included); for [`ValueKind::Money`] an i64 count of nano-units cast to u64.
 pub fn encode_block(ts: &[i64], values: &[u64], kind: ValueKind, opts: &BlockEncodeOptions, out: &mut Vec<u8>) {
+    encode_block_tracked(ts, values, kind, opts, &mut ZstdOutcomes::default(), out);
+}
+
+/// Like [`encode_block`], consulting and updating `outcomes`: a writer of many blocks
+/// (a segment) stops offering zstd to a payload size class after
+/// [`ZSTD_GIVE_UP`] payloads of that class in a row came out no smaller.
+pub fn encode_block_tracked(
+    ts: &[i64],
+    values: &[u64],
+    kind: ValueKind,
+    opts: &BlockEncodeOptions,
+    outcomes: &mut ZstdOutcomes,
+    out: &mut Vec<u8>,
+) {
     debug_assert_eq!(ts.len(), values.len());
     debug_assert!(!ts.is_empty() && ts.len() <= MAX_BLOCK_SAMPLES);
     debug_assert!(ts.windows(2).all(|w| w[0] < w[1]));
@@ -77,9 +91,10 @@ pub fn encode_block(ts: &[i64], values: &[u64], kind: ValueKind, opts: &BlockEnc
     if let Some(level) = opts.zstd_level {
         let payload = &out[start + 1..];
         let plen = payload.len();
-        if plen < MIN_ZSTD_PAYLOAD {
+        if plen < MIN_ZSTD_PAYLOAD || !outcomes.worth_trying(plen) {
             return;
         }
+        let mut kept = false;
         if let Some(frame) = zstd_compress(payload, level) {
             let mut hdr = Vec::with_capacity(10);
             put_uvarint(&mut hdr, plen as u64);
@@ -89,8 +104,39 @@ pub fn encode_block(ts: &[i64], values: &[u64], kind: ValueKind, opts: &BlockEnc
                 out.push(FLAG_ZSTD);
                 out.extend_from_slice(&hdr);
                 out.extend_from_slice(&frame);
+                kept = true;
             }
         }
+        outcomes.record(plen, kept);
+    }
+}
+
+/// Misses in a row after which a size class is no longer offered to zstd.
+pub const ZSTD_GIVE_UP: u32 = 256;
+
+/// How zstd fared per payload size class (by powers of two) in one writer's blocks.
+/// Whether zstd pays depends on the data: short blocks of a few samples per series
+/// (a flush after ingest of many series) practically never shrink, while the same
+/// sizes of periodic values usually do. Trying costs a frame's entropy tables each
+/// time, which for the never-shrinking kind was most of a flush's zstd time.
+#[derive(Debug, Clone, Default)]
+pub struct ZstdOutcomes {
+    /// Per class, misses since the last payload zstd shrank.
+    misses: [u32; 32],
+}
+
+impl ZstdOutcomes {
+    fn class(plen: usize) -> usize {
+        (plen.max(1).ilog2() as usize).min(31)
+    }
+
+    fn worth_trying(&self, plen: usize) -> bool {
+        self.misses[Self::class(plen)] < ZSTD_GIVE_UP
+    }
+
+    fn record(&mut self, plen: usize, kept: bool) {
+        let m = &mut self.misses[Self::class(plen)];
+        *m = if kept { 0 } else { m.saturating_add(1) };
     }
 }
 
@@ -386,6 +432,55 @@ mod tests {
             prop_assert_eq!(rt.len(), rv.len());
             prop_assert_eq!(got, want);
         }
+    }
+
+    /// A writer stops offering zstd to a size class after ZSTD_GIVE_UP misses in a row
+    /// (a compressible block of that class then stays plain, and still decodes), one
+    /// short of that it still tries and a hit resets the count, and other classes are
+    /// unaffected.
+    #[test]
+    fn zstd_is_no_longer_tried_for_a_class_that_never_shrinks() {
+        let ts: Vec<i64> = (0..4000).map(|i| i * 60_000_000_000).collect();
+        // Long runs of one (non-decimal) value between changes: zstd shrinks the XOR
+        // stream's repeated zero bits.
+        let vals: Vec<u64> = (0..4000).map(|i| (2.0 + (i / 50) as f64).sqrt().to_bits()).collect();
+        let plen = encode(&ts, &vals, ValueKind::Float, &NO_ZSTD).len() - 1;
+        let compressed = |bytes: &[u8]| bytes[0] & FLAG_ZSTD != 0;
+        assert!(
+            plen >= MIN_ZSTD_PAYLOAD,
+            "payload of {plen} bytes is too short for this test"
+        );
+        assert!(
+            compressed(&encode(&ts, &vals, ValueKind::Float, &ZSTD)),
+            "zstd must shrink this block"
+        );
+        let run = |outcomes: &mut ZstdOutcomes| {
+            let mut out = Vec::new();
+            encode_block_tracked(&ts, &vals, ValueKind::Float, &ZSTD, outcomes, &mut out);
+            out
+        };
+        let mut outcomes = ZstdOutcomes::default();
+        for _ in 0..ZSTD_GIVE_UP - 1 {
+            outcomes.record(plen, false);
+        }
+        // One short of giving up: tried, kept, and the count starts over.
+        assert!(compressed(&run(&mut outcomes)));
+        assert_eq!(outcomes.misses[ZstdOutcomes::class(plen)], 0);
+        for _ in 0..ZSTD_GIVE_UP {
+            outcomes.record(plen, false);
+        }
+        let out = run(&mut outcomes);
+        assert!(!compressed(&out), "class given up: no zstd");
+        let (mut dt, mut dv) = (Vec::new(), Vec::new());
+        assert_eq!(decode_block(&out, ValueKind::Float, &mut dt, &mut dv), Ok(ts.len()));
+        assert_eq!((dt, dv), (ts.clone(), vals.clone()));
+        // Another class is still tried.
+        let mut other = outcomes.clone();
+        other.misses[ZstdOutcomes::class(plen)] = 0;
+        for _ in 0..ZSTD_GIVE_UP {
+            other.record(plen * 4, false);
+        }
+        assert!(compressed(&run(&mut other)));
     }
 
     #[test]

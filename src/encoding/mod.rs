@@ -13,6 +13,7 @@ pub mod timestamps;
 pub mod varint;
 
 pub use block::{
-    decode_block, decode_block_range, encode_block, BlockEncodeOptions, MAX_BLOCK_PAYLOAD, MAX_BLOCK_SAMPLES,
+    decode_block, decode_block_range, encode_block, encode_block_tracked, BlockEncodeOptions, ZstdOutcomes,
+    MAX_BLOCK_PAYLOAD, MAX_BLOCK_SAMPLES,
 };
 pub use varint::{ByteReader, DecodeError};

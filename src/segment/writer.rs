@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::footer::{header_bytes, Footer, FLAG_TABLE_ZSTD, HEADER_LEN, SEGMENT_VERSION};
 use crate::encoding::varint::{put_bytes, put_ivarint, put_uvarint};
-use crate::encoding::{encode_block, BlockEncodeOptions};
+use crate::encoding::{encode_block_tracked, BlockEncodeOptions, ZstdOutcomes};
 use crate::model::{Labels, SeriesKind};
 
 /// Samples less than this much older than a series' last sample in a segment go into
@@ -60,6 +60,8 @@ pub struct SegmentWriter {
     offset: u64,
     table: Vec<u8>,
     block: Vec<u8>,
+    /// Which block sizes zstd has been shrinking in this segment.
+    zstd: ZstdOutcomes,
     opts: SegmentOptions,
     partition_start: i64,
     rank: u64,
@@ -80,6 +82,7 @@ impl SegmentWriter {
             offset: HEADER_LEN as u64,
             table: Vec::new(),
             block: Vec::new(),
+            zstd: ZstdOutcomes::default(),
             opts: SegmentOptions {
                 block_samples: opts.block_samples.clamp(1, crate::encoding::MAX_BLOCK_SAMPLES),
                 ..opts
@@ -127,7 +130,7 @@ impl SegmentWriter {
             .chain(new_ts.chunks(bs).zip(new_vals.chunks(bs)));
         for (bts, bvals) in blocks {
             self.block.clear();
-            encode_block(bts, bvals, kind.value, &enc, &mut self.block);
+            encode_block_tracked(bts, bvals, kind.value, &enc, &mut self.zstd, &mut self.block);
             self.out.write_all(&self.block)?;
             let (lo, hi) = (bts[0], bts[bts.len() - 1]);
             put_ivarint(&mut self.table, lo);

@@ -277,8 +277,7 @@ fn decode_payload(
         ValueKind::Money => {
             let base = vals_out.len();
             decode_ints(&mut r, n, vals_out)?;
-            vals_out.copy_within(base + keep.start..base + keep.end, base);
-            vals_out.truncate(base + keep.len());
+            super::keep_only(vals_out, base, keep);
         }
     }
     if !r.is_empty() {

@@ -335,8 +335,7 @@ pub fn decode_floats_range(
         TAG_XOR => {
             let start = out.len();
             decode_xor(r, n, out)?;
-            out.copy_within(start + keep.start..start + keep.end, start);
-            out.truncate(start + keep.len());
+            super::keep_only(out, start, keep);
             Ok(())
         }
         t => Err(DecodeError::Invalid(format!("unknown floats tag {t} at byte {at}"))),

@@ -100,7 +100,7 @@ fn uvarint_len(v: u64) -> usize {
 }
 
 #[inline]
-fn width_of(range: u64) -> u32 {
+const fn width_of(range: u64) -> u32 {
     64 - range.leading_zeros()
 }
 
@@ -179,14 +179,14 @@ const fn radix_params_of(r: u64) -> (usize, u32) {
         return (1, 0);
     }
     let (mut k, mut p) = (1usize, r);
-    let mut best = (1usize, 64 - (r - 1).leading_zeros());
+    let mut best = (1usize, width_of(r - 1));
     while let Some(next) = p.checked_mul(r) {
         if next > MAX_GROUP {
             break;
         }
         p = next;
         k += 1;
-        let b = 64 - (p - 1).leading_zeros();
+        let b = width_of(p - 1);
         if b as usize * best.0 <= best.1 as usize * k {
             best = (k, b);
         }

@@ -17,3 +17,12 @@ pub use block::{
     MAX_BLOCK_PAYLOAD, MAX_BLOCK_SAMPLES,
 };
 pub use varint::{ByteReader, DecodeError};
+
+/// Keeps, of the values appended to `v` from index `base` on, only those at offsets
+/// `keep` (within the appended run), moved down to `base`: how a range decode cuts a
+/// section it could not decode partially.
+pub(crate) fn keep_only<T: Copy>(v: &mut Vec<T>, base: usize, keep: std::ops::Range<usize>) {
+    let len = keep.len();
+    v.copy_within(base + keep.start..base + keep.end, base);
+    v.truncate(base + len);
+}

@@ -117,8 +117,7 @@ pub fn decode_timestamps_range(
             }
             let lo = ts.partition_point(|&t| t < start);
             let hi = ts.partition_point(|&t| t <= end).max(lo);
-            out.copy_within(base + lo..base + hi, base);
-            out.truncate(base + hi - lo);
+            super::keep_only(out, base, lo..hi);
             Ok(lo..hi)
         }
         t => Err(DecodeError::Invalid(format!("unknown timestamps tag {t} at byte {at}"))),

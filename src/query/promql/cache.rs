@@ -29,10 +29,8 @@ use promql_parser::parser::Expr;
 
 use super::engine::{self, dur_ms, offset_ms};
 use super::value::{QueryValue, Series};
-use super::{check_range, parse, EngineOptions, PromError};
+use super::{check_range, parse, EngineOptions, PromError, NANOS_PER_MILLI};
 use crate::store::{ChangeMark, ChangesSince, Store};
-
-const NANOS_PER_MILLI: i64 = 1_000_000;
 
 /// Most results kept, whatever their size: eviction scans the entries for the least
 /// recently used, so many tiny results must not make each insert slow.

@@ -15,12 +15,10 @@ use super::input::SeriesInput;
 pub(crate) use super::memo::LabelMemo;
 use super::rows::{FnMemo, OutLabels, Row, RowLabels, RowSink, Run, Scratch};
 use super::value::{is_stale, Elem, QueryValue, Series, Val, Vector, VectorSample};
-use super::{aggregate, binary, functions, EngineOptions, PromError};
+use super::{aggregate, binary, functions, EngineOptions, PromError, NANOS_PER_MILLI};
 use crate::index::{MatchOp, Matcher};
 use crate::model::{Labels, METRIC_NAME};
 use crate::store::{SelectRequest, SeriesSource, SeriesView, Visit};
-
-const NANOS_PER_MILLI: i64 = 1_000_000;
 
 /// Evaluation times: `start, start + step, … ≤ end` (ms). An instant query is a range
 /// of one step.

@@ -8,10 +8,9 @@
 
 use super::value::{is_stale, STALE_NAN_BITS};
 use super::PromError;
-use crate::model::{ValueKind, NANOS_PER_UNIT};
+use super::NANOS_PER_MILLI;
+use crate::model::{Money, ValueKind};
 use crate::store::SeriesView;
-
-const NANOS_PER_MILLI: i64 = 1_000_000;
 
 /// Storage nanoseconds as PromQL milliseconds (floor, as for negative times too).
 #[inline(always)]
@@ -28,7 +27,7 @@ fn ms_nonneg(t: i64) -> i64 {
 
 #[inline(always)]
 fn money(raw: u64) -> f64 {
-    raw as i64 as f64 / NANOS_PER_UNIT as f64
+    Money::from_nanos(raw as i64).to_f64()
 }
 
 /// One series' samples as a per-series function receives them.
@@ -128,10 +127,7 @@ pub(crate) fn convert_view(s: &SeriesView<'_>, ts_ms: &mut Vec<i64>, vals: &mut 
     ts_ms.clear();
     ts_ms.extend(s.ts.iter().map(|&t| ms(t)));
     vals.clear();
-    match s.kind.value {
-        ValueKind::Float => vals.extend(s.raw.iter().map(|&v| f64::from_bits(v))),
-        ValueKind::Money => vals.extend(s.raw.iter().map(|&v| money(v))),
-    }
+    s.extend_f64(vals);
     Ok(())
 }
 

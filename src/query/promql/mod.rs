@@ -37,6 +37,9 @@ mod rows;
 pub mod testfile;
 pub mod value;
 
+/// PromQL works in milliseconds; storage in nanoseconds.
+const NANOS_PER_MILLI: i64 = 1_000_000;
+
 use std::time::Duration;
 
 use promql_parser::parser::Expr;

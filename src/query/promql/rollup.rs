@@ -20,12 +20,10 @@ use promql_parser::parser::Expr;
 use super::engine::{dup_labelset, unparen, Ctx, Range, RangeSpec};
 use super::functions::{extrapolated_rate, RateSecs};
 use super::rows::{Row, RowLabels, RowSink};
-use super::PromError;
+use super::{PromError, NANOS_PER_MILLI};
 use crate::model::Labels;
 use crate::store::rollup::{counter_points, raw_to_f64, Stats, RESOLUTIONS};
 use crate::store::{RollupSeries, SelectRequest};
-
-const NANOS_PER_MILLI: i64 = 1_000_000;
 
 /// `rate`/`increase`/`delta` see one point per window; with at least 4 windows at most
 /// about a quarter of the range is filled in by extrapolation.

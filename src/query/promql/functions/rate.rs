@@ -107,14 +107,7 @@ fn extrapolate_at(
     secs: &mut RateSecs,
 ) -> f64 {
     let (first, last) = (w[0], w[w.len() - 1]);
-    let key = GeometryKey {
-        to_start_ms: first.0 - range_start,
-        to_end_ms: range_end - last.0,
-        sampled_ms: last.0 - first.0,
-        points: w.len(),
-        range_ms: range_end - range_start,
-        is_rate,
-    };
+    let key = GeometryKey::new(first.0, last.0, w.len(), range_start, range_end, is_rate);
     let g = secs.get(&key);
     apply_geometry(result, first.1, g, is_counter, is_rate)
 }
@@ -181,6 +174,21 @@ struct GeometryKey {
     points: usize,
     range_ms: i64,
     is_rate: bool,
+}
+
+impl GeometryKey {
+    /// The key of a window of `points` samples from `first` to `last` (ms) in the
+    /// range `start..=end`.
+    fn new(first: i64, last: i64, points: usize, start: i64, end: i64, is_rate: bool) -> GeometryKey {
+        GeometryKey {
+            to_start_ms: first - start,
+            to_end_ms: end - last,
+            sampled_ms: last - first,
+            points,
+            range_ms: end - start,
+            is_rate,
+        }
+    }
 }
 
 /// The value-independent quantities of [`extrapolated_rate`] for one [`GeometryKey`].
@@ -260,15 +268,7 @@ impl RatePlan {
             let mut end = w.e;
             for k in w.i..w.j.min(n) {
                 // As `extrapolate_at` forms it for step `k` (see `rate_runs`).
-                let start = end - range;
-                let key = GeometryKey {
-                    to_start_ms: first - start,
-                    to_end_ms: end - last,
-                    sampled_ms: last - first,
-                    points: w.hi - w.lo,
-                    range_ms: end - start,
-                    is_rate,
-                };
+                let key = GeometryKey::new(first, last, w.hi - w.lo, end - range, end, is_rate);
                 self.steps[k] = *secs.get(&key);
                 end = end.saturating_add(step);
             }

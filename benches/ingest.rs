@@ -90,6 +90,51 @@ fn cpu_clock(id: libc::clockid_t) -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
+/// CPU seconds per thread name (threads of one name summed), from `/proc/self/task`: where
+/// the timed window's CPU went (consumer, writer, librdkafka's broker threads, ...).
+fn thread_cpu_by_name() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Some((comm, cpu)) = stat_cpu(&t.path().join("stat")) {
+            *out.entry(comm).or_insert(0.0) += cpu;
+        }
+    }
+    out
+}
+
+/// (comm, user + system CPU seconds) of a `/proc/.../stat` file.
+fn stat_cpu(path: &std::path::Path) -> Option<(String, f64)> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = std::fs::read_to_string(path).ok()?;
+    // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, i.e. 12 and 13 after the comm.
+    let cpu = fields
+        .get(11..13)?
+        .iter()
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum::<f64>()
+        / ticks;
+    Some((stat[open + 1..close].to_string(), cpu))
+}
+
+/// `TALLY_BENCH_PERF_CTL=FIFO`: writes `enable` / `disable` to a `perf record
+/// --control=fifo:FIFO -D -1` control FIFO, so a profile covers only the timed window
+/// (not the prefill or the store's close-time flush).
+fn perf_ctl(cmd: &str) {
+    if let Some(path) = std::env::var_os("TALLY_BENCH_PERF_CTL") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = writeln!(f, "{cmd}");
+        }
+    }
+}
+
 fn pin_to_one_core() {
     // SAFETY: plain libc call on a zeroed cpu_set_t for this process.
     unsafe {
@@ -218,24 +263,33 @@ fn throughput(b: &Broker, tmp: &std::path::Path) {
     let handle = std::thread::spawn({
         let brokers = b.1.clone();
         let dir = tmp.join("tp");
+        let broker_stat = PathBuf::from(format!("/proc/{}/stat", b.0.id()));
         move || {
+            let broker_cpu = || stat_cpu(&broker_stat).map_or(0.0, |(_, c)| c);
+            let mut broker0 = 0.0;
             pin_to_one_core();
             let (m, k) = start_tally(&dir, &brokers, "bench.fill", "bench-tp");
             let mut first: Option<(Instant, u64, f64)> = None;
+            let mut by_thread = Default::default();
             let deadline = Instant::now() + Duration::from_secs(600);
             loop {
                 let a = accepted(&m);
                 if first.is_none() && a > 0 {
                     first = Some((Instant::now(), a, process_cpu()));
+                    by_thread = thread_cpu_by_name();
+                    broker0 = broker_cpu();
+                    perf_ctl("enable");
                 }
                 if a >= report.valid || Instant::now() > deadline {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
+            perf_ctl("disable");
             let (t, a0, c0) = first.unwrap_or((Instant::now(), 0, process_cpu()));
             let secs = t.elapsed().as_secs_f64();
             let cpu = process_cpu() - c0;
+            let after = thread_cpu_by_name();
             let msgs = (report.sent as f64) * ((report.valid - a0) as f64 / report.valid as f64);
             println!(
                 "throughput (pinned to 1 core): {} valid of {} messages; wall {:.0} messages/s ({:.0} accepted events/s); \
@@ -245,6 +299,17 @@ fn throughput(b: &Broker, tmp: &std::path::Path) {
                 msgs / secs,
                 (report.valid - a0) as f64 / secs,
                 msgs / cpu
+            );
+            let per_thread: Vec<String> = after
+                .iter()
+                .map(|(name, c)| (name, c - by_thread.get(name).copied().unwrap_or(0.0)))
+                .filter(|(_, c)| *c > 0.0)
+                .map(|(name, c)| format!("{name} {:.2} us", c * 1e6 / msgs))
+                .collect();
+            println!(
+                "  CPU per message by thread (clock ticks): {}; the broker process (not pinned): {:.2} us",
+                per_thread.join(", "),
+                (broker_cpu() - broker0) * 1e6 / msgs
             );
             k.shutdown(Duration::from_secs(30));
         }

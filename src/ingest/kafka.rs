@@ -45,12 +45,13 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::event::Reject;
+use super::inbox::{Forwarder, Inbox};
 use super::pipeline::{Batch, Pipeline};
 use super::Source;
 use crate::store::now_ns;
@@ -321,6 +322,8 @@ struct Ctx {
     writer: Arc<Writer>,
     /// Owned partitions and their durable next offsets, for the lag monitor.
     owned: Arc<Mutex<BTreeMap<Tp, i64>>>,
+    /// Assigned partitions forward their messages to the worker's inbox.
+    inbox: Forwarder,
 }
 
 impl ClientContext for Ctx {
@@ -419,6 +422,15 @@ impl ConsumerContext for Ctx {
                     }
                     tracing::warn!(error = %e, attempt, "cannot record the partition takeover; retrying");
                     std::thread::sleep(backoff(attempt));
+                }
+                for e in tpl.elements() {
+                    if !self.inbox.forward(c, e.topic(), e.partition()) {
+                        tracing::debug!(
+                            topic = e.topic(),
+                            partition = e.partition(),
+                            "partition read from the consumer queue"
+                        );
+                    }
                 }
                 if let Err(e) = c.assign(tpl) {
                     tracing::error!(error = %e, "assign failed");
@@ -906,6 +918,7 @@ impl KafkaIngest {
             producer,
             writer,
             owned: owned.clone(),
+            inbox: Forwarder::default(),
         };
         let mut cc = client_config(&cfg.brokers);
         cc.set("group.id", &cfg.group)
@@ -1011,6 +1024,14 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
             }
         }
     }
+    let mut inbox = match Inbox::new(&consumer, ctx.inbox.clone()) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the consumer's inbox queue");
+            ctx.writer.consumer.lock().take();
+            return;
+        }
+    };
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     if let Err(e) = consumer.subscribe(&topics) {
         tracing::error!(error = %e, "cannot subscribe to the topics");
@@ -1037,7 +1058,7 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
         };
         // A burst of messages per lock of the state; rebalance callbacks run inside
         // `poll`, so the state lock is never held across it.
-        let mut first = consumer.poll(wait);
+        let mut first = inbox.next(&consumer, wait);
         let mut st = state.lock();
         let mut n = 0;
         // True once a zero-timeout poll found librdkafka's local queue empty.
@@ -1050,7 +1071,8 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
                 (now, instant) = (now_ns(), Instant::now());
             }
             match r {
-                Ok(m) => {
+                Ok(received) => {
+                    let m = received.get();
                     let st = &mut *st;
                     if cur.1 != m.partition() || cur.0 != m.topic() {
                         cur = (
@@ -1062,7 +1084,7 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
                     let Some(next) = st.next.get_mut(cur.2.as_str()) else {
                         continue;
                     };
-                    if let Some(ms) = m.timestamp().to_millis() {
+                    if let Some(ms) = m.timestamp_ms() {
                         pipeline
                             .metrics
                             .kafka_delay
@@ -1072,7 +1094,7 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
                         // Re-fetched after a rewind: already handled.
                     } else {
                         *next = m.offset() + 1;
-                        let payload = m.payload().unwrap_or(&[]);
+                        let payload = m.payload();
                         if let Err(r) = pipeline.prepare(&mut st.batch, payload, now) {
                             pipeline.metrics.add_rejected(Source::Kafka, r.code, 1);
                             st.dlq_seq += 1;
@@ -1111,7 +1133,7 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
                 .is_some_and(|t| instant.saturating_duration_since(t) < cfg.batch_linger);
             if n < 4096 && room && (young || ctx.writer.full.load(Ordering::Relaxed)) {
                 drop(st);
-                first = consumer.poll(Duration::ZERO);
+                first = inbox.next(&consumer, Duration::ZERO);
                 drained = first.is_none();
                 st = state.lock();
             }
@@ -1157,6 +1179,8 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
         st.pipeline = None;
     }
     drop(pipeline);
+    // Before the client closes: the inbox queue must not outlive it.
+    drop(inbox);
     ctx.writer.consumer.lock().take();
     let (tx, rx) = std::sync::mpsc::channel();
     let closer = std::thread::spawn(move || {

@@ -11,6 +11,7 @@ pub mod event;
 pub mod failpoint;
 pub mod generator;
 pub mod handover;
+mod inbox;
 pub mod kafka;
 pub mod pipeline;
 pub mod pricing;

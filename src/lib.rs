@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cpu;
 pub mod encoding;
 pub mod export;
 pub mod index;

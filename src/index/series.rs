@@ -99,6 +99,14 @@ impl SeriesIndex {
         self.by_labels.get(labels).copied()
     }
 
+    /// Hints the CPU to fetch series `id`'s entry (appends update its time bounds).
+    #[inline]
+    pub fn prefetch(&self, id: SeriesId) {
+        if let Some(e) = self.series.get(id.0 as usize) {
+            crate::cpu::prefetch_read(e as *const SeriesEntry as *const u8);
+        }
+    }
+
     pub fn get(&self, id: SeriesId) -> Option<&SeriesEntry> {
         self.series.get(id.0 as usize)
     }

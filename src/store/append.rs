@@ -8,6 +8,10 @@ use crate::model::sample::raw_of;
 use crate::model::{Labels, Sample, SeriesKind, Value, ValueKind};
 use crate::wal::{encode_batch, WalSeries};
 
+/// How many series ahead the head append prefetches (enough to overlap several misses,
+/// few enough that the lines are still cached when their turn comes).
+const PREFETCH_AHEAD: usize = 8;
+
 /// One series of a batch, resolved; its raw columns are `ts[range]` / `vals[range]` of
 /// the batch-wide flat buffers (two allocations per append instead of two per series).
 struct Prepared {
@@ -170,7 +174,13 @@ impl Inner {
         self.metrics.wal_append_seconds.observe(t.elapsed().as_secs_f64());
         {
             let mut head = w.head.write();
-            for p in &prepared {
+            for (i, p) in prepared.iter().enumerate() {
+                // Series a few places ahead: their head and index entries are likely cache
+                // misses at high cardinality (see `Head::prefetch`).
+                if let Some(ahead) = prepared.get(i + PREFETCH_AHEAD) {
+                    head.prefetch(ahead.id);
+                    index.prefetch(ahead.id);
+                }
                 let (ts, vals) = (&all_ts[p.range.clone()], &all_vals[p.range.clone()]);
                 let bounds = ts.iter().min().zip(ts.iter().max());
                 if let Some((&lo, _)) = bounds {

@@ -26,8 +26,10 @@ struct HeadChunk {
     bytes: Box<[u8]>,
 }
 
-/// The newest in-order samples of a series, not yet encoded.
+/// The newest in-order samples of a series, not yet encoded. `len` comes first so it
+/// shares a cache line with [`HeadSeries`]'s other hot fields.
 #[derive(Debug)]
+#[repr(C)]
 struct OpenBuffer {
     /// Invariant: `len <= OPEN_SAMPLES`; `ts[..len]` strictly increasing.
     len: usize,
@@ -55,13 +57,21 @@ impl OpenBuffer {
     }
 }
 
+/// At high cardinality every series an append touches is a cache miss, so the fields an
+/// in-order append reads (`last`, `kind`, `open.len`) come first, in one cache line
+/// (`repr(C)` keeps that order); the sample it writes is a store, which does not stall.
+/// Before, the newest timestamp was read from the open buffer's tail (or the last chunk):
+/// a second miss per append.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct HeadSeries {
+    /// The newest in-order timestamp (of the open buffer or, when that is empty, of the
+    /// last chunk); `None` before the first in-order sample.
+    last: Option<i64>,
     kind: SeriesKind,
-    chunks: Vec<HeadChunk>,
-    /// Inline, not two vectors: an append to a series touches one allocation (at high
-    /// cardinality each pointer followed is a cache miss).
+    /// Inline, not two vectors: an append to a series touches one allocation.
     open: OpenBuffer,
+    chunks: Vec<HeadChunk>,
     /// Sorted by timestamp, unique.
     ooo: Vec<(i64, u64)>,
 }
@@ -69,24 +79,17 @@ pub(crate) struct HeadSeries {
 impl HeadSeries {
     fn new(kind: SeriesKind) -> Self {
         HeadSeries {
+            last: None,
             kind,
-            chunks: Vec::new(),
             open: OpenBuffer::default(),
+            chunks: Vec::new(),
             ooo: Vec::new(),
         }
     }
 
-    fn last_in_order(&self) -> Option<i64> {
-        self.open
-            .ts()
-            .last()
-            .copied()
-            .or_else(|| self.chunks.last().map(|c| c.max_t))
-    }
-
     /// Returns true when a conflicting value replaced an existing one.
     fn push(&mut self, ts: i64, v: u64) -> bool {
-        match self.last_in_order() {
+        match self.last {
             Some(last) if ts < last => self.push_ooo(ts, v),
             Some(last) if ts == last && self.open.len > 0 => {
                 let slot = &mut self.open.vals[self.open.len - 1];
@@ -99,6 +102,7 @@ impl HeadSeries {
                 self.open.ts[self.open.len] = ts;
                 self.open.vals[self.open.len] = v;
                 self.open.len += 1;
+                self.last = Some(ts);
                 // Sealed as soon as it is full, so `len < OPEN_SAMPLES` before every push.
                 if self.open.len >= OPEN_SAMPLES {
                     self.seal();
@@ -249,6 +253,15 @@ impl Head {
             min_t: i64::MAX,
             max_t: i64::MIN,
             ..Default::default()
+        }
+    }
+
+    /// Hints the CPU to fetch series `id`'s hot fields: the append path calls this a few
+    /// series ahead, so their cache misses overlap instead of stalling one by one.
+    #[inline]
+    pub fn prefetch(&self, id: SeriesId) {
+        if let Some(Some(s)) = self.series.get(id.0 as usize) {
+            crate::cpu::prefetch_read(&**s as *const HeadSeries as *const u8);
         }
     }
 

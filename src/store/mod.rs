@@ -10,6 +10,7 @@ mod append;
 mod batch;
 mod changes;
 mod compaction;
+mod declared;
 mod downsample;
 mod error;
 mod flush;
@@ -38,7 +39,6 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex, RwLock};
-use roaring::RoaringBitmap;
 
 pub use append::SeriesTarget;
 pub use batch::{SeriesWrite, WriteBatch};
@@ -98,7 +98,7 @@ struct Writer {
     head: Arc<RwLock<Head>>,
     head_started: Instant,
     /// Series already defined in the current WAL generation.
-    declared: RoaringBitmap,
+    declared: declared::DeclaredSeries,
     positions: BTreeMap<String, i64>,
     buf: Vec<u8>,
     closed: bool,

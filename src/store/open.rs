@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex, RwLock};
-use roaring::RoaringBitmap;
 
 use super::head::Head;
 use super::lock::DirLock;
@@ -174,7 +173,7 @@ pub(crate) fn open(dir: &Path, opts: StoreOptions) -> Result<Inner, StoreError> 
             wal,
             head,
             head_started: Instant::now(),
-            declared: RoaringBitmap::new(),
+            declared: super::declared::DeclaredSeries::default(),
             positions,
             buf: Vec::new(),
             closed: false,

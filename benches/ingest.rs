@@ -311,6 +311,15 @@ fn throughput(b: &Broker, tmp: &std::path::Path) {
                 per_thread.join(", "),
                 (broker_cpu() - broker0) * 1e6 / msgs
             );
+            println!(
+                "  batches: {}; partition pauses (writer behind): {}; offset commit before append: mean {:.4}s",
+                m.batches.load(Ordering::Relaxed),
+                m.pauses.load(Ordering::Relaxed),
+                {
+                    let (_, sum, count) = m.offset_commit.snapshot();
+                    sum / count.max(1) as f64
+                }
+            );
             k.shutdown(Duration::from_secs(30));
         }
     });

@@ -819,6 +819,8 @@ mod fast_path_tests {
             Just("\"\"".to_string()),
             Just("\"USD\"".to_string()),
             Just("\"é😀\"".to_string()),
+            Just("\"a-long-value-with-région-in-the-middle\"".to_string()),
+            Just("\"a-long-ascii-value-of-thirty-bytes\"".to_string()),
             Just("null".to_string()),
             Just("true".to_string()),
             Just("[1]".to_string()),

@@ -38,24 +38,62 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Bytes a string scan must stop at: `"`, `\\`, control characters (< 0x20) and
+/// non-ASCII bytes (≥ 0x80, which need UTF-8 validation). Nonzero iff one of the 8 bytes
+/// of `x` is such a byte, and then its lowest set bit lies in the first one: the
+/// zero-byte test `(v - 0x01..) & !v & 0x80..` can only flag bytes above a true match
+/// (through the borrow), never produce a flag on its own.
+#[inline]
+fn stops(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let quote = zero_byte(x ^ (ONES * b'"' as u64));
+    let backslash = zero_byte(x ^ (ONES * b'\\' as u64));
+    let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    quote | backslash | control | (x & HIGH)
+}
+
 /// An escape-free string starting at `b[i] == '"'`: (contents, index after the closing
-/// quote). `None` on escapes or control characters (serde decides those).
-fn string(s: &str, i: usize) -> Option<(&str, usize)> {
-    let b = s.as_bytes();
+/// quote). `None` on escapes, control characters or invalid UTF-8 (serde decides those).
+/// Scans 8 bytes at a time (`stops`); only strings with non-ASCII bytes are run through
+/// UTF-8 validation.
+fn string(b: &[u8], i: usize) -> Option<(&str, usize)> {
     if b.get(i) != Some(&b'"') {
         return None;
     }
-    let mut j = i + 1;
+    let start = i + 1;
+    let mut j = start;
+    let mut ascii = true;
     loop {
+        while let Some(chunk) = b.get(j..j + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let m = stops(u64::from_le_bytes(word));
+            if m != 0 {
+                j += (m.trailing_zeros() / 8) as usize;
+                break;
+            }
+            j += 8;
+        }
         match *b.get(j)? {
             b'"' => break,
             b'\\' => return None,
             c if c < 0x20 => return None,
-            _ => j += 1,
+            c => {
+                ascii &= c < 0x80;
+                j += 1;
+            }
         }
     }
-    // `i + 1` and `j` sit next to ASCII quotes, so both are char boundaries of `s`.
-    Some((s.get(i + 1..j)?, j + 1))
+    let bytes = &b[start..j];
+    let text = if ascii {
+        // SAFETY: every byte of `bytes` was seen above and is < 0x80: ASCII is UTF-8.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    } else {
+        std::str::from_utf8(bytes).ok()?
+    };
+    Some((text, j + 1))
 }
 
 /// A JSON number per RFC 8259 starting at `i`: index after it, or `None` if malformed.
@@ -89,20 +127,21 @@ fn number(b: &[u8], mut i: usize) -> Option<usize> {
 }
 
 /// The raw text of a string or number value at `i` (what `RawValue::get` returns).
-fn raw(s: &str, i: usize) -> Option<(&str, usize)> {
-    let end = if s.as_bytes().get(i) == Some(&b'"') {
-        string(s, i)?.1
+fn raw(b: &[u8], i: usize) -> Option<(&str, usize)> {
+    let end = if b.get(i) == Some(&b'"') {
+        string(b, i)?.1
     } else {
-        number(s.as_bytes(), i)?
+        number(b, i)?
     };
-    Some((s.get(i..end)?, end))
+    // Short (a timestamp, amount or number): checking it again costs little.
+    Some((std::str::from_utf8(b.get(i..end)?).ok()?, end))
 }
 
 /// Scans one event; `None` means "use serde_json" (see the module invariant).
 pub(crate) fn scan(bytes: &[u8]) -> Option<Fields<'_>> {
-    // Valid UTF-8 as a whole, so every slice between ASCII delimiters is valid UTF-8.
-    let s = std::str::from_utf8(bytes).ok()?;
-    let b = s.as_bytes();
+    // Outside strings only ASCII structure and digits are accepted, and every string is
+    // checked by `string`, so the payload is not validated as UTF-8 as a whole.
+    let b = bytes;
     let mut f = Fields::default();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
@@ -113,7 +152,7 @@ pub(crate) fn scan(bytes: &[u8]) -> Option<Fields<'_>> {
         i += 1;
     } else {
         loop {
-            let (key, next) = string(s, i)?;
+            let (key, next) = string(b, i)?;
             i = skip_ws(b, next);
             if b.get(i) != Some(&b':') {
                 return None;
@@ -127,7 +166,7 @@ pub(crate) fn scan(bytes: &[u8]) -> Option<Fields<'_>> {
                 *slot = Some(v);
                 Some(())
             }
-            let text = |i| string(s, i).map(|(v, n)| (Cow::Borrowed(v), n));
+            let text = |i| string(b, i).map(|(v, n)| (Cow::Borrowed(v), n));
             i = match key {
                 "event_id" => text(i).and_then(|(v, n)| put(&mut f.event_id, v).map(|_| n))?,
                 "tenant" => text(i).and_then(|(v, n)| put(&mut f.tenant, v).map(|_| n))?,
@@ -135,11 +174,11 @@ pub(crate) fn scan(bytes: &[u8]) -> Option<Fields<'_>> {
                 "unit" => text(i).and_then(|(v, n)| put(&mut f.unit, v).map(|_| n))?,
                 "sku" => text(i).and_then(|(v, n)| put(&mut f.sku, v).map(|_| n))?,
                 "currency" => text(i).and_then(|(v, n)| put(&mut f.currency, v).map(|_| n))?,
-                "ts" => raw(s, i).and_then(|(v, n)| put(&mut f.ts, v).map(|_| n))?,
-                "value" => raw(s, i).and_then(|(v, n)| put(&mut f.value, v).map(|_| n))?,
-                "cost" => raw(s, i).and_then(|(v, n)| put(&mut f.cost, v).map(|_| n))?,
+                "ts" => raw(b, i).and_then(|(v, n)| put(&mut f.ts, v).map(|_| n))?,
+                "value" => raw(b, i).and_then(|(v, n)| put(&mut f.value, v).map(|_| n))?,
+                "cost" => raw(b, i).and_then(|(v, n)| put(&mut f.cost, v).map(|_| n))?,
                 "labels" => {
-                    let (labels, n) = labels(s, i)?;
+                    let (labels, n) = labels(b, i)?;
                     put(&mut f.labels, labels)?;
                     n
                 }
@@ -162,8 +201,7 @@ pub(crate) fn scan(bytes: &[u8]) -> Option<Fields<'_>> {
 type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
 /// An object of string values at `i` (input order, duplicates kept like `LabelPairs`).
-fn labels(s: &str, mut i: usize) -> Option<(Pairs<'_>, usize)> {
-    let b = s.as_bytes();
+fn labels(b: &[u8], mut i: usize) -> Option<(Pairs<'_>, usize)> {
     if b.get(i) != Some(&b'{') {
         return None;
     }
@@ -173,12 +211,12 @@ fn labels(s: &str, mut i: usize) -> Option<(Pairs<'_>, usize)> {
         return Some((out, i + 1));
     }
     loop {
-        let (k, n) = string(s, i)?;
+        let (k, n) = string(b, i)?;
         i = skip_ws(b, n);
         if b.get(i) != Some(&b':') {
             return None;
         }
-        let (v, n) = string(s, skip_ws(b, i + 1))?;
+        let (v, n) = string(b, skip_ws(b, i + 1))?;
         out.push((Cow::Borrowed(k), Cow::Borrowed(v)));
         i = skip_ws(b, n);
         match b.get(i)? {
@@ -204,7 +242,37 @@ mod tests {
         assert_eq!(f.labels.unwrap().len(), 2);
         let f = scan(b" { \"ts\" : -12 , \"labels\" : { } } \n").unwrap();
         assert_eq!(f.ts, Some("-12"));
-        assert_eq!(f.labels, Some(Vec::new()));
+        assert_eq!(f.labels, Some(Default::default()));
+    }
+
+    proptest::proptest! {
+        /// `stops` flags a word iff one of its bytes is a stop byte, and its lowest flag
+        /// is in the first such byte (what `string` relies on to skip ahead).
+        #[test]
+        fn stops_finds_the_first_stop_byte(word in proptest::prelude::any::<[u8; 8]>()) {
+            let is_stop = |c: u8| c == b'"' || c == b'\\' || c < 0x20 || c >= 0x80;
+            let m = stops(u64::from_le_bytes(word));
+            match word.iter().position(|&c| is_stop(c)) {
+                None => proptest::prop_assert_eq!(m, 0),
+                Some(first) => proptest::prop_assert_eq!((m.trailing_zeros() / 8) as usize, first),
+            }
+        }
+    }
+
+    #[test]
+    fn long_strings_scan_in_words() {
+        let e =
+            "{\"event_id\":\"a-long-event-identifier-0001\",\"labels\":{\"region\":\"eu-west-1-région-très-longue\"}}";
+        let f = scan(e.as_bytes()).unwrap();
+        assert_eq!(f.event_id.as_deref(), Some("a-long-event-identifier-0001"));
+        assert_eq!(f.labels.unwrap()[0].1, "eu-west-1-région-très-longue");
+        for bad in [
+            &b"{\"event_id\":\"a-long-event-\x01dentifier\"}"[..],
+            b"{\"event_id\":\"a-long-event-\xffdentifier\"}",
+            b"{\"event_id\":\"a-long-event-\\ndentifier\"}",
+        ] {
+            assert_eq!(scan(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -250,7 +250,7 @@ mod tests {
         /// is in the first such byte (what `string` relies on to skip ahead).
         #[test]
         fn stops_finds_the_first_stop_byte(word in proptest::prelude::any::<[u8; 8]>()) {
-            let is_stop = |c: u8| c == b'"' || c == b'\\' || c < 0x20 || c >= 0x80;
+            let is_stop = |c: u8| c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c);
             let m = stops(u64::from_le_bytes(word));
             match word.iter().position(|&c| is_stop(c)) {
                 None => proptest::prop_assert_eq!(m, 0),

@@ -102,7 +102,10 @@ impl Inner {
             let index = self.index.read();
             let mut missing = false;
             let writes = || series.iter().filter(|s| !s.2.is_empty());
-            for (p, &(target, kind, _)) in prepared.iter_mut().zip(writes()) {
+            for (i, (p, &(target, kind, _))) in prepared.iter_mut().zip(writes()).enumerate() {
+                if let Some((SeriesTarget::Id(ahead), _, _)) = series.get(i + PREFETCH_AHEAD) {
+                    index.prefetch(*ahead);
+                }
                 match target {
                     SeriesTarget::Id(id) => match index.get(id) {
                         Some(e) if e.kind == kind => p.id = id,
@@ -177,6 +180,9 @@ impl Inner {
             for (i, p) in prepared.iter().enumerate() {
                 // Series a few places ahead: their head and index entries are likely cache
                 // misses at high cardinality (see `Head::prefetch`).
+                if let Some(ahead) = prepared.get(i + 2 * PREFETCH_AHEAD) {
+                    head.prefetch_slot(ahead.id);
+                }
                 if let Some(ahead) = prepared.get(i + PREFETCH_AHEAD) {
                     head.prefetch(ahead.id);
                     index.prefetch(ahead.id);

@@ -256,6 +256,16 @@ impl Head {
         }
     }
 
+    /// Hints the CPU to fetch the slot holding series `id`'s pointer (which at high
+    /// cardinality is itself a miss): the append path calls this further ahead than
+    /// [`Head::prefetch`], which loads that pointer.
+    #[inline]
+    pub fn prefetch_slot(&self, id: SeriesId) {
+        if let Some(slot) = self.series.get(id.0 as usize) {
+            crate::cpu::prefetch_read(slot as *const Option<Box<HeadSeries>> as *const u8);
+        }
+    }
+
     /// Hints the CPU to fetch series `id`'s hot fields: the append path calls this a few
     /// series ahead, so their cache misses overlap instead of stalling one by one.
     #[inline]

@@ -16,14 +16,16 @@
 //! first, so its keys survive. SIGKILL loses nothing written (page cache); against power
 //! loss the log is fdatasync'ed before the store append when `fsync` is on.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+
+use super::dedup_table::DedupTable;
 
 #[derive(Debug, Clone)]
 pub struct DedupConfig {
@@ -61,11 +63,10 @@ impl Hasher for IdHasher {
     }
 }
 
-type KeyMap = HashMap<u128, u32, BuildHasherDefault<IdHasher>>;
-
 /// The dedup key of an event.
 pub fn dedup_key(tenant: &str, event_id: &str) -> u128 {
-    let mut buf = [0u8; 512];
+    // Small: zeroing it is part of every event's cost (longer keys take the streaming path).
+    let mut buf = [0u8; 160];
     let n = tenant.len() + 1 + event_id.len();
     if n <= buf.len() {
         buf[..tenant.len()].copy_from_slice(tenant.as_bytes());
@@ -89,7 +90,8 @@ struct Gen {
 pub struct Dedup {
     dir: PathBuf,
     cfg: DedupConfig,
-    map: KeyMap,
+    /// key → the generation that inserted it.
+    map: DedupTable,
     gens: VecDeque<Gen>,
     file: Option<File>,
     buf: Vec<u8>,
@@ -122,7 +124,7 @@ impl Dedup {
         let mut d = Dedup {
             dir: dir.to_path_buf(),
             cfg,
-            map: KeyMap::default(),
+            map: DedupTable::default(),
             gens: VecDeque::new(),
             file: None,
             buf: Vec::new(),
@@ -138,7 +140,7 @@ impl Dedup {
                 }
             });
             for k in &keys {
-                d.map.insert(*k, id);
+                d.map.upsert(*k, id);
             }
             d.gens.push_back(Gen {
                 id,
@@ -157,30 +159,33 @@ impl Dedup {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 
     pub fn contains(&self, k: u128) -> bool {
-        self.map.contains_key(&k)
+        self.map.get(k).is_some()
+    }
+
+    /// Starts loading `k`'s slot: callers checking a batch of keys prefetch a few ahead.
+    #[inline]
+    pub fn prefetch(&self, k: u128) {
+        self.map.prefetch(k);
     }
 
     /// Inserts `k` if absent; true when it was new (not a duplicate).
     pub fn check_insert(&mut self, k: u128) -> bool {
         let Some(cur) = self.gens.back_mut() else { return true };
-        match self.map.entry(k) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(cur.id);
-                cur.keys.push(k);
-                true
-            }
+        let fresh = self.map.insert_new(k, cur.id);
+        if fresh {
+            cur.keys.push(k);
         }
+        fresh
     }
 
     /// Forgets keys inserted by a batch that was not stored.
     pub fn rollback(&mut self, keys: &[u128]) {
         for k in keys {
-            self.map.remove(k);
+            self.map.remove(*k);
         }
         if let Some(cur) = self.gens.back_mut() {
             let set: std::collections::HashSet<u128> = keys.iter().copied().collect();
@@ -261,9 +266,7 @@ impl Dedup {
                 self.evicted += old.keys.len() as u64;
             }
             for k in &old.keys {
-                if self.map.get(k) == Some(&old.id) {
-                    self.map.remove(k);
-                }
+                self.map.remove_if_gen(*k, old.id);
             }
             if let Err(e) = fs::remove_file(&old.path) {
                 tracing::warn!(path = %old.path.display(), error = %e, "cannot remove old dedup log");
@@ -318,6 +321,20 @@ fn decode(p: &[u8]) -> Option<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys are persisted in the dedup logs: the stack-buffer path and the streaming path
+    /// must give the same key for every length, across the buffer's size.
+    #[test]
+    fn key_is_the_same_on_both_paths() {
+        for len in 0..400 {
+            let (tenant, id) = ("tenant-042", "e".repeat(len));
+            let mut h = Xxh3::new();
+            h.update(tenant.as_bytes());
+            h.update(&[0]);
+            h.update(id.as_bytes());
+            assert_eq!(dedup_key(tenant, &id), h.digest128(), "event_id of {len} bytes");
+        }
+    }
 
     #[test]
     fn survives_reopen_and_ignores_unstored_batches() {

@@ -7,6 +7,7 @@
 //! positions (Kafka offsets) the batch advances. See `docs/ingest.md`.
 
 pub mod dedup;
+mod dedup_table;
 pub mod event;
 pub mod failpoint;
 pub mod generator;

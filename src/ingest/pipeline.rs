@@ -213,6 +213,9 @@ impl CachedSeries {
 
 const CACHE_MAX: usize = 1_000_000;
 
+/// How many events ahead a commit prefetches dedup slots.
+const DEDUP_PREFETCH_AHEAD: usize = 8;
+
 pub struct Pipeline {
     pub store: Arc<Store>,
     prices: PriceBook,
@@ -398,7 +401,11 @@ impl Pipeline {
         // vector per series): `start[s]..start[s + 1]` are series `s`'s samples in event order.
         let mut start = vec![0usize; batch.series.len() + 1];
         let mut dedup = self.dedup.lock();
-        for e in &batch.events {
+        for (i, e) in batch.events.iter().enumerate() {
+            // At millions of keys every check is a cache miss: start the next ones early.
+            if let Some(ahead) = batch.events.get(i + DEDUP_PREFETCH_AHEAD) {
+                dedup.prefetch(ahead.key);
+            }
             let new = dedup.check_insert(e.key);
             fresh.push(new);
             if !new {

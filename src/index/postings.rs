@@ -12,24 +12,37 @@ use crate::model::Labels;
 #[derive(Debug, Default, Clone)]
 pub struct TenantBitmap(pub RoaringBitmap);
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 pub struct Postings {
-    by_label: HashMap<String, BTreeMap<String, RoaringBitmap>>,
-    tenants: HashMap<String, TenantBitmap>,
+    by_label: FastMap<String, BTreeMap<String, RoaringBitmap>>,
+    tenants: FastMap<String, TenantBitmap>,
     all: RoaringBitmap,
 }
 
 impl Postings {
+    /// Adds a new series. Names, values and tenants are looked up borrowed and copied
+    /// only when new: ingest creating series at a high rate paid two string allocations
+    /// per label here, for keys that almost always existed already.
     pub fn add(&mut self, id: SeriesId, labels: &Labels, tenant: &str) {
         for l in labels.iter() {
-            self.by_label
-                .entry(l.name.clone())
-                .or_default()
-                .entry(l.value.clone())
-                .or_default()
-                .insert(id.0);
+            let values = match self.by_label.get_mut(l.name.as_str()) {
+                Some(v) => v,
+                None => self.by_label.entry(l.name.clone()).or_default(),
+            };
+            match values.get_mut(l.value.as_str()) {
+                Some(b) => b,
+                None => values.entry(l.value.clone()).or_default(),
+            }
+            .insert(id.0);
         }
-        self.tenants.entry(tenant.to_string()).or_default().0.insert(id.0);
+        match self.tenants.get_mut(tenant) {
+            Some(b) => b,
+            None => self.tenants.entry(tenant.to_string()).or_default(),
+        }
+        .0
+        .insert(id.0);
         self.all.insert(id.0);
     }
 

@@ -138,20 +138,34 @@ impl SeriesIndex {
     }
 
     /// Returns the id for `labels`, creating the series if needed. The bool is true when created.
+    /// One hash of the label set: the map entry serves both the lookup and the insert
+    /// (cloning `Labels` only bumps a reference count).
     pub fn get_or_create(&mut self, labels: &Labels, kind: SeriesKind) -> Result<(SeriesId, bool), KindMismatch> {
-        if let Some(id) = self.check_kind(labels, kind)? {
-            return Ok((id, false));
-        }
         let id = SeriesId(self.series.len() as u32);
-        let tenant = labels.tenant().unwrap_or(&self.default_tenant).to_string();
-        self.postings.add(id, labels, &tenant);
+        match self.by_labels.entry(labels.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let existing = self.series[e.get().0 as usize].kind;
+                if existing != kind {
+                    return Err(KindMismatch {
+                        labels: labels.clone(),
+                        existing,
+                        requested: kind,
+                    });
+                }
+                return Ok((*e.get(), false));
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
+        }
+        let tenant = labels.tenant().unwrap_or(&self.default_tenant);
+        self.postings.add(id, labels, tenant);
         self.series.push(SeriesEntry {
             labels: labels.clone(),
             kind,
             min_t: AtomicI64::new(i64::MAX),
             max_t: AtomicI64::new(i64::MIN),
         });
-        self.by_labels.insert(labels.clone(), id);
         Ok((id, true))
     }
 

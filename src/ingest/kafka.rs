@@ -1054,6 +1054,8 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
     let max_events = cfg.batch_max_events.max(1);
     // (topic, partition, source key) of the last message: no allocation per message.
     let mut cur: (String, i32, String) = (String::new(), -1, String::new());
+    // Producer-to-consumer delays of a burst, added to the shared histogram once per burst.
+    let mut kafka_delay = super::HistogramBatch::default();
     while !stop.load(Ordering::Relaxed) {
         let wait = {
             let st = state.lock();
@@ -1098,10 +1100,7 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
                         continue;
                     };
                     if let Some(ms) = m.timestamp_ms() {
-                        pipeline
-                            .metrics
-                            .kafka_delay
-                            .observe((now / 1_000_000 - ms) as f64 / 1e3);
+                        kafka_delay.observe((now / 1_000_000 - ms) as f64 / 1e3);
                     }
                     if m.offset() < *next {
                         // Re-fetched after a rewind: already handled.
@@ -1152,6 +1151,7 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
             }
         }
         let st = &mut *st;
+        pipeline.metrics.kafka_delay.add(&mut kafka_delay);
         ctx.drain_done(&consumer, &pipeline, st, false);
         let full = st.batch.events() + st.dlq.len() >= max_events;
         // Close the batch when it is full, when it is `batch_linger` old, or as soon as

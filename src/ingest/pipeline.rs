@@ -481,9 +481,11 @@ impl Pipeline {
         self.metrics.dedup_evicted.store(dedup.evicted, Ordering::Relaxed);
         drop(dedup);
         let now = now_ns();
+        let mut freshness = super::HistogramBatch::default();
         for ts in fresh_ts {
-            self.metrics.freshness.observe((now - ts) as f64 / 1e9);
+            freshness.observe((now - ts) as f64 / 1e9);
         }
+        self.metrics.freshness.add(&mut freshness);
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
         self.metrics.add_accepted(src, out.accepted);
         self.metrics.dedup_hits.fetch_add(out.duplicates, Ordering::Relaxed);

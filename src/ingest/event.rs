@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::scan::Fields;
-use crate::model::{LabelLimits, Money};
+use crate::model::{LabelLimits, Money, NANOS_PER_UNIT};
 
 /// Machine-readable rejection codes (stable: they appear in DLQ headers, HTTP responses
 /// and the `reason` label of `tally_ingest_events_rejected_total`).
@@ -294,7 +294,7 @@ pub fn parse_event<'a>(bytes: &'a [u8], limits: &ValidationLimits, now_ns: i64) 
 /// Validates the contract's fields (shared by the fast scanner and the serde path).
 fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Result<Event<'a>, Reject> {
     let event_id = opt_nonempty(raw.event_id).ok_or_else(|| rej(RejectCode::MissingField, "missing event_id"))?;
-    if event_id.len() > limits.max_event_id_bytes || event_id.chars().any(|c| c.is_control()) {
+    if event_id.len() > limits.max_event_id_bytes || has_control(&event_id) {
         return Err(rej(
             RejectCode::InvalidEventId,
             format!(
@@ -326,7 +326,7 @@ fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Resu
         ));
     }
     let tenant = opt_nonempty(raw.tenant).ok_or_else(|| rej(RejectCode::MissingField, "missing tenant"))?;
-    if tenant.len() > limits.labels.max_value_len.min(128) || tenant.chars().any(|c| c.is_control()) {
+    if tenant.len() > limits.labels.max_value_len.min(128) || has_control(&tenant) {
         return Err(rej(
             RejectCode::InvalidTenant,
             "tenant must be 1..128 bytes without control characters",
@@ -355,13 +355,16 @@ fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Resu
             format!("value must be a JSON number, got {vtext}"),
         ));
     }
-    let value: f64 = vtext
-        .parse()
-        .map_err(|_| rej(RejectCode::InvalidValue, format!("value {vtext} is not a number")))?;
+    let qty_nanos = vtext.parse::<Money>().ok().map(|m| m.nanos());
+    let value = match qty_nanos.and_then(exact_f64_of_nanos) {
+        Some(v) => v,
+        None => vtext
+            .parse()
+            .map_err(|_| rej(RejectCode::InvalidValue, format!("value {vtext} is not a number")))?,
+    };
     if !value.is_finite() {
         return Err(rej(RejectCode::InvalidValue, format!("value {vtext} is not finite")));
     }
-    let qty_nanos = vtext.parse::<Money>().ok().map(|m| m.nanos());
     let cost = match raw.cost {
         None => None,
         Some(t) => {
@@ -456,6 +459,25 @@ fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Resu
         currency,
         labels,
     })
+}
+
+/// Whether `s` holds a control character (`char::is_control`: C0, DEL and C1). ASCII
+/// text, nearly every id, is checked byte by byte instead of decoding characters.
+fn has_control(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        s.chars().any(char::is_control)
+    }
+}
+
+/// The float a decimal of `nanos` nano-units parses to, without parsing it again: when
+/// `|nanos| < 2^53` both `nanos` and 1e9 are exact floats, and IEEE division rounds their
+/// exact quotient (the decimal's value) correctly — what `str::parse::<f64>` returns.
+/// `None` for zero (the text may be `-0`, whose sign the nano count lost) and beyond 2^53.
+fn exact_f64_of_nanos(nanos: i64) -> Option<f64> {
+    const EXACT: i64 = 1 << 53;
+    (nanos != 0 && nanos.abs() < EXACT).then(|| nanos as f64 / NANOS_PER_UNIT as f64)
 }
 
 /// `"2026-11-22T03:00:00.123456789Z"` / `"...+02:00"` or integer epoch nanoseconds.
@@ -869,6 +891,21 @@ mod fast_path_tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// The control-character check agrees with `char::is_control` on any text.
+        #[test]
+        fn control_check_agrees(s in "(?s).{0,12}") {
+            prop_assert_eq!(has_control(&s), s.chars().any(char::is_control));
+        }
+
+        /// A usage value taken from its exact decimal is the float `parse` gives, bit
+        /// for bit, for every decimal the money parser accepts (up to 9 fraction digits).
+        #[test]
+        fn value_from_nanos_equals_parse(text in "-?(0|[1-9][0-9]{0,9})(\\.[0-9]{1,9})?") {
+            if let Some(v) = text.parse::<Money>().ok().and_then(|m| exact_f64_of_nanos(m.nanos())) {
+                prop_assert_eq!(v.to_bits(), text.parse::<f64>().unwrap().to_bits(), "{}", text);
+            }
+        }
+
         #[test]
         fn fast_path_agrees(e in event()) {
             check(e.as_bytes())?;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::scan::Fields;
+pub use crate::model::{is_valid_label_name, is_valid_metric_name};
 use crate::model::{LabelLimits, Money, NANOS_PER_UNIT};
 
 /// Machine-readable rejection codes (stable: they appear in DLQ headers, HTTP responses
@@ -502,21 +503,6 @@ fn parse_ts(text: &str) -> Result<i64, Reject> {
             format!("ts {text} must be an RFC 3339 string or integer epoch nanoseconds"),
         ))
     }
-}
-
-/// Prometheus metric-name rule `[a-zA-Z_:][a-zA-Z0-9_:]*` (same rule as the model's labels).
-pub fn is_valid_metric_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_' || c == b':')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
-}
-
-/// Prometheus label-name rule `[a-zA-Z_][a-zA-Z0-9_]*`, `__` prefix reserved.
-pub fn is_valid_label_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    !s.starts_with("__")
-        && matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).

@@ -49,13 +49,6 @@ fn range_ns(p: &Params) -> Result<(i64, i64), ApiError> {
     Ok((start_ns, end_ns))
 }
 
-/// Prometheus's `LabelNameRE`: `^[a-zA-Z_][a-zA-Z0-9_]*$` (`__name__` included).
-fn is_valid_label_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-}
-
 fn storage_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e.to_string())
 }
@@ -143,7 +136,7 @@ pub async fn label_values(
     p: Params,
 ) -> ApiResult {
     let tenant = tenant(&headers)?;
-    if !is_valid_label_name(&name) {
+    if !crate::model::is_label_name_syntax(&name) {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
     let (start, end) = range_ns(&p)?;

@@ -84,7 +84,7 @@ pub(crate) fn eval(ctx: &Ctx, a: &AggregateExpr, rng: &Range) -> Result<Val, Pro
             _ => {}
         }
     }
-    if op == Op::CountValues && !valid_label_name(&value_label) {
+    if op == Op::CountValues && !crate::model::is_label_name_syntax(&value_label) {
         return Err(PromError::Execution(format!("invalid label name {value_label:?}")));
     }
     let mut names_ref: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
@@ -346,12 +346,6 @@ impl StepAcc {
         }
         out
     }
-}
-
-fn valid_label_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)`.

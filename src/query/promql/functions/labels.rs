@@ -10,14 +10,8 @@ use crate::model::Labels;
 use crate::query::promql::engine::{check_dups, Ctx, Range};
 use crate::query::promql::value::Val;
 use crate::query::promql::PromError;
-
-/// Prometheus's label-name rule `^[a-zA-Z_][a-zA-Z0-9_]*$` (here `__`-prefixed names
-/// are allowed, unlike for ingested series).
-fn valid_label_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-}
+// Prometheus's label-name rule; `__`-prefixed names are allowed here, unlike for ingested series.
+use crate::model::is_label_name_syntax as valid_label_name;
 
 pub(super) fn label_replace(ctx: &Ctx, args: &[&Expr], rng: &Range) -> Result<Val, PromError> {
     let dst = string_arg(ctx, args, 1, rng)?;

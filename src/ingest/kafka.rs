@@ -776,12 +776,12 @@ fn commit_before_append(job: &Job, writer: &Writer, pipeline: &Pipeline, stop: &
     }
 }
 
-/// Waits until every dead letter of the job is acknowledged (re-sending failures). Dead
-/// letters of later batches may be in flight meanwhile: only this job's are waited for.
 /// How long the writer sleeps between looks for dead-letter acknowledgements (a broker
 /// round trip takes a millisecond or more).
 const DLQ_ACK_NAP: Duration = Duration::from_micros(200);
 
+/// Waits until every dead letter of the job is acknowledged (re-sending failures). Dead
+/// letters of later batches may be in flight meanwhile: only this job's are waited for.
 fn ack_dlq(job: &Job, pipeline: &Pipeline, producer: &DlqProducer, stop: &AtomicBool) -> bool {
     let first = job.dlq.first().map_or(0, |m| m.seq);
     let end = job.dlq.last().map_or(0, |m| m.seq + 1);

@@ -175,3 +175,47 @@ fn kafka_two_processes_split_partitions_exact_after_rebalance() {
     assert_totals_match(&report, &merge_totals(&[ta, tb]));
     assert_dlq_covers(&broker, topic, &report);
 }
+
+/// A batch the writer gives up on is discarded with everything read after it, and the
+/// partitions are rewound to their stored positions. The worker reads messages ahead in
+/// batches of up to 1024: those must be dropped too, or the first one handed out after the
+/// rewind would move its partition past the events about to be read again. Small batches
+/// over a pre-filled topic keep read-ahead messages buffered when the failure hits.
+#[test]
+fn kafka_discarded_batch_rewinds_without_loss() {
+    let broker = Broker::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let prices = write_price_book(tmp.path());
+    let topic = "cost.rewind";
+    broker.create_topic(topic, 2);
+    let report = generator::run(&GenConfig {
+        brokers: broker.addr.clone(),
+        topic: topic.into(),
+        rate: 0,
+        count: 20_000,
+        tenants: 3,
+        seed: 23,
+        ..GenConfig::default()
+    })
+    .expect("generator");
+    assert_eq!(report.delivery_errors, 0);
+    let data = tmp.path().join("data");
+    let opts = TallyOpts {
+        brokers: Some(&broker.addr),
+        topics: &[topic],
+        group: "tally",
+        price_book: Some(&prices),
+        extra: &["--batch-max-events", "200", "--batch-linger", "5ms"],
+    };
+    let mut t = Tally::start_with_env(&data, &opts, &[("TALLY_FAILPOINT", "kafka.append_gives_up:3")]);
+    wait_stored(&[&t], topic, &report.end_offsets, Duration::from_secs(120));
+    let log = t.log_text();
+    assert!(
+        log.contains("failpoint reached: failing"),
+        "the append failure never happened:\n{log}"
+    );
+    assert!(log.contains("rewinding to the stored positions"), "no rewind:\n{log}");
+    t.stop();
+    let (totals, _) = store_totals(&data);
+    assert_totals_match(&report, &totals);
+}

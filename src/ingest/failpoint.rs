@@ -1,6 +1,8 @@
-//! Crash points for fault tests: `TALLY_FAILPOINT=<name>:<n>` aborts the process the n-th
+//! Fault points for tests: `TALLY_FAILPOINT=<name>:<n>` aborts the process the n-th
 //! time the named point is reached — no unwinding, no shutdown code, like a SIGKILL at
-//! exactly that line. Unset (always, outside tests) it costs one relaxed load.
+//! exactly that line ([`hit`]); a point checked with [`fails`] instead reports one failure
+//! there (the caller takes its error path). Unset (always, outside tests) either costs one
+//! relaxed load.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -24,5 +26,20 @@ pub fn hit(name: &str) {
             tracing::error!(failpoint = name, "failpoint reached: aborting");
             std::process::abort();
         }
+    }
+}
+
+/// True on the armed point's n-th hit (the caller then fails as if its I/O had).
+pub fn fails(name: &str) -> bool {
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    match armed() {
+        Some((armed, n)) if armed == name => {
+            let fire = HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n;
+            if fire {
+                tracing::error!(failpoint = name, "failpoint reached: failing");
+            }
+            fire
+        }
+        _ => false,
     }
 }

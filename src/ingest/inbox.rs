@@ -19,6 +19,7 @@
 
 use std::ffi::CString;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,14 +44,27 @@ unsafe impl Send for QueuePtr {}
 /// What the rebalance callback uses to forward newly assigned partitions to the inbox.
 /// Empty until the inbox exists and again once it is dropped.
 #[derive(Default, Clone)]
-pub(crate) struct Forwarder(Arc<Mutex<Option<QueuePtr>>>);
+pub(crate) struct Forwarder {
+    queue: Arc<Mutex<Option<QueuePtr>>>,
+    /// Bumped by [`Forwarder::invalidate`]; a batch read under an older value is dropped.
+    epoch: Arc<AtomicU64>,
+}
 
 impl Forwarder {
+    /// Drops the messages the inbox has read but not handed out yet. Call on every seek,
+    /// rewind, assignment and revocation: librdkafka discards messages of an old fetch
+    /// still in its queues (op versions), but not those already taken into our batch, and
+    /// handing one out after a rewind would move the partition's next offset past the
+    /// events the rewind is about to read again.
+    pub(crate) fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Forwards the fetch queue of `topic`/`partition` to the inbox. Returns false when
     /// there is no inbox or librdkafka has no such partition (its messages then arrive
     /// on the consumer queue, which the inbox also reads).
     pub(crate) fn forward<C: ConsumerContext>(&self, c: &BaseConsumer<C>, topic: &str, partition: i32) -> bool {
-        let guard = self.0.lock();
+        let guard = self.queue.lock();
         let (Some(q), Ok(t)) = (guard.as_ref(), CString::new(topic)) else {
             return false;
         };
@@ -187,6 +201,8 @@ pub(crate) struct Inbox {
     /// `buf[pos..len]` are read and not yet handed out (owned by us until then).
     pos: usize,
     len: usize,
+    /// The forwarder's epoch when `buf` was filled.
+    filled_at: u64,
 }
 
 impl Inbox {
@@ -196,13 +212,14 @@ impl Inbox {
         // SAFETY: creates a queue on the live client.
         let q = unsafe { rd::rd_kafka_queue_new(c.client().native_ptr()) };
         let queue = NonNull::new(q).ok_or(KafkaError::Subscription("cannot create the inbox queue".into()))?;
-        *forwarder.0.lock() = Some(QueuePtr(queue));
+        *forwarder.queue.lock() = Some(QueuePtr(queue));
         Ok(Inbox {
             queue,
             forwarder,
             buf: vec![std::ptr::null_mut(); BATCH],
             pos: 0,
             len: 0,
+            filled_at: 0,
         })
     }
 
@@ -231,6 +248,7 @@ impl Inbox {
                     return None;
                 }
                 (self.pos, self.len) = (0, (n as usize).min(self.buf.len()));
+                self.filled_at = self.forwarder.epoch.load(Ordering::Relaxed);
                 self.take()?
             }
         };
@@ -242,6 +260,16 @@ impl Inbox {
     }
 
     fn take(&mut self) -> Option<RawMessage> {
+        if self.pos < self.len && self.filled_at != self.forwarder.epoch.load(Ordering::Relaxed) {
+            // Invalidated: release the rest of the batch unread.
+            while self.pos < self.len {
+                if let Some(m) = NonNull::new(self.buf[self.pos]) {
+                    drop(RawMessage(m));
+                }
+                self.pos += 1;
+            }
+            return None;
+        }
         while self.pos < self.len {
             let p = self.buf[self.pos];
             self.pos += 1;
@@ -255,7 +283,7 @@ impl Inbox {
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        self.forwarder.0.lock().take();
+        self.forwarder.queue.lock().take();
         while self.take().is_some() {}
         // SAFETY: no one else holds this handle any more (the forwarder was cleared under
         // its lock); partitions still forwarding hold their own references.

@@ -348,6 +348,8 @@ impl ConsumerContext for Ctx {
             return;
         };
         pipeline.metrics.rebalances.fetch_add(1, Ordering::Relaxed);
+        // Whatever the worker read ahead belongs to the old assignment.
+        self.inbox.invalidate();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 // The committed offset is where the previous owner's data ends: starting
@@ -612,6 +614,7 @@ impl Ctx {
             // Not stored: rewind so the events are read again (never lost). Everything
             // after the failed batch (queued job, batch being built) is dropped too.
             tracing::error!("discarding unstored batches and rewinding to the stored positions");
+            self.inbox.invalidate();
             self.cancel_pending(st);
             st.batch.clear();
             st.dlq.clear();
@@ -711,6 +714,11 @@ fn write_job(job: &Job, writer: &Writer, pipeline: &Pipeline, producer: &DlqProd
         return false;
     }
     super::failpoint::hit("kafka.after_commit");
+    if super::failpoint::fails("kafka.append_gives_up") {
+        // As if the append had failed past its retries: the batch is discarded and the
+        // partitions are rewound (the path a long store outage takes).
+        return false;
+    }
     let mut attempt = 0u32;
     loop {
         match pipeline.commit(&job.batch, Source::Kafka) {

@@ -15,7 +15,8 @@
 //! partition whose forward failed) is returned from there: nothing is lost either way.
 //!
 //! Messages of an old fetch (before a seek or a re-assignment) are dropped by librdkafka's
-//! op versions here just as on the consumer queue.
+//! op versions here just as on the consumer queue; those already read into the inbox's
+//! batch are dropped by [`Forwarder::invalidate`], which every rewind and rebalance calls.
 
 use std::ffi::CString;
 use std::ptr::NonNull;

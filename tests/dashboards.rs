@@ -309,12 +309,9 @@ fn every_cost_dashboard_expression_and_variable_works_against_tally() {
 /// must return data, and every metric the dashboard names must be one tally exposes.
 #[test]
 fn ingest_health_dashboard_works_over_real_self_metrics() {
-    use common::kafka::{wait_stored, write_price_book, Broker, Tally, TallyOpts};
-    let broker = Broker::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let prices = write_price_book(tmp.path());
+    use common::kafka::{wait_stored, KafkaRig, Tally, TallyOpts};
     let topic = "cost.compute";
-    broker.create_topic(topic, 2);
+    let KafkaRig { broker, tmp, prices } = KafkaRig::start(topic, 2);
     let data = tmp.path().join("data");
     let t = Tally::start(
         &data,

@@ -19,11 +19,8 @@ use tally::ingest::generator::{self, GenConfig};
 
 #[test]
 fn kafka_writer_stall_pauses_partitions_then_resumes_exact() {
-    let broker = Broker::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let prices = write_price_book(tmp.path());
     let topic = "cost.compute";
-    broker.create_topic(topic, 2);
+    let KafkaRig { broker, tmp, prices } = KafkaRig::start(topic, 2);
     // Pre-fill the topic, so librdkafka has plenty prefetched when the broker stops.
     let report = generator::run(&GenConfig {
         brokers: broker.addr.clone(),

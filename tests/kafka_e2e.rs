@@ -10,11 +10,8 @@ use tally::ingest::generator::{self, GenConfig};
 
 #[test]
 fn kafka_end_to_end_generator_to_store() {
-    let broker = Broker::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let prices = write_price_book(tmp.path());
     let topic = "cost.compute";
-    broker.create_topic(topic, 4);
+    let KafkaRig { broker, tmp, prices } = KafkaRig::start(topic, 4);
     let data = tmp.path().join("data");
     let mut tally = Tally::start(
         &data,

@@ -19,11 +19,8 @@ fn batches(t: &Tally) -> u64 {
 
 #[test]
 fn kafka_sigkill_restart_cycles_exact_totals() {
-    let broker = Broker::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let prices = write_price_book(tmp.path());
     let topic = "cost.storage";
-    broker.create_topic(topic, 4);
+    let KafkaRig { broker, tmp, prices } = KafkaRig::start(topic, 4);
     let data = tmp.path().join("data");
     let opts = TallyOpts {
         brokers: Some(&broker.addr),
@@ -70,11 +67,8 @@ fn kafka_sigkill_restart_cycles_exact_totals() {
 
 #[test]
 fn kafka_broker_outage_degraded_then_resumes_exact() {
-    let broker = Broker::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let prices = write_price_book(tmp.path());
     let topic = "cost.network";
-    broker.create_topic(topic, 2);
+    let KafkaRig { broker, tmp, prices } = KafkaRig::start(topic, 2);
     let data = tmp.path().join("data");
     let opts = TallyOpts {
         brokers: Some(&broker.addr),
@@ -129,11 +123,8 @@ fn kafka_broker_outage_degraded_then_resumes_exact() {
 
 #[test]
 fn kafka_two_processes_split_partitions_exact_after_rebalance() {
-    let broker = Broker::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let prices = write_price_book(tmp.path());
     let topic = "cost.compute";
-    broker.create_topic(topic, 4);
+    let KafkaRig { broker, tmp, prices } = KafkaRig::start(topic, 4);
     let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
     let opts = TallyOpts {
         brokers: Some(&broker.addr),
@@ -183,11 +174,8 @@ fn kafka_two_processes_split_partitions_exact_after_rebalance() {
 /// over a pre-filled topic keep read-ahead messages buffered when the failure hits.
 #[test]
 fn kafka_discarded_batch_rewinds_without_loss() {
-    let broker = Broker::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let prices = write_price_book(tmp.path());
     let topic = "cost.rewind";
-    broker.create_topic(topic, 2);
+    let KafkaRig { broker, tmp, prices } = KafkaRig::start(topic, 2);
     let report = generator::run(&GenConfig {
         brokers: broker.addr.clone(),
         topic: topic.into(),

@@ -17,11 +17,8 @@ use tally::ingest::generator::{self, GenConfig};
 
 #[test]
 fn kafka_crash_between_commit_and_append_then_partitions_move_exact() {
-    let broker = Broker::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let prices = write_price_book(tmp.path());
     let topic = "cost.compute";
-    broker.create_topic(topic, 4);
+    let KafkaRig { broker, tmp, prices } = KafkaRig::start(topic, 4);
     let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
     let opts = TallyOpts {
         brokers: Some(&broker.addr),

@@ -515,6 +515,24 @@ pub fn read_topic(brokers: &str, topic: &str, min: usize, deadline: Duration) ->
     out
 }
 
+/// What every Kafka test starts from: a broker with one topic, a scratch directory and
+/// the generator's price book in it.
+pub struct KafkaRig {
+    pub broker: Broker,
+    pub tmp: tempfile::TempDir,
+    pub prices: PathBuf,
+}
+
+impl KafkaRig {
+    pub fn start(topic: &str, partitions: i32) -> KafkaRig {
+        let broker = Broker::start();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let prices = write_price_book(tmp.path());
+        broker.create_topic(topic, partitions);
+        KafkaRig { broker, tmp, prices }
+    }
+}
+
 /// The generator's price book written to `dir/prices.toml`.
 pub fn write_price_book(dir: &Path) -> PathBuf {
     let p = dir.join("prices.toml");

@@ -17,8 +17,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::scan::Fields;
-pub use crate::model::{is_valid_label_name, is_valid_metric_name};
-use crate::model::{LabelLimits, Money, NANOS_PER_UNIT};
+use crate::model::{is_valid_label_name, is_valid_metric_name, LabelLimits, Money, NANOS_PER_UNIT};
 
 /// Machine-readable rejection codes (stable: they appear in DLQ headers, HTTP responses
 /// and the `reason` label of `tally_ingest_events_rejected_total`).

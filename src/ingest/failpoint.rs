@@ -18,28 +18,26 @@ fn armed() -> Option<&'static (String, u64)> {
         .as_ref()
 }
 
+/// True when `name` is the armed point and this is its n-th hit (`hits` counts them).
+fn nth_hit(name: &str, hits: &AtomicU64) -> bool {
+    matches!(armed(), Some((armed, n)) if armed == name && hits.fetch_add(1, Ordering::Relaxed) + 1 == *n)
+}
+
 /// Aborts when this is the armed point's n-th hit.
 pub fn hit(name: &str) {
     static HITS: AtomicU64 = AtomicU64::new(0);
-    if let Some((armed, n)) = armed() {
-        if armed == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n {
-            tracing::error!(failpoint = name, "failpoint reached: aborting");
-            std::process::abort();
-        }
+    if nth_hit(name, &HITS) {
+        tracing::error!(failpoint = name, "failpoint reached: aborting");
+        std::process::abort();
     }
 }
 
 /// True on the armed point's n-th hit (the caller then fails as if its I/O had).
 pub fn fails(name: &str) -> bool {
     static HITS: AtomicU64 = AtomicU64::new(0);
-    match armed() {
-        Some((armed, n)) if armed == name => {
-            let fire = HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n;
-            if fire {
-                tracing::error!(failpoint = name, "failpoint reached: failing");
-            }
-            fire
-        }
-        _ => false,
+    let fire = nth_hit(name, &HITS);
+    if fire {
+        tracing::error!(failpoint = name, "failpoint reached: failing");
     }
+    fire
 }

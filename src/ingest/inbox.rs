@@ -241,6 +241,8 @@ impl Inbox {
                     None => {}
                 }
                 let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+                // Taken before the read: an invalidation during it drops the batch.
+                let epoch = self.forwarder.epoch.load(Ordering::Relaxed);
                 // SAFETY: `buf` has room for `buf.len()` pointers; the queue is ours and alive.
                 let n = unsafe {
                     rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), ms, self.buf.as_mut_ptr(), self.buf.len())
@@ -248,8 +250,7 @@ impl Inbox {
                 if n <= 0 {
                     return None;
                 }
-                (self.pos, self.len) = (0, (n as usize).min(self.buf.len()));
-                self.filled_at = self.forwarder.epoch.load(Ordering::Relaxed);
+                (self.pos, self.len, self.filled_at) = (0, (n as usize).min(self.buf.len()), epoch);
                 self.take()?
             }
         };

@@ -140,10 +140,9 @@ fn raw(b: &[u8], i: usize) -> Option<(&str, usize)> {
 }
 
 /// Scans one event; `None` means "use serde_json" (see the module invariant).
-pub(crate) fn scan(bytes: &[u8]) -> Option<Fields<'_>> {
+pub(crate) fn scan(b: &[u8]) -> Option<Fields<'_>> {
     // Outside strings only ASCII structure and digits are accepted, and every string is
     // checked by `string`, so the payload is not validated as UTF-8 as a whole.
-    let b = bytes;
     let mut f = Fields::default();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {

@@ -102,9 +102,10 @@ impl Inner {
             let index = self.index.read();
             let mut missing = false;
             let writes = || series.iter().filter(|s| !s.2.is_empty());
-            for (i, (p, &(target, kind, _))) in prepared.iter_mut().zip(writes()).enumerate() {
-                if let Some((SeriesTarget::Id(ahead), _, _)) = series.get(i + PREFETCH_AHEAD) {
-                    index.prefetch(*ahead);
+            let mut ahead = writes().skip(PREFETCH_AHEAD);
+            for (p, &(target, kind, _)) in prepared.iter_mut().zip(writes()) {
+                if let Some((SeriesTarget::Id(id), _, _)) = ahead.next() {
+                    index.prefetch(*id);
                 }
                 match target {
                     SeriesTarget::Id(id) => match index.get(id) {

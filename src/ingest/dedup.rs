@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use super::dedup_table::DedupTable;
+use super::key_table::{stored, KeyTable};
 
 #[derive(Debug, Clone)]
 pub struct DedupConfig {
@@ -80,6 +80,9 @@ pub fn dedup_key(tenant: &str, event_id: &str) -> u128 {
     h.digest128()
 }
 
+/// Dedup keys carry no tag in the key table.
+const NO_TAG: u32 = 0;
+
 struct Gen {
     id: u32,
     created_secs: i64,
@@ -90,8 +93,8 @@ struct Gen {
 pub struct Dedup {
     dir: PathBuf,
     cfg: DedupConfig,
-    /// key → the generation that inserted it.
-    map: DedupTable,
+    /// key → the generation that inserted it (dedup keys use no tag: [`NO_TAG`]).
+    map: KeyTable,
     gens: VecDeque<Gen>,
     file: Option<File>,
     buf: Vec<u8>,
@@ -124,7 +127,7 @@ impl Dedup {
         let mut d = Dedup {
             dir: dir.to_path_buf(),
             cfg,
-            map: DedupTable::default(),
+            map: KeyTable::default(),
             gens: VecDeque::new(),
             file: None,
             buf: Vec::new(),
@@ -140,7 +143,7 @@ impl Dedup {
                 }
             });
             for k in &keys {
-                d.map.upsert(*k, id);
+                d.map.upsert(*k, NO_TAG, id);
             }
             d.gens.push_back(Gen {
                 id,
@@ -163,7 +166,7 @@ impl Dedup {
     }
 
     pub fn contains(&self, k: u128) -> bool {
-        self.map.get(k).is_some()
+        self.map.get(k, NO_TAG).is_some()
     }
 
     /// Starts loading `k`'s slot: callers checking a batch of keys prefetch a few ahead.
@@ -175,7 +178,7 @@ impl Dedup {
     /// Inserts `k` if absent; true when it was new (not a duplicate).
     pub fn check_insert(&mut self, k: u128) -> bool {
         let Some(cur) = self.gens.back_mut() else { return true };
-        let fresh = self.map.insert_new(k, cur.id);
+        let fresh = self.map.insert_new(k, NO_TAG, cur.id);
         if fresh {
             cur.keys.push(k);
         }
@@ -185,7 +188,7 @@ impl Dedup {
     /// Forgets keys inserted by a batch that was not stored.
     pub fn rollback(&mut self, keys: &[u128]) {
         for k in keys {
-            self.map.remove(*k);
+            self.map.remove(*k, NO_TAG);
         }
         if let Some(cur) = self.gens.back_mut() {
             let set: std::collections::HashSet<u128> = keys.iter().copied().collect();
@@ -266,7 +269,10 @@ impl Dedup {
                 self.evicted += old.keys.len() as u64;
             }
             for k in &old.keys {
-                self.map.remove_if_gen(*k, old.id);
+                // Only if no later generation took the key over.
+                if self.map.get(*k, NO_TAG) == Some(stored(old.id)) {
+                    self.map.remove(*k, NO_TAG);
+                }
             }
             if let Err(e) = fs::remove_file(&old.path) {
                 tracing::warn!(path = %old.path.display(), error = %e, "cannot remove old dedup log");

@@ -16,7 +16,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::scan::Fields;
+use super::scan::{Fields, LabelsField};
 use crate::model::{is_valid_label_name, is_valid_metric_name, LabelLimits, Money, NANOS_PER_UNIT};
 
 /// Machine-readable rejection codes (stable: they appear in DLQ headers, HTTP responses
@@ -244,7 +244,9 @@ pub struct Event<'a> {
     pub sku: Option<Cow<'a, str>>,
     pub cost: Option<Money>,
     pub currency: Option<Cow<'a, str>>,
-    pub labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Listed (`Pairs`) whenever the labels were validated here; left as the scanner's
+    /// text when the event's shape was known valid (see [`validate`]).
+    pub labels: LabelsField<'a>,
 }
 
 fn opt_nonempty(s: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
@@ -271,28 +273,45 @@ fn parse_fields_serde(bytes: &[u8]) -> Result<Fields<'_>, Reject> {
         sku: raw.sku.map(|s| s.0),
         cost: raw.cost.map(RawValue::get),
         currency: raw.currency.map(|s| s.0),
-        labels: raw.labels.map(|l| l.0),
+        labels: raw.labels.map(|l| LabelsField::Pairs(l.0)),
     })
 }
 
 /// Parses and validates one event. `now_ns` is the wall clock (UTC ns) used for the
 /// lateness / future checks.
 pub fn parse_event<'a>(bytes: &'a [u8], limits: &ValidationLimits, now_ns: i64) -> Result<Event<'a>, Reject> {
+    validate(read_fields(bytes, limits)?, limits, now_ns, || false)
+}
+
+/// The contract's fields of one payload, read but not validated: by the fast scanner, or
+/// by serde_json when the scanner declines (whose errors are then the rejections).
+pub(crate) fn read_fields<'a>(bytes: &'a [u8], limits: &ValidationLimits) -> Result<Fields<'a>, Reject> {
     if bytes.len() > limits.max_payload_bytes {
         return Err(rej(
             RejectCode::PayloadTooLarge,
             format!("payload is {} bytes (limit {})", bytes.len(), limits.max_payload_bytes),
         ));
     }
-    let raw = match super::scan::scan(bytes) {
-        Some(f) => f,
-        None => parse_fields_serde(bytes)?,
-    };
-    validate(raw, limits, now_ns)
+    match super::scan::scan(bytes) {
+        Some(f) => Ok(f),
+        None => parse_fields_serde(bytes),
+    }
 }
 
 /// Validates the contract's fields (shared by the fast scanner and the serde path).
-fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Result<Event<'a>, Reject> {
+///
+/// The *shape* checks (tenant, metric, currency, unit, sku and labels: names, lengths,
+/// count, reserved names) depend on those fields alone. `shape_known` is asked once,
+/// where the shape checks begin, whether fields identical to these passed them before:
+/// then they are skipped, and the labels are not even listed. The outcome is the same
+/// either way (no shape check could fail), so the order of the remaining checks, which
+/// decides the rejection of an event with several faults, is unchanged.
+pub(crate) fn validate<'a>(
+    raw: Fields<'a>,
+    limits: &ValidationLimits,
+    now_ns: i64,
+    shape_known: impl FnOnce() -> bool,
+) -> Result<Event<'a>, Reject> {
     let event_id = opt_nonempty(raw.event_id).ok_or_else(|| rej(RejectCode::MissingField, "missing event_id"))?;
     if event_id.len() > limits.max_event_id_bytes || has_control(&event_id) {
         return Err(rej(
@@ -325,21 +344,22 @@ fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Resu
             ),
         ));
     }
+    let known = shape_known();
     let tenant = opt_nonempty(raw.tenant).ok_or_else(|| rej(RejectCode::MissingField, "missing tenant"))?;
-    if tenant.len() > limits.labels.max_value_len.min(128) || has_control(&tenant) {
+    if !known && (tenant.len() > limits.labels.max_value_len.min(128) || has_control(&tenant)) {
         return Err(rej(
             RejectCode::InvalidTenant,
             "tenant must be 1..128 bytes without control characters",
         ));
     }
     let metric = opt_nonempty(raw.metric).ok_or_else(|| rej(RejectCode::MissingField, "missing metric"))?;
-    if !is_valid_metric_name(&metric) || metric.len() > limits.labels.max_value_len {
+    if !known && (!is_valid_metric_name(&metric) || metric.len() > limits.labels.max_value_len) {
         return Err(rej(
             RejectCode::InvalidMetricName,
             format!("invalid metric name {metric:?}: must match [a-zA-Z_:][a-zA-Z0-9_:]*"),
         ));
     }
-    if metric == "cost" {
+    if !known && metric == "cost" {
         return Err(rej(
             RejectCode::ReservedMetric,
             "metric name \"cost\" is reserved for the money series tally derives",
@@ -390,7 +410,7 @@ fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Resu
     };
     let currency = opt_nonempty(raw.currency);
     if let Some(c) = &currency {
-        if !is_iso4217(c) {
+        if !known && !is_iso4217(c) {
             return Err(rej(
                 RejectCode::UnknownCurrency,
                 format!("unknown currency {c:?} (ISO 4217 code expected)"),
@@ -401,7 +421,34 @@ fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Resu
     }
     let unit = opt_nonempty(raw.unit);
     let sku = opt_nonempty(raw.sku);
-    for (what, v) in [("unit", &unit), ("sku", &sku)] {
+    let labels = match raw.labels {
+        Some(l) if known => l,
+        labels => LabelsField::Pairs(check_shape_rest(&unit, &sku, labels, limits)?),
+    };
+    Ok(Event {
+        event_id,
+        ts,
+        tenant,
+        metric,
+        value,
+        qty_nanos,
+        unit,
+        sku,
+        cost,
+        currency,
+        labels,
+    })
+}
+
+/// The shape checks of unit, sku and labels (in the order the contract lists them); the
+/// labels' pairs.
+fn check_shape_rest<'a>(
+    unit: &Option<Cow<'a, str>>,
+    sku: &Option<Cow<'a, str>>,
+    labels: Option<LabelsField<'a>>,
+    limits: &ValidationLimits,
+) -> Result<super::scan::Pairs<'a>, Reject> {
+    for (what, v) in [("unit", unit), ("sku", sku)] {
         if let Some(v) = v {
             if v.len() > limits.labels.max_value_len {
                 return Err(rej(
@@ -411,7 +458,14 @@ fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Resu
             }
         }
     }
-    let labels = raw.labels.unwrap_or_default();
+    let labels = match labels {
+        None => Vec::new(),
+        Some(LabelsField::Pairs(p)) => p,
+        Some(text) => text
+            .pairs()
+            .ok_or_else(|| rej(RejectCode::InvalidJson, "labels: unreadable object"))?
+            .into_owned(),
+    };
     // tenant + __name__ + unit/sku/unpriced are added to the event's own labels.
     if labels.len() + 5 > limits.labels.max_labels {
         return Err(rej(
@@ -446,19 +500,7 @@ fn validate<'a>(raw: Fields<'a>, limits: &ValidationLimits, now_ns: i64) -> Resu
             return Err(rej(RejectCode::InvalidLabel, format!("duplicate label {k:?}")));
         }
     }
-    Ok(Event {
-        event_id,
-        ts,
-        tenant,
-        metric,
-        value,
-        qty_nanos,
-        unit,
-        sku,
-        cost,
-        currency,
-        labels,
-    })
+    Ok(labels)
 }
 
 /// Whether `s` holds a control character (`char::is_control`: C0, DEL and C1). ASCII
@@ -708,7 +750,7 @@ mod tests {
         .unwrap();
         assert_eq!(e.qty_nanos, Some(1_250_000_000));
         assert_eq!(e.cost, Some(Money(100_000_000)));
-        assert_eq!(e.labels.len(), 2);
+        assert_eq!(e.labels.pairs().unwrap().len(), 2);
         let text = format!(
             r#"{{"event_id":"e1","ts":{NOW},"tenant":"acme","metric":"cpu","value":2,"cost":0.3,"currency":"EUR"}}"#
         );
@@ -811,8 +853,8 @@ mod fast_path_tests {
         );
         let slow = slow.unwrap_or_default();
         prop_assert_eq!(&fast, &slow);
-        let a = format!("{:?}", validate(fast, &limits, NOW));
-        let b = format!("{:?}", validate(slow, &limits, NOW));
+        let a = format!("{:?}", validate(fast, &limits, NOW, || false));
+        let b = format!("{:?}", validate(slow, &limits, NOW, || false));
         prop_assert_eq!(a, b);
         Ok(())
     }

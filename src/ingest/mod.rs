@@ -7,17 +7,18 @@
 //! positions (Kafka offsets) the batch advances. See `docs/ingest.md`.
 
 pub mod dedup;
-mod dedup_table;
 pub mod event;
 pub mod failpoint;
 pub mod generator;
 pub mod handover;
 mod inbox;
 pub mod kafka;
+mod key_table;
 pub mod pipeline;
 pub mod pricing;
 pub mod remote_write;
 mod scan;
+mod shape_cache;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -1,18 +1,16 @@
 //! The one write path of every ingest source: validate → price → dedup → batch → append.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasherDefault;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use xxhash_rust::xxh3::xxh3_128;
 
-use super::dedup::{dedup_key, Dedup, DedupConfig, IdHasher};
-use super::event::{parse_event, Event, Reject, RejectCode, ValidationLimits};
-use super::pricing::PriceBook;
+use super::dedup::{dedup_key, Dedup, DedupConfig};
+use super::event::{read_fields, validate, Event, Reject, RejectCode, ValidationLimits};
+use super::pricing::{PriceBook, Unpriced};
+use super::shape_cache::{price_tag, series_key, shape_key, unreadable_labels, ShapeCache};
 use super::{IngestMetrics, Source};
 use crate::index::SeriesId;
 use crate::model::{DupPolicy, Labels, LabelsBuilder, Money, Sample, SeriesKind, Value, ValueKind};
@@ -137,14 +135,7 @@ pub struct CommitOutcome {
     pub unpriced: u64,
 }
 
-/// The series each event shape writes, built and validated once, keyed by a hash of
-/// every part that decides them (metric, tenant, sku, unit, unpriced reason, cost
-/// currency, labels): one hash and one lookup per event, not per series.
-#[derive(Default)]
-struct SeriesCache {
-    map: HashMap<u128, EventSeries, BuildHasherDefault<IdHasher>>,
-}
-
+/// The series an event shape writes (the [`ShapeCache`] entry).
 struct EventSeries {
     usage: CachedSeries,
     /// Present when the event shape is priced (its currency is part of the key).
@@ -211,8 +202,6 @@ impl CachedSeries {
     }
 }
 
-const CACHE_MAX: usize = 1_000_000;
-
 /// How many events ahead a commit prefetches dedup slots.
 const DEDUP_PREFETCH_AHEAD: usize = 8;
 
@@ -221,7 +210,7 @@ pub struct Pipeline {
     prices: PriceBook,
     pub limits: ValidationLimits,
     dedup: Mutex<Dedup>,
-    cache: Mutex<SeriesCache>,
+    cache: Mutex<ShapeCache<EventSeries>>,
     pub metrics: Arc<IngestMetrics>,
     /// Sequence of HTTP batches (the store position of source `http`); also serialises them.
     http_seq: Mutex<i64>,
@@ -249,7 +238,7 @@ impl Pipeline {
             prices,
             limits: cfg.limits,
             dedup: Mutex::new(dedup),
-            cache: Mutex::new(SeriesCache::default()),
+            cache: Mutex::new(ShapeCache::default()),
             metrics,
             http_seq: Mutex::new(http_seq),
         })
@@ -262,11 +251,12 @@ impl Pipeline {
     /// Validates, prices and adds one event to `batch`. The caller handles the rejection
     /// (dead-letter or HTTP response) and counts it via `metrics.add_rejected`.
     pub fn prepare(&self, batch: &mut Batch, bytes: &[u8], now: i64) -> Result<(), Reject> {
-        let ev = parse_event(bytes, &self.limits, now)?;
-        self.prepare_event(batch, &ev)
-    }
-
-    fn prepare_event(&self, batch: &mut Batch, ev: &Event<'_>) -> Result<(), Reject> {
+        let fields = read_fields(bytes, &self.limits)?;
+        let shape = shape_key(&fields, &mut batch.key_buf);
+        let mut cache = self.cache.lock();
+        // Its slot loads while the event's id and time are checked.
+        cache.prefetch(shape);
+        let ev = validate(fields, &self.limits, now, || cache.knows(shape))?;
         let mut cost: Option<(Money, &str)> = None;
         let mut unpriced = None;
         if let Some(c) = ev.cost {
@@ -277,10 +267,28 @@ impl Pipeline {
                 .price(sku, ev.ts, ev.unit.as_deref(), ev.currency.as_deref(), ev.qty_nanos)
             {
                 Ok((c, cur)) => cost = Some((c, cur)),
-                Err(u) => unpriced = Some(u.as_str()),
+                Err(u) => unpriced = Some(u),
             }
         }
-        let (usage_series, cost_series) = self.series_for(batch, ev, cost.map(|c| c.1), unpriced)?;
+        let currency = cost.map(|c| c.1);
+        let tag = price_tag(unpriced, currency);
+        let unpriced = unpriced.map(Unpriced::as_str);
+        let entry = cache.get_or_try_insert(
+            shape,
+            tag,
+            || series_key(&ev, currency, unpriced, &mut batch.key_buf),
+            || self.build_series(&ev, currency, unpriced),
+        )?;
+        // Once per series and batch: a series new to the store stays unresolved until
+        // the batch that creates it is appended.
+        if entry.usage.epoch != batch.epoch {
+            entry.usage.verify(&self.store)?;
+        }
+        if let Some(c) = entry.cost.as_mut().filter(|c| c.epoch != batch.epoch) {
+            c.verify(&self.store)?;
+        }
+        let usage_series = entry.usage.slot(batch);
+        let cost_series = entry.cost.as_mut().map(|c| c.slot(batch));
         batch.events.push(Prepared {
             key: dedup_key(&ev.tenant, &ev.event_id),
             ts: ev.ts,
@@ -290,53 +298,6 @@ impl Pipeline {
             unpriced,
         });
         Ok(())
-    }
-
-    /// The batch-local indexes of the usage series and (with `currency`) the cost series of `ev`.
-    fn series_for(
-        &self,
-        batch: &mut Batch,
-        ev: &Event<'_>,
-        currency: Option<&str>,
-        unpriced: Option<&str>,
-    ) -> Result<(u32, Option<u32>), Reject> {
-        let buf = &mut batch.key_buf;
-        buf.clear();
-        let mut part = |s: &str| {
-            buf.extend_from_slice(s.as_bytes());
-            buf.push(0xff);
-        };
-        part(&ev.metric);
-        part(&ev.tenant);
-        part(ev.sku.as_deref().unwrap_or(""));
-        part(ev.unit.as_deref().unwrap_or(""));
-        part(unpriced.unwrap_or(""));
-        part(currency.unwrap_or(""));
-        for (k, v) in &ev.labels {
-            part(k);
-            part(v);
-        }
-        // `currency` is a valid ISO 4217 code (never empty), so "" cannot collide with it.
-        let key = xxh3_128(&batch.key_buf);
-        let mut cache = self.cache.lock();
-        if cache.map.len() >= CACHE_MAX && !cache.map.contains_key(&key) {
-            cache.map.clear();
-        }
-        let entry = match cache.map.entry(key) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(v) => v.insert(self.build_series(ev, currency, unpriced)?),
-        };
-        // Once per series and batch: a series new to the store stays unresolved until
-        // the batch that creates it is appended.
-        if entry.usage.epoch != batch.epoch {
-            entry.usage.verify(&self.store)?;
-        }
-        if let Some(c) = entry.cost.as_mut().filter(|c| c.epoch != batch.epoch) {
-            c.verify(&self.store)?;
-        }
-        let usage = entry.usage.slot(batch);
-        let cost = entry.cost.as_mut().map(|c| c.slot(batch));
-        Ok((usage, cost))
     }
 
     /// The label sets of an event shape's usage and cost series (validated).
@@ -350,6 +311,7 @@ impl Pipeline {
             code: RejectCode::InvalidLabel,
             reason: e.to_string(),
         };
+        let pairs = ev.labels.pairs().ok_or_else(unreadable_labels)?;
         let mut b = LabelsBuilder::new();
         b.push("tenant", ev.tenant.as_ref());
         if let Some(sku) = &ev.sku {
@@ -362,7 +324,7 @@ impl Pipeline {
         if let Some(u) = unpriced {
             b.push("unpriced", u);
         }
-        for (k, v) in &ev.labels {
+        for (k, v) in pairs.iter() {
             b.push(k.as_ref(), v.as_ref());
         }
         let usage = CachedSeries::new(b.build(&self.limits.labels).map_err(invalid)?, SeriesKind::DELTA);
@@ -377,7 +339,7 @@ impl Pipeline {
                 b.metric("cost");
                 b.push("currency", cur);
                 b.push("source_metric", ev.metric.as_ref());
-                for (k, v) in &ev.labels {
+                for (k, v) in pairs.iter() {
                     b.push(k.as_ref(), v.as_ref());
                 }
                 Some(CachedSeries::new(
@@ -664,5 +626,232 @@ mod tests {
         };
         let runs: Vec<usize> = snap.select(&req).unwrap().map(|s| s.unwrap().ts.len()).collect();
         assert_eq!(runs, vec![12]);
+    }
+
+    fn test_pipeline(store: &Arc<Store>) -> Pipeline {
+        let cfg = PipelineConfig {
+            dedup: DedupConfig {
+                fsync: false,
+                ..DedupConfig::default()
+            },
+            ..PipelineConfig::default()
+        };
+        let book = PriceBook::parse(
+            r#"[[price]]
+sku = "compute.m5"
+unit = "hour"
+unit_price = "0.096"
+currency = "USD"
+valid_from = "2000-01-01T00:00:00Z"
+
+[[price]]
+sku = "big"
+unit = "hour"
+unit_price = "1000000"
+currency = "USD""#,
+        )
+        .unwrap();
+        Pipeline::new(store.clone(), book, cfg, Arc::new(IngestMetrics::default())).unwrap()
+    }
+
+    fn open_store() -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        };
+        let store = Arc::new(Store::open(dir.path(), opts).unwrap());
+        (dir, store)
+    }
+
+    /// What `prepare` made of one event: its rejection, or its values and the label sets
+    /// of its series (none of which the store holds in these tests).
+    fn outcome(p: &Pipeline, batch: &mut Batch, bytes: &[u8], now: i64) -> String {
+        if let Err(r) = p.prepare(batch, bytes, now) {
+            return format!("rejected {:?}: {}", r.code, r.reason);
+        }
+        let Some(e) = batch.events.last() else {
+            return "nothing prepared".into();
+        };
+        let labels = |i: u32| match &batch.series[i as usize] {
+            (BatchSeries::Labels(l), k) => format!("{l} {k:?}"),
+            (BatchSeries::Id(id), k) => format!("id {id:?} {k:?}"),
+        };
+        format!(
+            "ts {} value {} unpriced {:?} usage {} cost {:?}",
+            e.ts,
+            e.value,
+            e.unpriced,
+            labels(e.usage_series),
+            e.cost.map(|(s, c)| (labels(s), c))
+        )
+    }
+
+    /// `,"name":value` with one of `values` (`-`: the field left out).
+    fn json_field(name: &'static str, values: Vec<&'static str>) -> impl Strategy<Value = String> {
+        proptest::sample::select(values).prop_map(move |v| {
+            if v == "-" {
+                String::new()
+            } else {
+                format!(",\"{name}\":{v}")
+            }
+        })
+    }
+
+    use proptest::prelude::*;
+
+    /// Events from small pools of valid and faulty fields, so shapes repeat with other
+    /// event ids, times, values and costs: valid and invalid metrics, tenants, units,
+    /// currencies, SKUs (priced, unknown) and labels (reordered, respaced, escaped, bad
+    /// names, reserved, duplicated, too long).
+    type Shape = (String, String, String, String, String, String, u8);
+
+    /// An event's shape fields (metric, tenant, sku, unit, currency, labels, and whether
+    /// the unit is too long when 0): valid ones only, or with faulty values among them.
+    fn shape(faults: bool) -> impl Strategy<Value = Shape> {
+        fn field(
+            name: &'static str,
+            valid: &'static [&'static str],
+            faulty: &'static [&'static str],
+            faults: bool,
+        ) -> impl Strategy<Value = String> {
+            json_field(
+                name,
+                valid.iter().chain(if faults { faulty } else { &[] }).copied().collect(),
+            )
+        }
+        (
+            field(
+                "metric",
+                &["\"compute_hours\"", "\"storage_gb\""],
+                &["\"bad-metric\"", "\"cost\"", "-"],
+                faults,
+            ),
+            field(
+                "tenant",
+                &["\"acme\"", "\"beta\"", "\"ten\\u0061nt\""],
+                &["\"\"", "-"],
+                faults,
+            ),
+            field("sku", &["\"compute.m5\"", "\"big\"", "\"nope\"", "-"], &[], faults),
+            field("unit", &["\"hour\"", "\"gb\"", "-"], &[], faults),
+            field("currency", &["-", "\"USD\"", "\"EUR\""], &["\"ZZZ\""], faults),
+            field(
+                "labels",
+                &[
+                    r#"{"region":"eu"}"#,
+                    r#"{ "region" : "eu" }"#,
+                    r#"{"a":"1","region":"eu"}"#,
+                    r#"{"region":"eu","a":"1"}"#,
+                    r#"{"region":"e\u0075"}"#,
+                    "{}",
+                    "-",
+                ],
+                &[
+                    r#"{"bad-name":"x"}"#,
+                    r#"{"sku":"x"}"#,
+                    r#"{"a":"1","a":"2"}"#,
+                    r#"{"__x":"1"}"#,
+                ],
+                faults,
+            ),
+            if faults { 0u8..4 } else { 1u8..4 },
+        )
+    }
+
+    fn pooled_events() -> impl Strategy<Value = Vec<String>> {
+        let base = shape(false);
+        let rest = (
+            json_field("event_id", vec!["\"e1\"", "\"e2\"", "\"e3\"", "\"\""]),
+            json_field(
+                "ts",
+                vec!["\"NOW\"", "\"NOW\"", "\"NOW\"", "\"LATE\"", "\"2025-13-01T00:00:00Z\""],
+            ),
+            json_field(
+                "value",
+                vec!["2", "1.5", "0.0000000001", "9000000000", "3", "1e999", "\"x\""],
+            ),
+            json_field("cost", vec!["-", "-", "-", "\"0.10\"", "0.25", "\"abc\""]),
+        );
+        // A few shapes per run, each a base shape with one field changed, so each recurs
+        // with other ids, times, values and costs, and shapes differ in single fields.
+        let variants = proptest::collection::vec((0usize..7, shape(true)), 0..6);
+        let rests = proptest::collection::vec((rest, any::<prop::sample::Index>()), 1..80);
+        (base, variants, rests).prop_map(|(base, variants, rests)| {
+            let mut shapes = vec![base.clone()];
+            for (field, other) in variants {
+                let mut v = base.clone();
+                match field {
+                    0 => v.0 = other.0,
+                    1 => v.1 = other.1,
+                    2 => v.2 = other.2,
+                    3 => v.3 = other.3,
+                    4 => v.4 = other.4,
+                    5 => v.5 = other.5,
+                    _ => v.6 = other.6,
+                }
+                shapes.push(v);
+            }
+            rests
+                .into_iter()
+                .map(|((id, ts, v, cost), pick)| {
+                    let (m, t, s, u, c, l, long_unit) = pick.get(&shapes);
+                    let u = if *long_unit == 0 {
+                        format!(",\"unit\":\"{}\"", "h".repeat(5000))
+                    } else {
+                        u.clone()
+                    };
+                    let body = format!("{id}{ts}{t}{m}{v}{u}{s}{cost}{c}{l}");
+                    format!("{{{}}}", body.trim_start_matches(','))
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        /// A pipeline that has seen many shapes (so its cache skips the shape checks, lists
+        /// no labels and shares series between shapes) prepares every event exactly as a
+        /// fresh pipeline, which validates and builds everything, does: the same rejection,
+        /// or the same values, pricing and series label sets.
+        #[test]
+        fn the_shape_cache_changes_no_outcome(events in pooled_events()) {
+            let (_dir, store) = open_store();
+            let now = now_ns();
+            let warm = test_pipeline(&store);
+            let mut warm_batch = Batch::new();
+            for (i, e) in events.iter().enumerate() {
+                let e = e
+                    .replace("\"NOW\"", &(now - 1_000 * i as i64).to_string())
+                    .replace("\"LATE\"", &(now - 72 * 3_600_000_000_000).to_string());
+                let fresh = test_pipeline(&store);
+                let expected = outcome(&fresh, &mut Batch::new(), e.as_bytes(), now);
+                prop_assert_eq!(outcome(&warm, &mut warm_batch, e.as_bytes(), now), expected, "event {}", e);
+            }
+        }
+    }
+
+    /// An event carrying its cost and one priced from the price book, with the same labels
+    /// in another order, write the same two series: one batch entry each.
+    #[test]
+    fn shapes_share_their_series() {
+        let (_dir, store) = open_store();
+        let p = test_pipeline(&store);
+        let now = now_ns();
+        let mut batch = Batch::new();
+        for e in [
+            format!(
+                r#"{{"event_id":"a","ts":{now},"tenant":"acme","metric":"vcpu","value":2,"unit":"hour","sku":"compute.m5","labels":{{"region":"eu","a":"1"}}}}"#
+            ),
+            format!(
+                r#"{{"event_id":"b","ts":{now},"tenant":"acme","metric":"vcpu","value":1,"unit":"hour","sku":"compute.m5","cost":"0.5","currency":"USD","labels":{{"a":"1","region":"eu"}}}}"#
+            ),
+        ] {
+            p.prepare(&mut batch, e.as_bytes(), now).unwrap();
+        }
+        assert_eq!(batch.events.len(), 2);
+        assert_eq!(batch.series.len(), 2, "usage and cost series, shared by both shapes");
+        let cost: Vec<Money> = batch.events.iter().filter_map(|e| e.cost.map(|c| c.1)).collect();
+        assert_eq!(cost, vec!["0.192".parse().unwrap(), "0.5".parse().unwrap()]);
     }
 }

@@ -87,7 +87,8 @@ impl Unpriced {
 
 #[derive(Debug, Default, Clone)]
 pub struct PriceBook {
-    by_sku: HashMap<String, Vec<Price>>,
+    /// foldhash: every priced event looks its SKU up; SipHash cost more than the lookup.
+    by_sku: HashMap<String, Vec<Price>, foldhash::fast::RandomState>,
 }
 
 impl PriceBook {
@@ -101,7 +102,7 @@ impl PriceBook {
 
     pub fn parse(text: &str) -> Result<PriceBook, PriceBookError> {
         let file: PriceFile = toml::from_str(text).map_err(|e| PriceBookError::Parse(e.to_string()))?;
-        let mut by_sku: HashMap<String, Vec<Price>> = HashMap::new();
+        let mut by_sku: HashMap<String, Vec<Price>, foldhash::fast::RandomState> = HashMap::default();
         for (index, e) in file.price.into_iter().enumerate() {
             let err = |reason: String| PriceBookError::Entry {
                 index,

@@ -3,7 +3,7 @@
 //! Why: serde_json (borrowed, with `RawValue`) costs ~1 µs per event here, about a fifth
 //! of the per-event CPU budget of Kafka ingest. Almost every real event is a flat object
 //! with the contract's keys, escape-free strings and plain numbers; this scanner reads
-//! exactly that in one pass without allocating (except the label list).
+//! exactly that in one pass without allocating (the labels are listed only on demand).
 //!
 //! **Invariant (what makes it safe):** [`scan`] either returns the very fields serde_json
 //! would have produced for the same bytes, or `None` — and on `None` the caller parses
@@ -28,7 +28,7 @@ pub(crate) struct Fields<'a> {
     pub sku: Option<Cow<'a, str>>,
     pub cost: Option<&'a str>,
     pub currency: Option<Cow<'a, str>>,
-    pub labels: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+    pub labels: Option<LabelsField<'a>>,
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -199,17 +199,57 @@ pub(crate) fn scan(b: &[u8]) -> Option<Fields<'_>> {
     (skip_ws(b, i) == b.len()).then_some(f)
 }
 
-type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+/// A label name and value, borrowed from the payload when free of escapes.
+pub type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
+pub type Pairs<'a> = Vec<Pair<'a>>;
 
-/// An object of string values at `i` (input order, duplicates kept like `LabelPairs`).
-fn labels(b: &[u8], mut i: usize) -> Option<(Pairs<'_>, usize)> {
+/// An event's `labels` object.
+pub enum LabelsField<'a> {
+    /// The object's JSON text as the scanner read it, every key and value an escape-free
+    /// string (checked). Its pairs are listed only when needed: an event of a shape seen
+    /// before needs none (see the pipeline's series cache).
+    Text(&'a str),
+    /// Pairs as serde decoded them.
+    Pairs(Pairs<'a>),
+}
+
+impl<'a> LabelsField<'a> {
+    /// The pairs in input order (duplicates kept). `None` only if a `Text` is not what
+    /// the scanner accepted, which the scanner never produces.
+    pub fn pairs(&self) -> Option<Cow<'_, [Pair<'a>]>> {
+        match self {
+            LabelsField::Pairs(p) => Some(Cow::Borrowed(p)),
+            LabelsField::Text(t) => {
+                let mut out = Vec::with_capacity(4);
+                each_label(t.as_bytes(), 0, |k, v| out.push((Cow::Borrowed(k), Cow::Borrowed(v))))?;
+                Some(Cow::Owned(out))
+            }
+        }
+    }
+}
+
+/// Equal when the pairs are (the form does not matter): what serde and the scanner agree on.
+impl PartialEq for LabelsField<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs() == other.pairs()
+    }
+}
+
+impl std::fmt::Debug for LabelsField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.pairs().fmt(f)
+    }
+}
+
+/// An object of escape-free string values at `b[i] == '{'`: calls `each` per pair in
+/// input order and returns the index after the object.
+fn each_label<'b>(b: &'b [u8], mut i: usize, mut each: impl FnMut(&'b str, &'b str)) -> Option<usize> {
     if b.get(i) != Some(&b'{') {
         return None;
     }
-    let mut out = Vec::with_capacity(4);
     i = skip_ws(b, i + 1);
     if b.get(i) == Some(&b'}') {
-        return Some((out, i + 1));
+        return Some(i + 1);
     }
     loop {
         let (k, n) = string(b, i)?;
@@ -218,14 +258,23 @@ fn labels(b: &[u8], mut i: usize) -> Option<(Pairs<'_>, usize)> {
             return None;
         }
         let (v, n) = string(b, skip_ws(b, i + 1))?;
-        out.push((Cow::Borrowed(k), Cow::Borrowed(v)));
+        each(k, v);
         i = skip_ws(b, n);
         match b.get(i)? {
             b',' => i = skip_ws(b, i + 1),
-            b'}' => return Some((out, i + 1)),
+            b'}' => return Some(i + 1),
             _ => return None,
         }
     }
+}
+
+/// The `labels` object at `i`, checked but not listed: (its text, index after it).
+fn labels(b: &[u8], i: usize) -> Option<(LabelsField<'_>, usize)> {
+    let end = each_label(b, i, |_, _| {})?;
+    let text = b.get(i..end)?;
+    // SAFETY: `each_label` accepted only ASCII structure between strings `string` checked
+    // to be UTF-8 (ASCII, or validated).
+    Some((LabelsField::Text(unsafe { std::str::from_utf8_unchecked(text) }), end))
 }
 
 #[cfg(test)]
@@ -240,10 +289,10 @@ mod tests {
         assert_eq!(f.ts, Some("\"2026-11-22T03:00:00.000000001Z\""));
         assert_eq!(f.value, Some("1.250"));
         assert_eq!(f.cost, Some("\"0.10\""));
-        assert_eq!(f.labels.unwrap().len(), 2);
+        assert_eq!(f.labels.unwrap().pairs().unwrap().len(), 2);
         let f = scan(b" { \"ts\" : -12 , \"labels\" : { } } \n").unwrap();
         assert_eq!(f.ts, Some("-12"));
-        assert_eq!(f.labels, Some(Default::default()));
+        assert_eq!(f.labels, Some(LabelsField::Pairs(Vec::new())));
     }
 
     proptest::proptest! {
@@ -266,7 +315,7 @@ mod tests {
             "{\"event_id\":\"a-long-event-identifier-0001\",\"labels\":{\"region\":\"eu-west-1-région-très-longue\"}}";
         let f = scan(e.as_bytes()).unwrap();
         assert_eq!(f.event_id.as_deref(), Some("a-long-event-identifier-0001"));
-        assert_eq!(f.labels.unwrap()[0].1, "eu-west-1-région-très-longue");
+        assert_eq!(f.labels.unwrap().pairs().unwrap()[0].1, "eu-west-1-région-très-longue");
         for bad in [
             &b"{\"event_id\":\"a-long-event-\x01dentifier\"}"[..],
             b"{\"event_id\":\"a-long-event-\xffdentifier\"}",

@@ -312,7 +312,9 @@ impl Pipeline {
             reason: e.to_string(),
         };
         let pairs = ev.labels.pairs().ok_or_else(unreadable_labels)?;
-        let mut b = LabelsBuilder::new();
+        // tenant, sku, __name__ and unit or unpriced, currency or source_metric: at most 5
+        // besides the event's own.
+        let mut b = LabelsBuilder::with_capacity(pairs.len() + 5);
         b.push("tenant", ev.tenant.as_ref());
         if let Some(sku) = &ev.sku {
             b.push("sku", sku.as_ref());
@@ -331,7 +333,7 @@ impl Pipeline {
         let cost = match currency {
             None => None,
             Some(cur) => {
-                let mut b = LabelsBuilder::new();
+                let mut b = LabelsBuilder::with_capacity(pairs.len() + 5);
                 b.push("tenant", ev.tenant.as_ref());
                 if let Some(sku) = &ev.sku {
                     b.push("sku", sku.as_ref());

@@ -206,6 +206,13 @@ impl LabelsBuilder {
         Self::default()
     }
 
+    /// Room for `n` labels without growing.
+    pub fn with_capacity(n: usize) -> Self {
+        LabelsBuilder {
+            labels: Vec::with_capacity(n),
+        }
+    }
+
     pub fn metric(&mut self, name: impl Into<String>) -> &mut Self {
         self.push(METRIC_NAME, name)
     }

@@ -365,49 +365,8 @@ pub(crate) fn validate<'a>(
             "metric name \"cost\" is reserved for the money series tally derives",
         ));
     }
-    let value_raw = raw
-        .value
-        .ok_or_else(|| rej(RejectCode::MissingField, "missing value"))?;
-    let vtext = value_raw;
-    if !vtext.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        return Err(rej(
-            RejectCode::InvalidType,
-            format!("value must be a JSON number, got {vtext}"),
-        ));
-    }
-    let qty_nanos = vtext.parse::<Money>().ok().map(|m| m.nanos());
-    let value = match qty_nanos.and_then(exact_f64_of_nanos) {
-        Some(v) => v,
-        None => vtext
-            .parse()
-            .map_err(|_| rej(RejectCode::InvalidValue, format!("value {vtext} is not a number")))?,
-    };
-    if !value.is_finite() {
-        return Err(rej(RejectCode::InvalidValue, format!("value {vtext} is not finite")));
-    }
-    let cost = match raw.cost {
-        None => None,
-        Some(t) => {
-            let text: Cow<str> = if let Some(inner) = t
-                .strip_prefix('"')
-                .and_then(|x| x.strip_suffix('"'))
-                .filter(|x| !x.contains('\\'))
-            {
-                // A JSON string without escapes: its contents are the text between the quotes.
-                Cow::Borrowed(inner)
-            } else if t.starts_with('"') {
-                serde_json::from_str::<String>(t)
-                    .map(Cow::Owned)
-                    .map_err(|e| rej(RejectCode::InvalidCost, e.to_string()))?
-            } else {
-                Cow::Borrowed(t)
-            };
-            Some(
-                text.parse::<Money>()
-                    .map_err(|e| rej(RejectCode::InvalidCost, e.to_string()))?,
-            )
-        }
-    };
+    let (value, qty_nanos) = parse_value(raw.value)?;
+    let cost = parse_cost(raw.cost)?;
     let currency = opt_nonempty(raw.currency);
     if let Some(c) = &currency {
         if !known && !is_iso4217(c) {
@@ -437,6 +396,56 @@ pub(crate) fn validate<'a>(
         cost,
         currency,
         labels,
+    })
+}
+
+/// The usage value (a JSON number's raw text): its float, and its exact nano-units when it
+/// has at most 9 fractional digits and no exponent (needed to price the event).
+fn parse_value(raw: Option<&str>) -> Result<(f64, Option<i64>), Reject> {
+    let vtext = raw.ok_or_else(|| rej(RejectCode::MissingField, "missing value"))?;
+    if !vtext.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Err(rej(
+            RejectCode::InvalidType,
+            format!("value must be a JSON number, got {vtext}"),
+        ));
+    }
+    let qty_nanos = vtext.parse::<Money>().ok().map(|m| m.nanos());
+    let value = match qty_nanos.and_then(exact_f64_of_nanos) {
+        Some(v) => v,
+        None => vtext
+            .parse()
+            .map_err(|_| rej(RejectCode::InvalidValue, format!("value {vtext} is not a number")))?,
+    };
+    if !value.is_finite() {
+        return Err(rej(RejectCode::InvalidValue, format!("value {vtext} is not finite")));
+    }
+    Ok((value, qty_nanos))
+}
+
+/// The cost (a JSON string or number's raw text) as exact money.
+fn parse_cost(raw: Option<&str>) -> Result<Option<Money>, Reject> {
+    Ok(match raw {
+        None => None,
+        Some(t) => {
+            let text: Cow<str> = if let Some(inner) = t
+                .strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .filter(|x| !x.contains('\\'))
+            {
+                // A JSON string without escapes: its contents are the text between the quotes.
+                Cow::Borrowed(inner)
+            } else if t.starts_with('"') {
+                serde_json::from_str::<String>(t)
+                    .map(Cow::Owned)
+                    .map_err(|e| rej(RejectCode::InvalidCost, e.to_string()))?
+            } else {
+                Cow::Borrowed(t)
+            };
+            Some(
+                text.parse::<Money>()
+                    .map_err(|e| rej(RejectCode::InvalidCost, e.to_string()))?,
+            )
+        }
     })
 }
 
@@ -726,6 +735,24 @@ mod tests {
             assert!(!is_iso4217(bad), "{bad}");
         }
         assert!(is_iso4217("USD") && is_iso4217("EUR") && is_iso4217("ZWL"));
+    }
+
+    /// An event with several faults is rejected for the first in the contract's order
+    /// (shape checks skipped for known shapes must not change that, see `validate`).
+    #[test]
+    fn faults_are_reported_in_the_contracts_order() {
+        let ts = NOW - 1_000;
+        let code = |s: &str| parse(s).map(|_| ()).unwrap_err().code;
+        let e = format!(r#"{{"event_id":"x","ts":{ts},"tenant":"a\u0001","metric":"m","value":"v","cost":"c"}}"#);
+        assert_eq!(code(&e), RejectCode::InvalidTenant);
+        let e = format!(r#"{{"event_id":"x","ts":{ts},"tenant":"a","metric":"1m","value":1e999,"cost":"c"}}"#);
+        assert_eq!(code(&e), RejectCode::InvalidMetricName);
+        let e = format!(r#"{{"event_id":"x","ts":{ts},"tenant":"a","value":"v"}}"#);
+        assert_eq!(code(&e), RejectCode::MissingField);
+        let e = format!(r#"{{"event_id":"x","ts":{ts},"tenant":"a","metric":"m","value":1e999,"cost":"c"}}"#);
+        assert_eq!(code(&e), RejectCode::InvalidValue);
+        let e = format!(r#"{{"event_id":"x","ts":{ts},"tenant":"a","metric":"m","value":1,"cost":"c","currency":"ZZZ"}}"#);
+        assert_eq!(code(&e), RejectCode::InvalidCost);
     }
 
     #[test]

@@ -751,7 +751,8 @@ mod tests {
         assert_eq!(code(&e), RejectCode::MissingField);
         let e = format!(r#"{{"event_id":"x","ts":{ts},"tenant":"a","metric":"m","value":1e999,"cost":"c"}}"#);
         assert_eq!(code(&e), RejectCode::InvalidValue);
-        let e = format!(r#"{{"event_id":"x","ts":{ts},"tenant":"a","metric":"m","value":1,"cost":"c","currency":"ZZZ"}}"#);
+        let e =
+            format!(r#"{{"event_id":"x","ts":{ts},"tenant":"a","metric":"m","value":1,"cost":"c","currency":"ZZZ"}}"#);
         assert_eq!(code(&e), RejectCode::InvalidCost);
     }
 

@@ -138,7 +138,8 @@ pub struct CommitOutcome {
 /// The series an event shape writes (the [`ShapeCache`] entry).
 struct EventSeries {
     usage: CachedSeries,
-    /// Present when the event shape is priced (its currency is part of the key).
+    /// Present when the event is priced (the cost's currency is in the price tag and the
+    /// series key).
     cost: Option<CachedSeries>,
 }
 

@@ -23,8 +23,9 @@ use super::scan::{Fields, LabelsField};
 /// Series keys carry no tag in their table.
 const NO_TAG: u32 = 0;
 
-/// Entries kept before the cache starts over (bounds its memory under a flood of shapes).
-const MAX_ENTRIES: usize = 1_000_000;
+/// Shapes kept before the cache starts over: bounds its memory under a flood of shapes,
+/// including many shapes of few series (every entry has at least one shape).
+const MAX_SHAPES: usize = 1_000_000;
 
 pub(crate) struct ShapeCache<T> {
     /// (shape, price tag) → index in `entries`.
@@ -32,19 +33,26 @@ pub(crate) struct ShapeCache<T> {
     /// series key → index in `entries`.
     by_series: KeyTable,
     entries: Vec<T>,
+    max_shapes: usize,
 }
 
 impl<T> Default for ShapeCache<T> {
     fn default() -> Self {
-        ShapeCache {
-            by_shape: KeyTable::default(),
-            by_series: KeyTable::default(),
-            entries: Vec::new(),
-        }
+        ShapeCache::with_limit(MAX_SHAPES)
     }
 }
 
 impl<T> ShapeCache<T> {
+    /// A cache that starts over once it holds `max_shapes` shapes.
+    fn with_limit(max_shapes: usize) -> Self {
+        ShapeCache {
+            by_shape: KeyTable::default(),
+            by_series: KeyTable::default(),
+            entries: Vec::new(),
+            max_shapes,
+        }
+    }
+
     /// Starts loading `shape`'s slot: call as soon as the key is known, then do other work.
     #[inline]
     pub fn prefetch(&self, shape: u128) {
@@ -78,7 +86,7 @@ impl<T> ShapeCache<T> {
         let i = match self.by_shape.get(shape, tag) {
             Some(i) => i as usize,
             None => {
-                if self.entries.len() >= MAX_ENTRIES {
+                if self.by_shape.len() >= self.max_shapes {
                     self.entries.clear();
                     self.by_shape.clear();
                     self.by_series.clear();
@@ -89,7 +97,8 @@ impl<T> ShapeCache<T> {
                     None => {
                         self.entries.push(build()?);
                         let i = self.entries.len() - 1;
-                        // i < MAX_ENTRIES < u32::MAX, so it is stored as is.
+                        // i < max_shapes (entries never outnumber shapes), far below
+                        // u32::MAX for any limit in use, so it is stored as is.
                         self.by_series.insert_new(key, NO_TAG, i as u32);
                         i
                     }
@@ -186,5 +195,37 @@ pub(crate) fn unreadable_labels() -> Reject {
     Reject {
         code: RejectCode::InvalidJson,
         reason: "labels: unreadable object".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many shapes of one series (e.g. labels respaced in every event) do not grow the
+    /// cache past its limit; entries and shapes start over together and stay consistent.
+    #[test]
+    fn a_flood_of_shapes_stays_bounded() {
+        let mut c: ShapeCache<u64> = ShapeCache::with_limit(100);
+        let mut builds = 0;
+        for shape in 0..1000u128 {
+            let shape = shape.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+            let v = *c
+                .get_or_try_insert(
+                    shape,
+                    0,
+                    || Ok::<_, ()>(7),
+                    || {
+                        builds += 1;
+                        Ok(42)
+                    },
+                )
+                .unwrap();
+            assert_eq!(v, 42);
+            assert!(c.by_shape.len() <= 100 && c.entries.len() <= c.by_shape.len());
+            assert!(c.knows(shape));
+        }
+        // One build per start-over: the shapes shared the series' entry in between.
+        assert_eq!(builds, 10);
     }
 }

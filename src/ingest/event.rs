@@ -572,12 +572,11 @@ pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
     if b.len() < 20 {
         return None;
     }
+    // At most 4 digits: no overflow.
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let t = s.get(r)?;
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        t.parse().ok()
+        b.get(r)?
+            .iter()
+            .try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + (c - b'0') as u32))
     };
     if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
         return None;
@@ -605,7 +604,8 @@ pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
         if digits == 0 || digits > 9 {
             return None;
         }
-        frac = s[start..i].parse().ok()?;
+        // At most 9 digits: fits an i64.
+        frac = b[start..i].iter().fold(0i64, |n, &c| n * 10 + (c - b'0') as i64);
         frac *= 10i64.pow((9 - digits) as u32);
     }
     let offset_secs: i64 = match b.get(i)? {
@@ -950,6 +950,24 @@ mod fast_path_tests {
         #[test]
         fn control_check_agrees(s in "(?s).{0,12}") {
             prop_assert_eq!(has_control(&s), s.chars().any(char::is_control));
+        }
+
+        /// Every time tally formats parses back to itself, also with a numeric offset and a
+        /// trimmed fraction; a non-digit in any numeric field is refused.
+        #[test]
+        fn rfc3339_parses_what_it_formats(ns in 0i64..4_000_000_000_000_000_000, at in 0usize..19, offset_min in -900i64..900) {
+            let text = format_rfc3339_ns(ns);
+            prop_assert_eq!(parse_rfc3339_ns(&text), Some(ns), "{}", text);
+            // The same instant written in another zone (whole minutes).
+            let shifted = format_rfc3339_ns(ns + offset_min * 60_000_000_000);
+            let sign = if offset_min < 0 { '-' } else { '+' };
+            let zoned = format!("{}{sign}{:02}:{:02}", &shifted[..shifted.len() - 1], offset_min.abs() / 60, offset_min.abs() % 60);
+            prop_assert_eq!(parse_rfc3339_ns(&zoned), Some(ns), "{}", zoned);
+            if text.as_bytes()[at].is_ascii_digit() {
+                let mut bad = text.into_bytes();
+                bad[at] = b'x';
+                prop_assert_eq!(parse_rfc3339_ns(std::str::from_utf8(&bad).unwrap()), None);
+            }
         }
 
         /// A usage value taken from its exact decimal is the float `parse` gives, bit

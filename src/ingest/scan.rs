@@ -31,6 +31,9 @@ pub(crate) struct Fields<'a> {
     pub labels: Option<LabelsField<'a>>,
 }
 
+/// Called between every two tokens; events rarely hold whitespace, so it must inline to a
+/// single compare (it was 5 % of `prepare` as a call).
+#[inline(always)]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
         i += 1;

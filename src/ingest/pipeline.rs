@@ -520,12 +520,7 @@ mod tests {
 
     #[test]
     fn kind_mismatch_rejects_the_event_not_the_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions {
-            background: false,
-            ..StoreOptions::default()
-        };
-        let store = Arc::new(Store::open(dir.path(), opts).unwrap());
+        let (_dir, store) = open_store();
         let now = now_ns();
         // The usage series of metric `m` exists already as a gauge (e.g. remote-write).
         let gauge = Labels::from_pairs(
@@ -543,16 +538,7 @@ mod tests {
             }],
         );
         store.append(&wb).unwrap();
-        let metrics = Arc::new(IngestMetrics::default());
-        let dedup = DedupConfig {
-            fsync: false,
-            ..DedupConfig::default()
-        };
-        let cfg = PipelineConfig {
-            dedup,
-            ..PipelineConfig::default()
-        };
-        let p = Pipeline::new(store.clone(), PriceBook::default(), cfg, metrics).unwrap();
+        let p = test_pipeline(&store);
         let mut batch = Batch::new();
         let bad = event("e1", "m", now);
         let err = p.prepare(&mut batch, bad.as_bytes(), now).unwrap_err();
@@ -582,21 +568,8 @@ mod tests {
     /// one batch entry per series however many events share it, and nothing is lost.
     #[test]
     fn known_series_are_appended_by_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions {
-            background: false,
-            ..StoreOptions::default()
-        };
-        let store = Arc::new(Store::open(dir.path(), opts).unwrap());
-        let cfg = PipelineConfig {
-            dedup: DedupConfig {
-                fsync: false,
-                ..DedupConfig::default()
-            },
-            ..PipelineConfig::default()
-        };
-        let metrics = Arc::new(IngestMetrics::default());
-        let p = Pipeline::new(store.clone(), PriceBook::default(), cfg, metrics).unwrap();
+        let (_dir, store) = open_store();
+        let p = test_pipeline(&store);
         let now = now_ns();
         let mut n = 0;
         for round in 0..3 {

@@ -1,7 +1,7 @@
 //! Backpressure with a real broker: when the writer cannot keep up, the consumer stops
-//! growing its batch and pauses the partitions (`rd_kafka_pause_partitions`) instead of
-//! buffering without bound; once the writer drains, the partitions resume and nothing is
-//! lost or counted twice.
+//! growing its batch, and once the writer stays behind (half a second) it pauses the
+//! partitions (`rd_kafka_pause_partitions`) instead of buffering without bound; once the
+//! writer drains, the partitions resume and nothing is lost or counted twice.
 //!
 //! The writer is made to lag for certain: nearly every batch holds dead letters (2 % of
 //! the events are malformed, batches are 200 events), and a batch is appended only after

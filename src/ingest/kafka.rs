@@ -24,9 +24,13 @@
 //!   batch; the writer thread acknowledges dead letters and appends (fsync), so parsing
 //!   overlaps the previous batch's I/O. A batch closes after `batch_linger` or at
 //!   `batch_max_events` and is handed over when the writer has room (one written, one
-//!   queued); otherwise it keeps growing, and once full the partitions are paused
-//!   (`rd_kafka_pause_partitions`) until the writer takes it. Memory: three batches plus
-//!   librdkafka's bounded prefetch (`queued.max.messages.kbytes`). A failing append is
+//!   queued); otherwise it keeps growing, and once full the consumer waits for the
+//!   writer, reading nothing (librdkafka stops fetching when its prefetch is full). Only
+//!   when the writer stays behind for [`PAUSE_AFTER`] are the partitions paused
+//!   (`rd_kafka_pause_partitions`) until it takes the batch: a pause makes librdkafka
+//!   throw away everything it prefetched (up to `queued.max.messages.kbytes`) and fetch
+//!   it again on resume, so pausing on every fsync-long lag cost a refetch and an idle
+//!   core each time. Memory: three batches plus librdkafka's bounded prefetch. A failing append is
 //!   retried with exponential backoff and jitter; after ~30 s the batch — and everything
 //!   read after it — is discarded and the partitions are rewound to their stored positions.
 //! * **Outage.** librdkafka reconnects with exponential backoff (`reconnect.backoff.ms`,
@@ -298,6 +302,8 @@ struct State {
     base: HashMap<Tp, i64>,
     /// Owned partitions are paused (the writer is behind and the batch is full).
     paused: bool,
+    /// Since when the batch is full and the writer has no room for it.
+    behind_since: Option<Instant>,
     dlq_seq: u64,
     /// Cleared batches for reuse (their buffers keep their capacity).
     spare: Vec<Batch>,
@@ -525,6 +531,16 @@ impl Ctx {
         slot.queued.is_none() && !slot.busy && !slot.halted
     }
 
+    /// Waits until the writer can take a job (or until `deadline`).
+    fn wait_room(&self, deadline: Instant) {
+        let mut slot = self.writer.slot.lock();
+        while slot.queued.is_some() && !slot.halted {
+            if self.writer.cv.wait_until(&mut slot, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+
     /// Drops the queued (not yet started) job: its partitions are rewound or lost.
     fn cancel_pending(&self, st: &mut State) {
         let mut slot = self.writer.slot.lock();
@@ -676,6 +692,8 @@ fn run_writer(writer: Arc<Writer>, pipeline: Arc<Pipeline>, producer: Arc<DlqPro
                     if let Some(j) = slot.queued.take() {
                         writer.full.store(false, Ordering::Relaxed);
                         slot.busy = true;
+                        // The consumer may be waiting for room (`Ctx::wait_room`).
+                        writer.cv.notify_all();
                         break j;
                     }
                 }
@@ -786,6 +804,11 @@ fn commit_before_append(job: &Job, writer: &Writer, pipeline: &Pipeline, stop: &
 
 /// How long the writer sleeps between looks for dead-letter acknowledgements (a broker
 /// round trip takes a millisecond or more).
+/// How long the writer may stay behind a full batch before the partitions are paused.
+/// Longer than any ordinary append (tens of milliseconds): waiting costs nothing, while a
+/// pause discards librdkafka's prefetch, which must then be fetched again.
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
+
 const DLQ_ACK_NAP: Duration = Duration::from_micros(200);
 
 /// Waits until every dead letter of the job is acknowledged (re-sending failures). Dead
@@ -922,6 +945,7 @@ impl KafkaIngest {
             next: HashMap::default(),
             base: HashMap::new(),
             paused: false,
+            behind_since: None,
             dlq_seq: 0,
             spare: Vec::new(),
         }));
@@ -1161,7 +1185,8 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
                 st = state.lock();
             }
         }
-        let st = &mut *st;
+        let mut st_guard = st;
+        let st = &mut *st_guard;
         pipeline.metrics.kafka_delay.add(&mut kafka_delay);
         ctx.drain_done(&consumer, &pipeline, st, false);
         let full = st.batch.events() + st.dlq.len() >= max_events;
@@ -1173,16 +1198,29 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
             && (full
                 || st.batch_started.is_some_and(|t| t.elapsed() >= cfg.batch_linger)
                 || (drained && ctx.writer_idle()));
+        let mut wait_room = None;
         if due {
             if ctx.submit(st, false) {
+                st.behind_since = None;
                 ctx.set_paused(&consumer, st, false);
             } else if full {
-                // The writer is behind: stop fetching; what librdkafka already holds is
-                // bounded by queued.max.messages.kbytes.
-                ctx.set_paused(&consumer, st, true);
+                // The writer is behind: wait for it, reading nothing (what librdkafka
+                // holds meanwhile is bounded by queued.max.messages.kbytes); pause only
+                // when it stays behind.
+                let since = *st.behind_since.get_or_insert_with(Instant::now);
+                match PAUSE_AFTER.checked_sub(since.elapsed()) {
+                    Some(left) if !st.paused => wait_room = Some(left),
+                    _ => ctx.set_paused(&consumer, st, true),
+                }
             }
         } else if st.batch.is_empty() {
+            st.behind_since = None;
             ctx.set_paused(&consumer, st, false);
+        }
+        if let Some(left) = wait_room {
+            drop(st_guard);
+            // At most 100 ms at a time: rebalance callbacks run only inside `poll`.
+            ctx.wait_room(Instant::now() + left.min(Duration::from_millis(100)));
         }
     }
     // Shutdown: make the in-flight batches durable, commit, then close the client.

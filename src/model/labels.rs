@@ -55,13 +55,66 @@ pub struct Label {
 }
 
 /// An immutable, sorted label set. Cheap to clone (shared).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Arc<[Label]>);
+///
+/// Carries the hash of its labels, computed once when built: a label set is hashed many
+/// times in its life (the ingest consumer's store lookup, the writer's kind check and
+/// insert, every query that groups by it), and hashing a dozen strings each time was a
+/// tenth of the ingest writer thread. `Hash` feeds only that value; equality compares the
+/// labels (after the hashes, which differ for almost all unequal sets).
+///
+/// The hash is keyed by a seed drawn once per process, so label sets chosen to collide
+/// cannot be precomputed (the same defence as a randomly seeded `HashMap`); it is never
+/// stored or sent anywhere.
+#[derive(Clone)]
+pub struct Labels {
+    set: Arc<[Label]>,
+    hash: u64,
+}
+
+/// The process's seed for [`Labels`] hashes.
+fn labels_hasher() -> &'static foldhash::fast::RandomState {
+    static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    SEED.get_or_init(Default::default)
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.set, &other.set) || (self.hash == other.hash && self.set == other.set)
+    }
+}
+
+impl Eq for Labels {}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// By the labels, name then value, pair by pair (the Prometheus series order).
+impl Ord for Labels {
+    fn cmp(&self, other: &Labels) -> std::cmp::Ordering {
+        self.set.cmp(&other.set)
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Labels) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Labels {
+    /// The one constructor: every label set gets its hash here.
+    fn new(set: Arc<[Label]>) -> Labels {
+        use std::hash::BuildHasher;
+        let hash = labels_hasher().hash_one(&*set);
+        Labels { set, hash }
+    }
+
     /// An empty label set.
     pub fn empty() -> Labels {
-        Labels(Arc::from(Vec::new()))
+        Labels::new(Arc::from(Vec::new()))
     }
 
     /// Builds from pairs, validating names, limits and uniqueness. Empty values are dropped.
@@ -82,7 +135,7 @@ impl Labels {
         labels.sort();
         labels.dedup_by(|a, b| a.name == b.name);
         labels.retain(|l| !l.value.is_empty());
-        Labels(Arc::from(labels))
+        Labels::new(Arc::from(labels))
     }
 
     /// The value of label `name`. Small sets are scanned: comparing for equality looks
@@ -90,13 +143,13 @@ impl Labels {
     /// bytes of every name it visits, each a separate allocation (a cache miss apiece
     /// when a query touches 10k label sets once each).
     pub fn get(&self, name: &str) -> Option<&str> {
-        if self.0.len() <= 16 {
-            return self.0.iter().find(|l| l.name == name).map(|l| l.value.as_str());
+        if self.set.len() <= 16 {
+            return self.set.iter().find(|l| l.name == name).map(|l| l.value.as_str());
         }
-        self.0
+        self.set
             .binary_search_by(|l| l.name.as_str().cmp(name))
             .ok()
-            .map(|i| self.0[i].value.as_str())
+            .map(|i| self.set[i].value.as_str())
     }
 
     pub fn metric_name(&self) -> Option<&str> {
@@ -108,19 +161,19 @@ impl Labels {
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Label> {
-        self.0.iter()
+        self.set.iter()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.set.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.set.is_empty()
     }
 
     pub fn as_slice(&self) -> &[Label] {
-        &self.0
+        &self.set
     }
 
     /// A copy without the metric name (PromQL drops it from most function results).
@@ -129,8 +182,8 @@ impl Labels {
     }
 
     pub fn without(&self, names: &[&str]) -> Labels {
-        Labels(
-            self.0
+        Labels::new(
+            self.set
                 .iter()
                 .filter(|l| !names.contains(&l.name.as_str()))
                 .cloned()
@@ -139,8 +192,8 @@ impl Labels {
     }
 
     pub fn only(&self, names: &[&str]) -> Labels {
-        Labels(
-            self.0
+        Labels::new(
+            self.set
                 .iter()
                 .filter(|l| names.contains(&l.name.as_str()))
                 .cloned()
@@ -150,7 +203,7 @@ impl Labels {
 
     /// Returns a copy with `name` set to `value` (removed when `value` is empty).
     pub fn with(&self, name: &str, value: &str) -> Labels {
-        let mut v: Vec<Label> = self.0.iter().filter(|l| l.name != name).cloned().collect();
+        let mut v: Vec<Label> = self.set.iter().filter(|l| l.name != name).cloned().collect();
         if !value.is_empty() {
             v.push(Label {
                 name: name.to_string(),
@@ -158,12 +211,12 @@ impl Labels {
             });
             v.sort();
         }
-        Labels(Arc::from(v))
+        Labels::new(Arc::from(v))
     }
 
     /// Approximate heap bytes, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.0
+        self.set
             .iter()
             .map(|l| l.name.len() + l.value.len() + 2 * std::mem::size_of::<String>())
             .sum()
@@ -184,7 +237,7 @@ impl fmt::Display for Labels {
         }
         f.write_str("{")?;
         let mut first = true;
-        for l in self.0.iter().filter(|l| l.name != METRIC_NAME) {
+        for l in self.set.iter().filter(|l| l.name != METRIC_NAME) {
             if !first {
                 f.write_str(", ")?;
             }
@@ -262,7 +315,7 @@ impl LabelsBuilder {
                 return Err(ModelError::InvalidLabelName(l.name.clone()));
             }
         }
-        Ok(Labels(Arc::from(self.labels)))
+        Ok(Labels::new(Arc::from(self.labels)))
     }
 }
 
@@ -404,6 +457,34 @@ mod tests {
                 proptest::prop_assert_eq!(l.get(k), Some(v.as_str()));
             }
             proptest::prop_assert_eq!(l.get(&absent), pairs.get(&absent).map(String::as_str));
+        }
+    }
+
+    proptest::proptest! {
+        /// Label sets built apart (from pairs in any order, or derived by `with`/`without`)
+        /// are equal, hash alike and compare `Equal` exactly when their labels are equal,
+        /// whatever the cached hashes hold.
+        #[test]
+        fn equality_and_hash_follow_the_labels(
+            a in proptest::collection::btree_map("[a-c]", "[xy]{1,2}", 0..4),
+            b in proptest::collection::btree_map("[a-c]", "[xy]{1,2}", 0..4),
+        ) {
+            use std::hash::BuildHasher;
+            let limits = LabelLimits::default();
+            let la = Labels::from_pairs(a.clone(), &limits).unwrap();
+            let la_rev = Labels::from_pairs(a.clone().into_iter().rev(), &limits).unwrap();
+            let lb = Labels::from_pairs(b.clone(), &limits).unwrap();
+            let h = std::collections::hash_map::RandomState::new();
+            proptest::prop_assert_eq!(&la, &la_rev);
+            proptest::prop_assert_eq!(h.hash_one(&la), h.hash_one(&la_rev));
+            proptest::prop_assert_eq!(la == lb, a == b);
+            proptest::prop_assert_eq!(la.cmp(&lb), a.iter().cmp(b.iter()));
+            if a == b {
+                proptest::prop_assert_eq!(h.hash_one(&la), h.hash_one(&lb));
+            }
+            let derived = la.with("zz", "1").without(&["zz"]);
+            proptest::prop_assert_eq!(&derived, &la);
+            proptest::prop_assert_eq!(h.hash_one(&derived), h.hash_one(&la));
         }
     }
 }

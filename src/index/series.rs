@@ -239,7 +239,8 @@ impl SeriesIndex {
         names.into_iter().collect()
     }
 
-    /// Distinct values of `name` over the selected series with data in `[start, end]`.
+    /// Distinct values of `name` over the selected series with data in `[start, end]`,
+    /// sorted.
     pub fn label_values(&self, name: &str, ids: &RoaringBitmap, start: i64, end: i64) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(values) = self.postings.values_of(name) {
@@ -252,6 +253,7 @@ impl SeriesIndex {
                 }
             }
         }
+        out.sort_unstable();
         out
     }
 }
@@ -330,5 +332,20 @@ mod tests {
         let only_a = ix.select(Some("a"), &[Matcher::new(MatchOp::Regex, "x", ".*").unwrap()]);
         assert_eq!(ix.label_values("x", &only_a, 0, 1000), ["1"]);
         assert_eq!(ix.label_names(&only_a, 0, 1000), ["__name__", "tenant", "x"]);
+    }
+
+    #[test]
+    fn label_values_are_sorted() {
+        let mut ix = SeriesIndex::new("default");
+        let values = ["k", "b", "z", "a", "m", "c", "y", "d", "x", "e", "w", "f"];
+        for v in values {
+            let (id, _) = ix
+                .get_or_create(&labels(&[("__name__", "m"), ("x", v)]), SeriesKind::GAUGE)
+                .unwrap();
+            ix.get(id).unwrap().observe(0, 10);
+        }
+        let mut want = values.to_vec();
+        want.sort_unstable();
+        assert_eq!(ix.label_values("x", &ix.select(None, &[]), 0, 10), want);
     }
 }

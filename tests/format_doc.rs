@@ -146,7 +146,7 @@ fn decode(args: &[&str]) -> Json {
 fn labels_json(l: &Labels) -> Json {
     Json::Array(
         l.iter()
-            .map(|x| Json::Array(vec![Json::from(x.name.clone()), Json::from(x.value.clone())]))
+            .map(|x| Json::Array(vec![Json::from(x.name.as_str()), Json::from(x.value.as_str())]))
             .collect(),
     )
 }

@@ -161,7 +161,7 @@ fn keys_of(l: &Labels, default_tenant: &str) -> (RowKey, Attrs, String) {
         if fixed.contains(&n) || Some(n) == rl || Some(n) == gl || Some(n) == sl {
             continue;
         }
-        tags.insert(n.to_string(), lab.value.clone());
+        tags.insert(n.to_string(), lab.value.to_string());
     }
     let tenant = l.tenant().unwrap_or(default_tenant).to_string();
     let key = RowKey {

@@ -34,11 +34,11 @@ impl Postings {
         for l in labels.iter() {
             let values = match self.by_label.get_mut(l.name.as_str()) {
                 Some(v) => v,
-                None => self.by_label.entry(l.name.clone()).or_default(),
+                None => self.by_label.entry(l.name.to_string()).or_default(),
             };
             match values.get_mut(l.value.as_str()) {
                 Some(b) => b,
-                None => values.entry(l.value.clone()).or_default(),
+                None => values.entry(l.value.to_string()).or_default(),
             }
             .insert(id.0);
         }

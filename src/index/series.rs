@@ -236,7 +236,7 @@ impl SeriesIndex {
                 }
             }
         }
-        names.into_iter().collect()
+        names.into_iter().map(String::from).collect()
     }
 
     /// Distinct values of `name` over the selected series with data in `[start, end]`,

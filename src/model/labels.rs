@@ -48,11 +48,17 @@ impl Default for LabelLimits {
     }
 }
 
+/// One label. Names and values are [`LabelStr`]s: nearly all are short (`tenant`,
+/// `us-east-1`, `db-r6g-0042`), and a series' label set is built on ingest's hot path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
-    pub name: String,
-    pub value: String,
+    pub name: LabelStr,
+    pub value: LabelStr,
 }
+
+/// A label name or value: text of up to 24 bytes is stored inline (no allocation),
+/// longer text on the heap. Compares, orders and hashes like `str`.
+pub type LabelStr = compact_str::CompactString;
 
 /// An immutable, sorted label set. Cheap to clone (shared).
 ///
@@ -118,7 +124,7 @@ impl Labels {
     }
 
     /// Builds from pairs, validating names, limits and uniqueness. Empty values are dropped.
-    pub fn from_pairs<N: Into<String>, V: Into<String>>(
+    pub fn from_pairs<N: Into<LabelStr>, V: Into<LabelStr>>(
         pairs: impl IntoIterator<Item = (N, V)>,
         limits: &LabelLimits,
     ) -> Result<Labels, ModelError> {
@@ -206,8 +212,8 @@ impl Labels {
         let mut v: Vec<Label> = self.set.iter().filter(|l| l.name != name).cloned().collect();
         if !value.is_empty() {
             v.push(Label {
-                name: name.to_string(),
-                value: value.to_string(),
+                name: name.into(),
+                value: value.into(),
             });
             v.sort();
         }
@@ -266,11 +272,11 @@ impl LabelsBuilder {
         }
     }
 
-    pub fn metric(&mut self, name: impl Into<String>) -> &mut Self {
+    pub fn metric(&mut self, name: impl Into<LabelStr>) -> &mut Self {
         self.push(METRIC_NAME, name)
     }
 
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
+    pub fn push(&mut self, name: impl Into<LabelStr>, value: impl Into<LabelStr>) -> &mut Self {
         self.labels.push(Label {
             name: name.into(),
             value: value.into(),
@@ -283,7 +289,7 @@ impl LabelsBuilder {
         self.labels.sort();
         for w in self.labels.windows(2) {
             if w[0].name == w[1].name {
-                return Err(ModelError::DuplicateLabel(w[0].name.clone()));
+                return Err(ModelError::DuplicateLabel(w[0].name.to_string()));
             }
         }
         if self.labels.len() > limits.max_labels {
@@ -295,24 +301,24 @@ impl LabelsBuilder {
         for l in &self.labels {
             if l.name.len() > limits.max_name_len {
                 return Err(ModelError::LabelNameTooLong {
-                    name: l.name.clone(),
+                    name: l.name.to_string(),
                     len: l.name.len(),
                     limit: limits.max_name_len,
                 });
             }
             if l.value.len() > limits.max_value_len {
                 return Err(ModelError::LabelValueTooLong {
-                    name: l.name.clone(),
+                    name: l.name.to_string(),
                     len: l.value.len(),
                     limit: limits.max_value_len,
                 });
             }
             if l.name == METRIC_NAME {
                 if !is_valid_metric_name(&l.value) {
-                    return Err(ModelError::InvalidMetricName(l.value.clone()));
+                    return Err(ModelError::InvalidMetricName(l.value.to_string()));
                 }
             } else if !is_valid_label_name(&l.name) {
-                return Err(ModelError::InvalidLabelName(l.name.clone()));
+                return Err(ModelError::InvalidLabelName(l.name.to_string()));
             }
         }
         Ok(Labels::new(Arc::from(self.labels)))

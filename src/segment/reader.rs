@@ -352,8 +352,8 @@ fn parse_table(table: &[u8], count: u32, blocks_end: u64) -> Result<Vec<SeriesMe
         let n_labels = r.len_prefix(1024)?;
         let mut labels = Vec::with_capacity(n_labels);
         for _ in 0..n_labels {
-            let name = r.prefixed_str()?.to_string();
-            let value = r.prefixed_str()?.to_string();
+            let name = r.prefixed_str()?.into();
+            let value = r.prefixed_str()?.into();
             labels.push(Label { name, value });
         }
         let n_blocks = r.len_prefix(r.remaining())?;

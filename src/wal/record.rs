@@ -99,8 +99,8 @@ pub fn decode_batch(payload: &[u8]) -> Result<WalBatch, DecodeError> {
         let n = r.len_prefix(MAX_LABELS)?;
         let mut labels = Vec::with_capacity(n);
         for _ in 0..n {
-            let name = r.prefixed_str()?.to_string();
-            let value = r.prefixed_str()?.to_string();
+            let name = r.prefixed_str()?.into();
+            let value = r.prefixed_str()?.into();
             labels.push(Label { name, value });
         }
         b.defs.push(WalSeries {

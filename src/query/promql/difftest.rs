@@ -68,8 +68,8 @@ fn json_labels(m: &Json) -> Labels {
     if let Some(o) = m.as_object() {
         for (k, val) in o {
             v.push(Label {
-                name: k.clone(),
-                value: val.as_str().unwrap_or("").to_string(),
+                name: k.as_str().into(),
+                value: val.as_str().unwrap_or("").into(),
             });
         }
     }

@@ -113,7 +113,7 @@ impl SeriesSource for MemSource {
         let mut names: Vec<String> = self
             .matching(matchers)
             .filter(|(_, ts, _)| ts.iter().any(|&t| t >= start && t <= end))
-            .flat_map(|(l, _, _)| l.iter().map(|x| x.name.clone()).collect::<Vec<_>>())
+            .flat_map(|(l, _, _)| l.iter().map(|x| x.name.to_string()).collect::<Vec<_>>())
             .collect();
         names.sort();
         names.dedup();

@@ -262,11 +262,11 @@ mod prop {
             },
             Label {
                 name: "x".into(),
-                value: format!("x{x}"),
+                value: compact_str::format_compact!("x{x}"),
             },
             Label {
                 name: "y".into(),
-                value: format!("y{y}"),
+                value: compact_str::format_compact!("y{y}"),
             },
         ])
     }
@@ -347,11 +347,11 @@ fn promql_perf_smoke() {
             },
             Label {
                 name: "instance".into(),
-                value: format!("i{s}"),
+                value: compact_str::format_compact!("i{s}"),
             },
             Label {
                 name: "tenant".into(),
-                value: format!("t{}", s % 10),
+                value: compact_str::format_compact!("t{}", s % 10),
             },
         ]);
         data.push((labels, (0..1440).map(|i| (i * 60_000, (i * (s + 1)) as f64)).collect()));

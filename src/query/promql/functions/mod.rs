@@ -198,8 +198,8 @@ pub(super) fn absent_labels(e: &Expr) -> Labels {
         }
         if m.op == MatchOp::Equal && !set.iter().any(|l| l.name == m.name) {
             set.push(Label {
-                name: m.name.clone(),
-                value: m.value.clone(),
+                name: m.name.as_str().into(),
+                value: m.value.as_str().into(),
             });
         } else {
             drop.push(&m.name);

@@ -76,7 +76,7 @@ pub fn parse_series(line: &str) -> Result<(Labels, Vec<Option<f64>>), String> {
     if i > 0 {
         labels.push(Label {
             name: METRIC_NAME.into(),
-            value: line[..i].to_string(),
+            value: line[..i].into(),
         });
     }
     let rest = line[i..].trim_start();
@@ -84,7 +84,10 @@ pub fn parse_series(line: &str) -> Result<(Labels, Vec<Option<f64>>), String> {
         let (ls, after) = parse_label_body(body)?;
         for (n, v) in ls {
             labels.retain(|l| l.name != n);
-            labels.push(Label { name: n, value: v });
+            labels.push(Label {
+                name: n.into(),
+                value: v.into(),
+            });
         }
         after
     } else {

@@ -32,8 +32,12 @@ fn kafka_sigkill_restart_cycles_exact_totals() {
     let gen = gen_in_background(GenConfig {
         brokers: broker.addr.clone(),
         topic: topic.into(),
+        // 100 s of events: every kill cycle must find events still arriving. A restart
+        // waits for the group to drop the killed member (its 6 s session) before it gets
+        // partitions, ~11-14 s a cycle here; with 30 s of events (45k), the fourth cycle
+        // of a slow seed found everything stored and nothing more to write.
         rate: 1500,
-        count: 45_000,
+        count: 150_000,
         tenants: 3,
         malformed_share: 0.01,
         duplicate_share: 0.03,
@@ -50,7 +54,16 @@ fn kafka_sigkill_restart_cycles_exact_totals() {
     for cycle in 0..cycles {
         let mut t = Tally::start(&data, &opts);
         // Kill at a random point after the process has started writing batches.
-        wait_for("first batch", Duration::from_secs(60), || batches(&t) > 0);
+        let started = std::time::Instant::now();
+        while batches(&t) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "cycle {cycle}: no batch written within 60 s of the start (generator finished: {}); log:\n{}",
+                gen.is_finished(),
+                t.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         std::thread::sleep(Duration::from_millis(rng.u64(0..1500)));
         eprintln!("cycle {cycle}: SIGKILL after {} events accepted", t.accepted());
         t.kill9();

@@ -261,6 +261,20 @@ impl Inbox {
         Some(Ok(Received::Inbox(m)))
     }
 
+    /// The next message of the batch at hand, without polling or waiting: `None` when the
+    /// batch is used up, or when its next message is an error (left for [`Inbox::next`]).
+    pub(crate) fn take_ready(&mut self) -> Option<RawMessage> {
+        while self.pos < self.len && self.buf[self.pos].is_null() {
+            self.pos += 1;
+        }
+        let p = NonNull::new(*self.buf[..self.len].get(self.pos)?)?;
+        // SAFETY: `buf[pos]` is a message of the current batch, still owned by us.
+        if unsafe { p.as_ref() }.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return None;
+        }
+        self.take()
+    }
+
     fn take(&mut self) -> Option<RawMessage> {
         if self.pos < self.len && self.filled_at != self.forwarder.epoch.load(Ordering::Relaxed) {
             // Invalidated: release the rest of the batch unread.

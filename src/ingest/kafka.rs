@@ -55,8 +55,9 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::event::Reject;
+use super::inbox::Received;
 use super::inbox::{Forwarder, Inbox};
-use super::pipeline::{Batch, Pipeline};
+use super::pipeline::{Batch, Pipeline, GROUP};
 use super::Source;
 use crate::store::now_ns;
 
@@ -1091,6 +1092,9 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
     let mut cur: (String, i32, String) = (String::new(), -1, String::new());
     // Producer-to-consumer delays of a burst, added to the shared histogram once per burst.
     let mut kafka_delay = super::HistogramBatch::default();
+    // Reused for every group (messages, then each one's outcome).
+    let mut group: Vec<Received<'_>> = Vec::with_capacity(GROUP);
+    let mut outcomes: [Result<(), Reject>; GROUP] = std::array::from_fn(|_| Ok(()));
     while !stop.load(Ordering::Relaxed) {
         let wait = {
             let st = state.lock();
@@ -1116,20 +1120,37 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
         // Clock reads once per 64 messages of a burst (two per message were ~3% of the
         // CPU): event-time checks and delays are off by at most that many messages' work.
         let (mut now, mut instant) = (now_ns(), Instant::now());
+        let mut clock_at = 64;
         while let Some(r) = first.take() {
-            if n % 64 == 63 {
-                (now, instant) = (now_ns(), Instant::now());
+            if n >= clock_at {
+                (now, instant, clock_at) = (now_ns(), Instant::now(), n + 64);
             }
+            // A group of messages prepared together (`Pipeline::prepare_group`): the first,
+            // then what the inbox holds already, up to the batch's room.
             match r {
-                Ok(received) => {
+                Ok(received) => group.push(received),
+                Err(e) => tracing::warn!(error = %e, "kafka consume error"),
+            }
+            let room = max_events.saturating_sub(st.batch.events() + st.dlq.len());
+            while group.len() < GROUP.min(room) {
+                match inbox.take_ready() {
+                    Some(m) => group.push(Received::Inbox(m)),
+                    None => break,
+                }
+            }
+            n += group.len().max(1);
+            {
+                let st = &mut *st;
+                // Which messages are new (not re-fetched after a rewind), in order; each one's
+                // partition is noted for the second pass.
+                let mut payloads: [&[u8]; GROUP] = [&[]; GROUP];
+                let mut tps: [Option<(&str, i32)>; GROUP] = [None; GROUP];
+                let mut fresh = 0;
+                for (received, tp) in group.iter().zip(&mut tps) {
                     let m = received.get();
-                    let st = &mut *st;
-                    if cur.1 != m.partition() || cur.0 != m.topic() {
-                        cur = (
-                            m.topic().to_string(),
-                            m.partition(),
-                            source_key(m.topic(), m.partition()),
-                        );
+                    let topic = m.topic();
+                    if cur.1 != m.partition() || cur.0 != topic {
+                        cur = (topic.to_string(), m.partition(), source_key(topic, m.partition()));
                     }
                     let Some(next) = st.next.get_mut(cur.2.as_str()) else {
                         continue;
@@ -1139,39 +1160,52 @@ fn run_worker(consumer: Arc<BaseConsumer<Ctx>>, state: Arc<Mutex<State>>, stop: 
                     }
                     if m.offset() < *next {
                         // Re-fetched after a rewind: already handled.
-                    } else {
-                        *next = m.offset() + 1;
-                        let payload = m.payload();
-                        if let Err(r) = pipeline.prepare(&mut st.batch, payload, now) {
-                            pipeline.metrics.add_rejected(Source::Kafka, r.code, 1);
-                            st.dlq_seq += 1;
-                            let msg = DlqMsg {
-                                seq: st.dlq_seq,
-                                topic: format!("{}.dlq", cur.0),
-                                payload: payload.to_vec(),
-                                key: m.key().map(<[u8]>::to_vec),
-                                reject: r,
-                                src_topic: cur.0.clone(),
-                                partition: cur.1,
-                                offset: m.offset(),
-                            };
-                            if let Err(e) = send_dlq(&ctx.producer, &msg) {
-                                tracing::warn!(error = %e, "dead-letter send failed; will retry");
-                                ctx.producer.context().failed.lock().push(msg.seq);
-                            }
-                            st.dlq.push(msg);
+                        continue;
+                    }
+                    *next = m.offset() + 1;
+                    *tp = Some((topic, m.partition()));
+                    payloads[fresh] = m.payload();
+                    fresh += 1;
+                }
+                pipeline.prepare_group(&mut st.batch, &payloads[..fresh], now, &mut outcomes[..fresh]);
+                let mut outcome = outcomes[..fresh].iter_mut();
+                for (received, tp) in group.iter().zip(&tps) {
+                    let Some((topic, partition)) = tp else {
+                        continue;
+                    };
+                    let Some(done) = outcome.next() else {
+                        break;
+                    };
+                    let m = received.get();
+                    if cur.1 != *partition || cur.0 != *topic {
+                        cur = (topic.to_string(), *partition, source_key(topic, *partition));
+                    }
+                    if let Err(r) = std::mem::replace(done, Ok(())) {
+                        pipeline.metrics.add_rejected(Source::Kafka, r.code, 1);
+                        st.dlq_seq += 1;
+                        let msg = DlqMsg {
+                            seq: st.dlq_seq,
+                            topic: format!("{}.dlq", cur.0),
+                            payload: m.payload().to_vec(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            reject: r,
+                            src_topic: cur.0.clone(),
+                            partition: cur.1,
+                            offset: m.offset(),
+                        };
+                        if let Err(e) = send_dlq(&ctx.producer, &msg) {
+                            tracing::warn!(error = %e, "dead-letter send failed; will retry");
+                            ctx.producer.context().failed.lock().push(msg.seq);
                         }
-                        st.batch.set_position(&cur.2, m.offset() + 1);
-                        if st.batch_started.is_none() {
-                            st.batch_started = Some(instant);
-                        }
+                        st.dlq.push(msg);
+                    }
+                    st.batch.set_position(&cur.2, m.offset() + 1);
+                    if st.batch_started.is_none() {
+                        st.batch_started = Some(instant);
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "kafka consume error");
-                }
             }
-            n += 1;
+            group.clear();
             // Keep draining librdkafka's local queue without waiting while the batch
             // has room and is not due (or is due but the writer cannot take it yet).
             let room = st.batch.events() + st.dlq.len() < max_events;

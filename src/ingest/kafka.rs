@@ -30,9 +30,10 @@
 //!   (`rd_kafka_pause_partitions`) until it takes the batch: a pause makes librdkafka
 //!   throw away everything it prefetched (up to `queued.max.messages.kbytes`) and fetch
 //!   it again on resume, so pausing on every fsync-long lag cost a refetch and an idle
-//!   core each time. Memory: three batches plus librdkafka's bounded prefetch. A failing append is
-//!   retried with exponential backoff and jitter; after ~30 s the batch — and everything
-//!   read after it — is discarded and the partitions are rewound to their stored positions.
+//!   core each time. Memory: three batches plus librdkafka's bounded prefetch. A failing
+//!   append is retried with exponential backoff and jitter; after ~30 s the batch — and
+//!   everything read after it — is discarded and the partitions are rewound to their
+//!   stored positions.
 //! * **Outage.** librdkafka reconnects with exponential backoff (`reconnect.backoff.ms`,
 //!   `reconnect.backoff.max.ms`); a monitor thread probes the broker every second
 //!   (watermarks → `tally_ingest_consumer_lag`) and flips `/healthz` to `degraded`.
@@ -55,8 +56,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::event::Reject;
-use super::inbox::Received;
-use super::inbox::{Forwarder, Inbox};
+use super::inbox::{Forwarder, Inbox, Received};
 use super::pipeline::{Batch, Pipeline, GROUP};
 use super::Source;
 use crate::store::now_ns;
@@ -803,13 +803,13 @@ fn commit_before_append(job: &Job, writer: &Writer, pipeline: &Pipeline, stop: &
     }
 }
 
-/// How long the writer sleeps between looks for dead-letter acknowledgements (a broker
-/// round trip takes a millisecond or more).
 /// How long the writer may stay behind a full batch before the partitions are paused.
 /// Longer than any ordinary append (tens of milliseconds): waiting costs nothing, while a
 /// pause discards librdkafka's prefetch, which must then be fetched again.
 const PAUSE_AFTER: Duration = Duration::from_millis(500);
 
+/// How long the writer sleeps between looks for dead-letter acknowledgements (a broker
+/// round trip takes a millisecond or more).
 const DLQ_ACK_NAP: Duration = Duration::from_micros(200);
 
 /// Waits until every dead letter of the job is acknowledged (re-sending failures). Dead

@@ -284,13 +284,9 @@ impl Pipeline {
                 (f, shape)
             }));
         }
-        for (o, slot) in out[..n].iter_mut().zip(&mut staged) {
-            *o = match slot.take() {
-                Some(Ok((fields, shape))) => self.finish(batch, &mut cache, fields, shape, now),
-                Some(Err(r)) => Err(r),
-                // Every slot below `n` was filled above.
-                None => Ok(()),
-            };
+        // The first `n` slots are filled, and only those.
+        for (o, scanned) in out[..n].iter_mut().zip(staged.into_iter().flatten()) {
+            *o = scanned.and_then(|(fields, shape)| self.finish(batch, &mut cache, fields, shape, now));
         }
     }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use super::key_table::{stored, KeyTable};
+use super::key_table::{KeyTable, NO_TAG};
 
 #[derive(Debug, Clone)]
 pub struct DedupConfig {
@@ -79,9 +79,6 @@ pub fn dedup_key(tenant: &str, event_id: &str) -> u128 {
     h.update(event_id.as_bytes());
     h.digest128()
 }
-
-/// Dedup keys carry no tag in the key table.
-const NO_TAG: u32 = 0;
 
 struct Gen {
     id: u32,
@@ -270,9 +267,7 @@ impl Dedup {
             }
             for k in &old.keys {
                 // Only if no later generation took the key over.
-                if self.map.get(*k, NO_TAG) == Some(stored(old.id)) {
-                    self.map.remove(*k, NO_TAG);
-                }
+                self.map.remove_if(*k, NO_TAG, old.id);
             }
             if let Err(e) = fs::remove_file(&old.path) {
                 tracing::warn!(path = %old.path.display(), error = %e, "cannot remove old dedup log");

@@ -25,6 +25,9 @@ struct Slot {
 }
 
 const EMPTY: u32 = u32::MAX;
+
+/// The tag of tables whose keys need none (dedup keys, series keys).
+pub(crate) const NO_TAG: u32 = 0;
 const FREE: Slot = Slot {
     lo: 0,
     hi: 0,
@@ -144,10 +147,23 @@ impl KeyTable {
 
     /// Removes `(hash, tag)` if present.
     pub fn remove(&mut self, hash: u128, tag: u32) {
-        let (mut hole, found) = self.find(hash, tag);
-        if !found {
-            return;
+        let (hole, found) = self.find(hash, tag);
+        if found {
+            self.remove_at(hole);
         }
+    }
+
+    /// Removes `(hash, tag)` if present with value `val` (as [`stored`]): one probe where
+    /// a `get` then `remove` took two.
+    pub fn remove_if(&mut self, hash: u128, tag: u32, val: u32) {
+        let (hole, found) = self.find(hash, tag);
+        if found && self.slots[hole].val == stored(val) {
+            self.remove_at(hole);
+        }
+    }
+
+    /// Empties slot `hole` (occupied), keeping the run invariant.
+    fn remove_at(&mut self, mut hole: usize) {
         self.len -= 1;
         // Backward shift: move later members of the run into the hole when their home is
         // not inside (hole, j], keeping the run invariant without tombstones.
@@ -194,12 +210,13 @@ mod tests {
     use std::collections::HashMap;
 
     proptest! {
-        /// Answers like a `HashMap` keyed by (hash, tag) under inserts, upserts and removes,
+        /// Answers like a `HashMap` keyed by (hash, tag) under inserts, upserts, removes and
+        /// conditional removes,
         /// with hashes crowded into few home slots (long runs that wrap around the end of
         /// the table) as well as spread out, and several tags per hash.
         #[test]
         fn behaves_like_a_map(
-            ops in proptest::collection::vec((0u8..4, 0u64..3000, 0u32..3, 0u32..4, any::<bool>()), 0..3000),
+            ops in proptest::collection::vec((0u8..5, 0u64..3000, 0u32..3, 0u32..4, any::<bool>()), 0..3000),
         ) {
             let mut t = KeyTable::default();
             let mut model: HashMap<(u128, u32), u32> = HashMap::new();
@@ -224,6 +241,12 @@ mod tests {
                     2 => {
                         t.remove(hash, tag);
                         model.remove(&(hash, tag));
+                    }
+                    3 => {
+                        t.remove_if(hash, tag, val);
+                        if model.get(&(hash, tag)) == Some(&val) {
+                            model.remove(&(hash, tag));
+                        }
                     }
                     _ => {
                         let any = (0..3).any(|tag| model.contains_key(&(hash, tag)));

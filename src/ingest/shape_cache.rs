@@ -16,12 +16,9 @@
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::event::{Event, Reject, RejectCode};
-use super::key_table::KeyTable;
+use super::key_table::{KeyTable, NO_TAG};
 use super::pricing::Unpriced;
 use super::scan::{Fields, LabelsField};
-
-/// Series keys carry no tag in their table.
-const NO_TAG: u32 = 0;
 
 /// Shapes kept before the cache starts over: bounds its memory under a flood of shapes,
 /// including many shapes of few series (every entry has at least one shape).

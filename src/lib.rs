@@ -13,6 +13,7 @@ pub mod encoding;
 pub mod export;
 pub mod index;
 pub mod ingest;
+pub mod mem;
 pub mod model;
 pub mod query;
 pub mod segment;

@@ -15,6 +15,8 @@
 //! sits in the run of occupied slots that starts at its home slot, with no empty slot
 //! between its home and its position. Load stays at most 3/4.
 
+use crate::mem::HugeSlice;
+
 /// One slot; `val == EMPTY` marks a free slot (stored values skip that value).
 #[derive(Clone, Copy)]
 struct Slot {
@@ -37,14 +39,15 @@ const FREE: Slot = Slot {
 const MIN_SLOTS: usize = 1024;
 
 pub(crate) struct KeyTable {
-    slots: Vec<Slot>,
+    /// Huge-page backed once large: its pages are touched in random order (see [`crate::mem`]).
+    slots: HugeSlice<Slot>,
     len: usize,
 }
 
 impl Default for KeyTable {
     fn default() -> Self {
         KeyTable {
-            slots: vec![FREE; MIN_SLOTS],
+            slots: HugeSlice::filled(MIN_SLOTS, FREE),
             len: 0,
         }
     }
@@ -193,9 +196,9 @@ impl KeyTable {
 
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![FREE; size]);
+        let old = std::mem::replace(&mut self.slots, HugeSlice::filled(size, FREE));
         self.len = 0;
-        for s in old.into_iter().filter(|s| s.val != EMPTY) {
+        for s in old.iter().copied().filter(|s| s.val != EMPTY) {
             let (i, _) = self.find((s.hi as u128) << 64 | s.lo as u128, s.tag);
             self.slots[i] = s;
             self.len += 1;
@@ -272,6 +275,21 @@ mod tests {
             prop_assert_eq!(t.len(), 0);
             prop_assert_eq!(t.any_tag(hash_of(1, true)), None);
         }
+    }
+
+    /// Past 2 MiB the slots move to huge-page backed memory: growth must carry every key.
+    #[test]
+    fn keys_survive_growth_into_huge_pages() {
+        let mut t = KeyTable::default();
+        let key = |i: u64| (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        for i in 0..200_000u64 {
+            assert!(t.insert_new(key(i), 0, i as u32));
+        }
+        assert!(t.slots.len() * std::mem::size_of::<Slot>() >= crate::mem::HUGE_PAGE);
+        for i in 0..200_000u64 {
+            assert_eq!(t.get(key(i), 0), Some(i as u32));
+        }
+        assert_eq!(t.get(key(200_000), 0), None);
     }
 
     #[test]

@@ -57,10 +57,45 @@ fn stops(x: u64) -> u64 {
     quote | backslash | control | (x & HIGH)
 }
 
+/// The index of the first stop byte (see [`stops`]) at or after `j`, or of the last few
+/// bytes (fewer than 8) that follow the final whole word: the caller looks at them one
+/// by one. Most strings of an event fit one 16-byte step.
+#[inline(always)]
+fn skip_plain(b: &[u8], mut j: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = b.get(j..j + 16) {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86_64 baseline; the unaligned load reads exactly
+        // the 16 bytes of `chunk`.
+        let m = unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr() as *const __m128i);
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // Signed: bytes >= 0x80 are negative, so one compare flags them and < 0x20.
+            let low_or_high = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), low_or_high)) as u32
+        };
+        if m != 0 {
+            return j + m.trailing_zeros() as usize;
+        }
+        j += 16;
+    }
+    while let Some(chunk) = b.get(j..j + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let m = stops(u64::from_le_bytes(word));
+        if m != 0 {
+            return j + (m.trailing_zeros() / 8) as usize;
+        }
+        j += 8;
+    }
+    j
+}
+
 /// An escape-free string starting at `b[i] == '"'`: (contents, index after the closing
 /// quote). `None` on escapes, control characters or invalid UTF-8 (serde decides those).
-/// Scans 8 bytes at a time (`stops`); only strings with non-ASCII bytes are run through
-/// UTF-8 validation.
+/// Scans 16 or 8 bytes at a time ([`skip_plain`]); only strings with non-ASCII bytes are
+/// run through UTF-8 validation.
 fn string(b: &[u8], i: usize) -> Option<(&str, usize)> {
     if b.get(i) != Some(&b'"') {
         return None;
@@ -69,16 +104,7 @@ fn string(b: &[u8], i: usize) -> Option<(&str, usize)> {
     let mut j = start;
     let mut ascii = true;
     loop {
-        while let Some(chunk) = b.get(j..j + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let m = stops(u64::from_le_bytes(word));
-            if m != 0 {
-                j += (m.trailing_zeros() / 8) as usize;
-                break;
-            }
-            j += 8;
-        }
+        j = skip_plain(b, j);
         match *b.get(j)? {
             b'"' => break,
             b'\\' => return None,
@@ -142,6 +168,70 @@ fn raw(b: &[u8], i: usize) -> Option<(&str, usize)> {
     Some((unsafe { std::str::from_utf8_unchecked(text) }, end))
 }
 
+/// The contract's keys with their quotes, by first letter.
+const KEYS: [&str; 10] = [
+    "\"event_id\"",
+    "\"ts\"",
+    "\"tenant\"",
+    "\"metric\"",
+    "\"value\"",
+    "\"unit\"",
+    "\"sku\"",
+    "\"cost\"",
+    "\"currency\"",
+    "\"labels\"",
+];
+
+/// A quoted key as a little-endian 16-byte word and the mask of its bytes, so checking
+/// for it is one masked compare, not a `memcmp` call. Every key is at most 10 bytes.
+const fn key_word(k: &str) -> (u128, u128) {
+    let b = k.as_bytes();
+    let mut word = 0u128;
+    let mut i = 0;
+    while i < b.len() {
+        word |= (b[i] as u128) << (8 * i);
+        i += 1;
+    }
+    (word, (1u128 << (8 * b.len())) - 1)
+}
+
+const KEY_WORDS: [(u128, u128); 10] = {
+    let mut w = [(0, 0); 10];
+    let mut i = 0;
+    while i < KEYS.len() {
+        w[i] = key_word(KEYS[i]);
+        i += 1;
+    }
+    w
+};
+
+/// A contract key at `b[i]` read by comparing with the expected literal instead of
+/// scanning: (key, index after its closing quote). `None` means "scan it" — exactly the
+/// same answer as [`string`] would give, since a literal is escape-free ASCII ending at
+/// its quote. Keys within 16 bytes of the end are always scanned.
+#[inline(always)]
+fn known_key(b: &[u8], i: usize) -> Option<(&'static str, usize)> {
+    let range = match b.get(i + 1)? {
+        b'e' => 0..1,
+        b't' => 1..3,
+        b'm' => 3..4,
+        b'v' => 4..5,
+        b'u' => 5..6,
+        b's' => 6..7,
+        b'c' => 7..9,
+        b'l' => 9..10,
+        _ => return None,
+    };
+    let mut word = [0u8; 16];
+    word.copy_from_slice(b.get(i..i + 16)?);
+    let word = u128::from_le_bytes(word);
+    range.into_iter().find_map(|k| {
+        let (key, mask) = KEY_WORDS[k];
+        let quoted = KEYS[k];
+        (word & mask == key).then(|| (&quoted[1..quoted.len() - 1], i + quoted.len()))
+    })
+}
+
 /// Scans one event; `None` means "use serde_json" (see the module invariant).
 pub(crate) fn scan(b: &[u8]) -> Option<Fields<'_>> {
     // Outside strings only ASCII structure and digits are accepted, and every string is
@@ -156,7 +246,10 @@ pub(crate) fn scan(b: &[u8]) -> Option<Fields<'_>> {
         i += 1;
     } else {
         loop {
-            let (key, next) = string(b, i)?;
+            let (key, next) = match known_key(b, i) {
+                Some(k) => k,
+                None => string(b, i)?,
+            };
             i = skip_ws(b, next);
             if b.get(i) != Some(&b':') {
                 return None;
@@ -309,6 +402,44 @@ mod tests {
                 None => proptest::prop_assert_eq!(m, 0),
                 Some(first) => proptest::prop_assert_eq!((m.trailing_zeros() / 8) as usize, first),
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// `skip_plain` stops at the first stop byte, or leaves fewer than 8 bytes to the
+        /// caller, never skipping a stop byte.
+        #[test]
+        fn skip_plain_stops_at_the_first_stop_byte(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            plain in proptest::collection::vec(b'a'..=b'z', 0..60),
+            start in 0usize..8,
+        ) {
+            // Long plain runs (the common case) followed by arbitrary bytes.
+            let b: Vec<u8> = plain.iter().chain(&bytes).copied().collect();
+            let is_stop = |c: u8| c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c);
+            let j = start.min(b.len());
+            let r = skip_plain(&b, j);
+            proptest::prop_assert!(r >= j && r <= b.len());
+            proptest::prop_assert!(b[j..r].iter().all(|&c| !is_stop(c)));
+            proptest::prop_assert!(r + 8 > b.len() || is_stop(b[r]));
+        }
+
+        /// A key read as a known literal is the key `string` reads, ending at the same place.
+        #[test]
+        fn known_keys_read_like_strings(
+            key in proptest::sample::select(KEYS.to_vec()),
+            cut in 0usize..12,
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
+        ) {
+            let mut b: Vec<u8> = key.as_bytes()[..cut.min(key.len())].to_vec();
+            b.extend_from_slice(&tail);
+            if let Some(k) = known_key(&b, 0) {
+                proptest::prop_assert_eq!(Some(k), string(&b, 0));
+            }
+            // Followed by the rest of an event, a whole key is always recognised.
+            let whole: Vec<u8> = key.bytes().chain(tail.iter().copied()).chain(*b":\"0123456789abcdef\"}").collect();
+            proptest::prop_assert!(known_key(&whole, 0).is_some());
+            proptest::prop_assert_eq!(known_key(&whole, 0), string(&whole, 0));
         }
     }
 

@@ -1,11 +1,12 @@
 //! `event_id` de-duplication over a window, bounded in memory, surviving restarts.
 //!
 //! Keys are 128-bit xxh3 hashes of `tenant \0 event_id` (a collision among 10^7 keys has
-//! probability ~1e-25). They live in generations: one in-memory set + one append-only
-//! log file per generation under `<data>/ingest/dedup/`. A new generation starts every
-//! `window / 8` or every `max_keys / 8` keys; the oldest generation is dropped once it is
-//! older than the window or the total exceeds `max_keys` (memory stays bounded; under
-//! extreme rates the effective window shrinks, counted in `tally_ingest_dedup_evicted_total`).
+//! probability ~1e-25). They live in generations: one in-memory table maps each key to
+//! the generation that inserted it, and each generation has an append-only log file under
+//! `<data>/ingest/dedup/`. A new generation starts every `window / 8` or every
+//! `max_keys / 8` keys; the oldest generation is dropped once it is older than the window
+//! or the total exceeds `max_keys` (memory stays bounded; under extreme rates the
+//! effective window shrinks, counted in `tally_ingest_dedup_evicted_total`).
 //!
 //! **Crash consistency (write-ahead).** Before a batch is appended to the store, its keys
 //! are written to the log together with the source positions the batch advances
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use super::key_table::{KeyTable, NO_TAG};
+use super::key_table::{self, KeyTable, NO_TAG};
 
 #[derive(Debug, Clone)]
 pub struct DedupConfig {
@@ -80,10 +81,12 @@ pub fn dedup_key(tenant: &str, event_id: &str) -> u128 {
     h.digest128()
 }
 
+/// A generation: its keys live in the table (valued by `id`) and in its log file only.
 struct Gen {
     id: u32,
     created_secs: i64,
-    keys: Vec<u128>,
+    /// Keys it inserted (its share of the table).
+    count: usize,
     path: PathBuf,
 }
 
@@ -133,19 +136,19 @@ impl Dedup {
         for (id, created_secs, path) in names {
             let mut bytes = Vec::new();
             File::open(&path)?.read_to_end(&mut bytes)?;
-            let mut keys = Vec::new();
+            let mut count = 0;
             for_each_record(&bytes, |positions, ks| {
                 if positions.iter().all(|(s, p)| stored(s).is_some_and(|sp| sp >= *p)) {
-                    keys.extend_from_slice(ks);
+                    for k in ks {
+                        d.map.upsert(*k, NO_TAG, id);
+                    }
+                    count += ks.len();
                 }
             });
-            for k in &keys {
-                d.map.upsert(*k, NO_TAG, id);
-            }
             d.gens.push_back(Gen {
                 id,
                 created_secs,
-                keys,
+                count,
                 path,
             });
         }
@@ -176,20 +179,18 @@ impl Dedup {
     pub fn check_insert(&mut self, k: u128) -> bool {
         let Some(cur) = self.gens.back_mut() else { return true };
         let fresh = self.map.insert_new(k, NO_TAG, cur.id);
-        if fresh {
-            cur.keys.push(k);
-        }
+        cur.count += fresh as usize;
         fresh
     }
 
-    /// Forgets keys inserted by a batch that was not stored.
+    /// Forgets keys inserted (by `check_insert`, into the current generation) by a batch
+    /// that was not stored.
     pub fn rollback(&mut self, keys: &[u128]) {
         for k in keys {
             self.map.remove(*k, NO_TAG);
         }
         if let Some(cur) = self.gens.back_mut() {
-            let set: std::collections::HashSet<u128> = keys.iter().copied().collect();
-            cur.keys.retain(|k| !set.contains(k));
+            cur.count = cur.count.saturating_sub(keys.len());
         }
     }
 
@@ -225,7 +226,7 @@ impl Dedup {
         }
         let now = now_secs();
         let rotate = self.gens.back().is_some_and(|g| {
-            g.keys.len() >= (self.cfg.max_keys / 8).max(1)
+            g.count >= (self.cfg.max_keys / 8).max(1)
                 || now - g.created_secs >= (self.cfg.window.as_secs() as i64 / 8).max(1)
         });
         if rotate {
@@ -247,31 +248,37 @@ impl Dedup {
         self.gens.push_back(Gen {
             id,
             created_secs,
-            keys: Vec::new(),
+            count: 0,
             path,
         });
         Ok(())
     }
 
+    /// Drops the oldest generations while they are past the window or the table holds
+    /// more than `max_keys`: their keys leave the table in one pass over it (no per-key
+    /// list is kept in memory: the table's value is the generation), their logs are deleted.
     fn evict(&mut self, now: i64) {
         let window = self.cfg.window.as_secs() as i64;
+        let mut remaining = self.map.len();
+        let mut dropped = Vec::new();
         while self.gens.len() > 1 {
             let Some(old) = self.gens.front() else { break };
             let too_old = old.created_secs + (window / 8).max(1) < now - window;
-            if !too_old && self.map.len() <= self.cfg.max_keys {
+            if !too_old && remaining <= self.cfg.max_keys {
                 break;
             }
             let Some(old) = self.gens.pop_front() else { break };
             if !too_old {
-                self.evicted += old.keys.len() as u64;
+                self.evicted += old.count as u64;
             }
-            for k in &old.keys {
-                // Only if no later generation took the key over.
-                self.map.remove_if(*k, NO_TAG, old.id);
-            }
+            remaining = remaining.saturating_sub(old.count);
+            dropped.push(key_table::stored(old.id));
             if let Err(e) = fs::remove_file(&old.path) {
                 tracing::warn!(path = %old.path.display(), error = %e, "cannot remove old dedup log");
             }
+        }
+        if !dropped.is_empty() {
+            self.map.retain(|gen| !dropped.contains(&gen));
         }
     }
 }
@@ -378,6 +385,11 @@ mod tests {
         }
         assert!(d.len() <= 800, "{}", d.len());
         assert!(d.evicted > 0);
+        // The oldest generations went, whole; the newest keys stayed.
+        let key = |i: u32| dedup_key("t", &i.to_string());
+        assert!(!d.contains(key(0)));
+        assert!((9_900..10_000).all(|i| d.contains(key(i))));
+        assert_eq!((0..10_000).filter(|i| d.contains(key(*i))).count(), d.len());
         assert!(fs::read_dir(dir.path()).unwrap().count() <= 10);
     }
 }

@@ -156,12 +156,21 @@ impl KeyTable {
         }
     }
 
-    /// Removes `(hash, tag)` if present with value `val` (as [`stored`]): one probe where
-    /// a `get` then `remove` took two.
-    pub fn remove_if(&mut self, hash: u128, tag: u32, val: u32) {
-        let (hole, found) = self.find(hash, tag);
-        if found && self.slots[hole].val == stored(val) {
-            self.remove_at(hole);
+    /// Keeps only the entries whose value (as [`stored`]) `keep` accepts, in one pass over
+    /// the slots: cheaper than a probe per removed key when a large share goes at once.
+    pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        // Removing at `i` shifts later members of the run back into `i`, so `i` is looked
+        // at again. Entries only ever move backwards along their run: one that wraps from
+        // the table's start (already kept) to its end is looked at twice, harmlessly; an
+        // entry not yet looked at never moves into the part already passed.
+        let mut i = 0;
+        while i < self.slots.len() {
+            let v = self.slots[i].val;
+            if v != EMPTY && !keep(v) {
+                self.remove_at(i);
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -213,10 +222,9 @@ mod tests {
     use std::collections::HashMap;
 
     proptest! {
-        /// Answers like a `HashMap` keyed by (hash, tag) under inserts, upserts, removes and
-        /// conditional removes,
-        /// with hashes crowded into few home slots (long runs that wrap around the end of
-        /// the table) as well as spread out, and several tags per hash.
+        /// Answers like a `HashMap` keyed by (hash, tag) under inserts, upserts, removes
+        /// and retains, with hashes crowded into few home slots (long runs that wrap around
+        /// the end of the table) as well as spread out, and several tags per hash.
         #[test]
         fn behaves_like_a_map(
             ops in proptest::collection::vec((0u8..5, 0u64..3000, 0u32..3, 0u32..4, any::<bool>()), 0..3000),
@@ -245,11 +253,10 @@ mod tests {
                         t.remove(hash, tag);
                         model.remove(&(hash, tag));
                     }
-                    3 => {
-                        t.remove_if(hash, tag, val);
-                        if model.get(&(hash, tag)) == Some(&val) {
-                            model.remove(&(hash, tag));
-                        }
+                    // Rarely (it empties a quarter of the table): drop one value.
+                    3 if k % 50 == 0 => {
+                        t.retain(|v| v != val);
+                        model.retain(|_, v| *v != val);
                     }
                     _ => {
                         let any = (0..3).any(|tag| model.contains_key(&(hash, tag)));

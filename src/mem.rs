@@ -41,14 +41,10 @@ impl<T: Copy> HugeSlice<T> {
                 layout: None,
             };
         }
+        // Large arrays start on a huge page. `align_to` fails only when rounding the size
+        // up to the alignment would overflow `isize`; such an array keeps its own layout.
         let layout = if layout.size() >= HUGE_PAGE {
-            // HUGE_PAGE is a power of two ≥ align_of::<T>() and the size is a multiple of
-            // align_of::<T>(), so this layout is valid whenever the array layout was
-            // (the only error is a size that overflows isize when rounded, handled below).
-            match layout.align_to(HUGE_PAGE) {
-                Ok(l) => l,
-                Err(_) => layout,
-            }
+            layout.align_to(HUGE_PAGE).unwrap_or(layout)
         } else {
             layout
         };
@@ -57,7 +53,7 @@ impl<T: Copy> HugeSlice<T> {
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout);
         };
-        if layout.size() >= HUGE_PAGE {
+        if layout.align() == HUGE_PAGE {
             advise_huge(raw as *mut u8, layout.size());
         }
         for i in 0..len {
